@@ -1,0 +1,328 @@
+module;
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "../detail/log.hpp"
+
+module circbuf.shm;
+
+namespace circbuf {
+
+namespace {
+
+[[noreturn]] void ThrowErrno(int error, std::string const& what) {
+  throw std::system_error(error, std::generic_category(), what);
+}
+
+std::string Q(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+std::string const& CheckedName(std::string const& name, std::size_t size, ShmOptions const& options) {
+  ValidateName(name, "shared memory");
+  bool const any_size = options.open == OpenMode::kAttach && size == 0;
+  if (!any_size && (size == 0 || size > kMaxSegmentSize)) {
+    throw std::length_error("shared memory " + Q(name) + ": size " + std::to_string(size) +
+                            " bytes: must be 1 .. " + std::to_string(kMaxSegmentSize));
+  }
+  return name;
+}
+
+std::atomic_ref<std::uint32_t> RefCountOf(SegmentHeader* header) {
+  return std::atomic_ref<std::uint32_t>(header->refcount);
+}
+
+void* MapOrThrow(std::size_t bytes, int prot, int fd, off_t offset, std::string const& name) {
+  void* p = ::mmap(nullptr, bytes, prot, MAP_SHARED | MAP_POPULATE, fd, offset);
+  if (p == MAP_FAILED) ThrowErrno(errno, "mmap(" + Q(name) + ", " + std::to_string(bytes) + " bytes)");
+  return p;
+}
+
+// Owns the pieces of a half-built attachment; undoes them unless released.
+struct Pending {
+  std::string const& name;
+  int fd = -1;
+  void* header = nullptr;
+  void* user = nullptr;
+  std::size_t user_bytes = 0;
+  bool unlink = false;  // we created the segment: remove it on failure
+
+  ~Pending() {
+    if (user != nullptr) ::munmap(user, user_bytes);
+    if (header != nullptr) ::munmap(header, kPageSize);
+    if (fd >= 0) ::close(fd);
+    if (unlink) ::shm_unlink(name.c_str());
+  }
+};
+
+}  // namespace
+
+SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions options)
+    : name_(name),
+      lock_(CheckedName(name_, size, options), SemaphoreLock::Options{options.mode}),
+      owner_pid_(::getpid()),
+      access_(options.access) {
+  if (!lock_.TryAcquireFor(options.lock_timeout)) {
+    ThrowErrno(ETIMEDOUT, "shared memory " + Q(name_) + ": lock not acquired within " +
+                              std::to_string(options.lock_timeout.count()) + " ms");
+  }
+  SemaphoreLock::Guard held(lock_, std::adopt_lock);
+  // Whatever fails below: if no segment of this name exists afterwards, the
+  // lock's name goes too, so a refused call leaves nothing in /dev/shm.
+  struct UnlinkLockIfNoSegment {
+    SharedMemory& self;
+    bool armed = true;
+    ~UnlinkLockIfNoSegment() {
+      if (armed && !Exists(self.name_)) {
+        try {
+          self.lock_.Unlink();
+        } catch (...) {
+        }
+      }
+    }
+  } cleanup{*this};
+
+  Pending p{name_};
+  for (int attempt = 0;; ++attempt) {
+    if (attempt > 2) ThrowErrno(EAGAIN, "shared memory " + Q(name_) + ": segment keeps changing");
+    // ---- create --------------------------------------------------------------
+    if (options.open != OpenMode::kAttach) {
+      p.fd = ::shm_open(name_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode);
+      if (p.fd >= 0) {
+        p.unlink = true;
+        ::fchmod(p.fd, options.mode);  // exactly the mode asked for, whatever the umask
+        std::size_t const total = kPageSize + size;
+        if (::ftruncate(p.fd, static_cast<off_t>(total)) != 0) {
+          ThrowErrno(errno, "ftruncate(" + Q(name_) + ", " + std::to_string(total) + ")");
+        }
+        if (int const error = ::posix_fallocate(p.fd, 0, static_cast<off_t>(total)); error != 0) {
+          ThrowErrno(error, "shared memory " + Q(name_) + ": cannot reserve " + std::to_string(total) +
+                                " bytes in /dev/shm");
+        }
+        p.header = MapOrThrow(kPageSize, PROT_READ | PROT_WRITE, p.fd, 0, name_);
+        auto* h = static_cast<SegmentHeader*>(p.header);
+        h->version = kSegmentVersion;
+        h->header_bytes = static_cast<std::uint32_t>(kPageSize);
+        h->user_bytes = size;
+        h->creator_pid = ::getpid();
+        RefCountOf(h).store(1, std::memory_order_relaxed);  // published by [S1]
+        std::atomic_ref<std::uint64_t>(h->magic).store(kSegmentMagic,
+                                                       std::memory_order_release);  // [S1] pairs with [S2]
+        created_ = true;
+        size_ = size;
+        detail::Log().info("shared memory {}: created, {} bytes, mode {:o}", name_, size, options.mode);
+        break;
+      }
+      if (errno != EEXIST) ThrowErrno(errno, "shm_open(" + Q(name_) + ", O_CREAT)");
+      if (options.open == OpenMode::kCreate) ThrowErrno(EEXIST, "shared memory " + Q(name_) + " already exists");
+    }
+    // ---- attach --------------------------------------------------------------
+    p.fd = ::shm_open(name_.c_str(), O_RDWR | O_CLOEXEC, 0);
+    if (p.fd < 0) {
+      if (errno == ENOENT && options.open != OpenMode::kAttach) continue;  // removed meanwhile
+      ThrowErrno(errno, "shm_open(" + Q(name_) + ")");
+    }
+    struct stat st {};
+    if (::fstat(p.fd, &st) != 0) ThrowErrno(errno, "fstat(" + Q(name_) + ")");
+    auto const file_bytes = static_cast<std::size_t>(st.st_size);
+    std::uint64_t magic = 0;
+    if (file_bytes >= kPageSize) {
+      p.header = MapOrThrow(kPageSize, PROT_READ | PROT_WRITE, p.fd, 0, name_);
+      magic = std::atomic_ref<std::uint64_t>(static_cast<SegmentHeader*>(p.header)->magic)
+                  .load(std::memory_order_acquire);  // [S2]
+    }
+    if (magic == 0 && (file_bytes == 0 || file_bytes >= kPageSize)) {
+      // Creation never finished. Under the lock nobody is creating it now; if
+      // nobody is attached either, the creator died: remove it and start over.
+      if (::flock(p.fd, LOCK_EX | LOCK_NB) == 0) {
+        detail::Log().warn("shared memory {}: found an unfinished segment ({} bytes) whose creator died; "
+                           "removing it",
+                           name_, file_bytes);
+        ::shm_unlink(name_.c_str());
+        if (p.header != nullptr) ::munmap(p.header, kPageSize);
+        p.header = nullptr;
+        ::close(p.fd);
+        p.fd = -1;
+        if (options.open == OpenMode::kAttach) {
+          ThrowErrno(ENOENT, "shared memory " + Q(name_) + ": creator died before finishing it");
+        }
+        continue;
+      }
+    }
+    if (magic != kSegmentMagic) {
+      throw std::invalid_argument("shared memory " + Q(name_) + ": not a circbuf segment (" +
+                                  std::to_string(file_bytes) + " bytes, no circbuf header)");
+    }
+    auto* h = static_cast<SegmentHeader*>(p.header);
+    if (h->version != kSegmentVersion) {
+      throw std::invalid_argument("shared memory " + Q(name_) + ": layout version " +
+                                  std::to_string(h->version) + ", this library reads version " +
+                                  std::to_string(kSegmentVersion));
+    }
+    if (h->header_bytes != kPageSize || h->user_bytes == 0 || h->user_bytes > kMaxSegmentSize ||
+        file_bytes != kPageSize + h->user_bytes) {
+      throw std::invalid_argument("shared memory " + Q(name_) + ": corrupt header (header " +
+                                  std::to_string(h->header_bytes) + " bytes, user region " +
+                                  std::to_string(h->user_bytes) + " bytes, file " +
+                                  std::to_string(file_bytes) + " bytes)");
+    }
+    if (size != 0 && size != h->user_bytes) {
+      throw std::length_error("shared memory " + Q(name_) + ": exists with " + std::to_string(h->user_bytes) +
+                              " bytes, asked for " + std::to_string(size));
+    }
+    size_ = h->user_bytes;
+    // Stale? If no live process holds a shared flock, every recorded
+    // attachment belongs to a dead process.
+    if (::flock(p.fd, LOCK_EX | LOCK_NB) == 0) {
+      std::uint32_t const stale = RefCountOf(h).exchange(0, std::memory_order_acq_rel);
+      if (stale != 0) {
+        detail::Log().warn("shared memory {}: recovered; {} attachment(s) recorded but no live process "
+                           "attached",
+                           name_, stale);
+      }
+    }
+    RefCountOf(h).fetch_add(1, std::memory_order_acq_rel);
+    detail::Log().info("shared memory {}: attached, {} bytes, {} attachment(s)", name_, size_,
+                       RefCountOf(h).load(std::memory_order_relaxed));
+    break;
+  }
+  // Map the user region, then hold a shared flock for as long as we are attached.
+  int const prot = access_ == Access::kReadOnly ? PROT_READ : PROT_READ | PROT_WRITE;
+  p.user_bytes = size_;
+  try {
+    p.user = MapOrThrow(size_, prot, p.fd, static_cast<off_t>(kPageSize), name_);
+    if (::flock(p.fd, LOCK_SH) != 0) ThrowErrno(errno, "flock(" + Q(name_) + ", LOCK_SH)");
+  } catch (...) {
+    if (!created_) RefCountOf(static_cast<SegmentHeader*>(p.header)).fetch_sub(1, std::memory_order_acq_rel);
+    throw;
+  }
+  header_ = static_cast<SegmentHeader*>(std::exchange(p.header, nullptr));
+  user_ = static_cast<std::byte*>(std::exchange(p.user, nullptr));
+  fd_ = std::exchange(p.fd, -1);
+  p.unlink = false;
+  cleanup.armed = false;
+}
+
+SharedMemory::~SharedMemory() { Detach(); }
+
+SharedMemory::SharedMemory(SharedMemory&& other) noexcept
+    : name_(std::move(other.name_)),
+      lock_(std::move(other.lock_)),
+      size_(std::exchange(other.size_, 0)),
+      header_(std::exchange(other.header_, nullptr)),
+      user_(std::exchange(other.user_, nullptr)),
+      fd_(std::exchange(other.fd_, -1)),
+      owner_pid_(other.owner_pid_),
+      access_(other.access_),
+      created_(other.created_) {}
+
+SharedMemory& SharedMemory::operator=(SharedMemory&& other) noexcept {
+  if (this != &other) {
+    Detach();
+    name_ = std::move(other.name_);
+    lock_ = std::move(other.lock_);
+    size_ = std::exchange(other.size_, 0);
+    header_ = std::exchange(other.header_, nullptr);
+    user_ = std::exchange(other.user_, nullptr);
+    fd_ = std::exchange(other.fd_, -1);
+    owner_pid_ = other.owner_pid_;
+    access_ = other.access_;
+    created_ = other.created_;
+  }
+  return *this;
+}
+
+void SharedMemory::Detach() noexcept {
+  if (fd_ < 0) return;
+  bool const mine = owner_pid_ == ::getpid();
+  if (mine) {
+    bool locked = false;
+    try {
+      locked = lock_.TryAcquireFor(std::chrono::seconds(10));
+    } catch (std::exception const& e) {
+      detail::Log().error("shared memory {}: lock failed on detach: {}", name_, e.what());
+    }
+    if (!locked) {
+      detail::Log().error("shared memory {}: lock not acquired within 10 s on detach; "
+                          "detaching without updating the reference count",
+                          name_);
+    } else {
+      std::uint32_t const left = RefCountOf(header_).fetch_sub(1, std::memory_order_acq_rel) - 1;
+      // Converting our shared flock to exclusive succeeds only if no other
+      // live attachment exists, in this process or any other.
+      if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
+        if (left != 0) {
+          detail::Log().warn("shared memory {}: {} attachment(s) died without detaching; freeing anyway",
+                             name_, left);
+        }
+        ::shm_unlink(name_.c_str());
+        try {
+          lock_.Unlink();
+        } catch (std::exception const& e) {
+          detail::Log().error("shared memory {}: {}", name_, e.what());
+        }
+        detail::Log().info("shared memory {}: last one out, unlinked", name_);
+      } else {
+        detail::Log().info("shared memory {}: detached, {} attachment(s) left", name_, left);
+      }
+      try {
+        lock_.Release();
+      } catch (std::exception const& e) {
+        detail::Log().error("shared memory {}: {}", name_, e.what());
+      }
+    }
+  }
+  ::munmap(user_, size_);
+  ::munmap(header_, kPageSize);
+  ::close(fd_);  // drops our flock (in a forked copy, the parent's descriptor keeps it)
+  fd_ = -1;
+  user_ = nullptr;
+  header_ = nullptr;
+}
+
+std::uint32_t SharedMemory::RefCount() const noexcept {
+  return header_ == nullptr ? 0 : RefCountOf(header_).load(std::memory_order_acquire);
+}
+
+void SharedMemory::CheckView(std::size_t bytes, bool is_const, char const* what) const {
+  if (user_ == nullptr) throw std::logic_error("shared memory: " + std::string(what) + " on a moved-from object");
+  if (bytes > size_) {
+    throw std::length_error("shared memory " + Q(name_) + ": " + what + " of " + std::to_string(bytes) +
+                            " bytes does not fit the " + std::to_string(size_) + "-byte region");
+  }
+  if (!is_const && access_ == Access::kReadOnly) {
+    throw std::logic_error("shared memory " + Q(name_) + ": read-only attachment; use " + what + "<const T>");
+  }
+}
+
+bool SharedMemory::Exists(std::string_view name) {
+  ValidateName(name, "shared memory");
+  std::string const path = "/dev/shm/" + std::string(name.substr(1));
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool SharedMemory::Remove(std::string_view name) {
+  ValidateName(name, "shared memory");
+  std::string const n(name);
+  bool const removed = ::shm_unlink(n.c_str()) == 0;
+  if (!removed && errno != ENOENT) ThrowErrno(errno, "shm_unlink(" + Q(n) + ")");
+  SemaphoreLock::Remove(n);
+  if (removed) detail::Log().info("shared memory {}: removed by name", n);
+  return removed;
+}
+
+}  // namespace circbuf

@@ -1,0 +1,225 @@
+// circbuf.shm: a named POSIX shared-memory segment, owned RAII-style.
+//
+// Segment layout (one source of truth; pinned by static_asserts below and by
+// tests/shm/layout.test.cpp):
+//
+//   offset 0     +--------------------------------------------------------+
+//                | refcount u32 (atomic_ref) | pad .................. 64  | line 0: attach/detach only
+//   offset 64    +--------------------------------------------------------+
+//                | magic u64 | version u32 | header_bytes u32           |  line 1: written once by
+//                | user_bytes u64 | creator_pid i32 | pad ......... 128 |  the creator, magic last
+//   offset 128   +--------------------------------------------------------+
+//                | reserved (zero) ................................. 4096 |
+//   offset 4096  +========================================================+
+//                | user region: user_bytes bytes, page aligned            |
+//                | (AsStruct / AsSpan view this part only)                |
+//                +--------------------------------------------------------+
+//
+// The header takes a whole page so that the user region can be mapped with
+// its own protection: a read-only attachment maps the header page read-write
+// (to count itself) and the user region read-only.
+//
+// Special values: magic == 0 means "creation did not finish" (the creator died
+// between ftruncate and publishing the header); any other magic than
+// kSegmentMagic means "not a circbuf segment" and such a segment is never
+// touched or unlinked.
+//
+// Synchronization
+//   * Creating, attaching and detaching are serialised by a SemaphoreLock with
+//     the segment's name (semaphores and segments live in different
+//     namespaces of /dev/shm: "sem.NAME" and "NAME").
+//   * refcount: read and written only under that lock (atomic_ref, acq_rel),
+//     so it never goes wrong while everyone is alive.
+//   * Liveness: every attachment holds a shared flock(2) on its descriptor of
+//     the segment; the kernel drops it when the process dies. A detaching
+//     process that can then take the flock exclusively is the last live one
+//     and unlinks the segment, whatever refcount says (dead attachments never
+//     decremented it); an attaching process that can take it exclusively
+//     finds the segment stale and resets refcount to 0 before counting itself.
+//   * The header line is written once before magic is stored with release;
+//     attachers load magic with acquire ([S1] pairs with [S2]).
+//   * A SharedMemory object belongs to the process that constructed it: in a
+//     forked child its destructor only unmaps (the flock is shared with the
+//     parent's descriptor and must not be dropped by the child).
+module;
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+export module circbuf.shm;
+
+export import circbuf.sync;
+
+export namespace circbuf {
+
+inline constexpr std::size_t kCacheLineSize = 64;
+inline constexpr std::size_t kPageSize = 4096;
+// Largest user region of one segment: the 50 MiB ring data limit.
+inline constexpr std::size_t kMaxSegmentSize = 50U * 1024U * 1024U;
+
+// ---- What may live in shared memory ------------------------------------------
+//
+// Admitted: trivially copyable standard-layout types without pointers at the
+// top level (a pointer means nothing at another process's address), and
+// std::atomic<U> only when it is always lock-free (a lock-based atomic keeps
+// its lock in process-private memory). Arrays are judged by their element.
+// Refused at compile time: std::string and other non-trivial types, pointers
+// and member pointers, references, non-lock-free atomics, and types aligned
+// beyond the page that the user region is aligned to. Not detectable without
+// reflection, and therefore the caller's responsibility: pointer members
+// inside a struct, and non-lock-free atomics nested inside a struct.
+//
+// Note: GCC and Clang report std::atomic<U> as trivially copyable (TOOLCHAIN.md
+// pitfall 9), so atomics are recognised explicitly, not through that trait.
+
+template <class T>
+inline constexpr bool kIsStdAtomic = false;
+template <class U>
+inline constexpr bool kIsStdAtomic<std::atomic<U>> = true;
+
+template <class T>
+concept LockFreeAtomic =
+    kIsStdAtomic<std::remove_cv_t<T>> && std::remove_cv_t<T>::is_always_lock_free;
+
+template <class T>
+concept Storable =
+    std::is_object_v<T> && !std::is_pointer_v<std::remove_all_extents_t<T>> &&
+    !std::is_member_pointer_v<std::remove_all_extents_t<T>> &&
+    std::is_standard_layout_v<std::remove_all_extents_t<T>> &&
+    (LockFreeAtomic<std::remove_all_extents_t<T>> ||
+     (!kIsStdAtomic<std::remove_cv_t<std::remove_all_extents_t<T>>> &&
+      std::is_trivially_copyable_v<std::remove_all_extents_t<T>>)) &&
+    alignof(T) <= kPageSize;
+
+// ---- Segment header ------------------------------------------------------------
+
+inline constexpr std::uint64_t kSegmentMagic = 0x3130'4D48'5342'4343ULL;  // "CCBSHM01" little-endian
+inline constexpr std::uint32_t kSegmentVersion = 1;
+
+struct SegmentHeader {
+  // line 0: attach/detach
+  std::uint32_t refcount;
+  std::byte pad0[kCacheLineSize - sizeof(std::uint32_t)];
+  // line 1: written once by the creator, magic last
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t header_bytes;
+  std::uint64_t user_bytes;
+  std::int32_t creator_pid;
+  std::byte pad1[kCacheLineSize - 28];
+  // rest of the page
+  std::byte reserved[kPageSize - 2 * kCacheLineSize];
+};
+static_assert(std::is_trivial_v<SegmentHeader> && std::is_standard_layout_v<SegmentHeader>);
+static_assert(offsetof(SegmentHeader, refcount) == 0);
+static_assert(offsetof(SegmentHeader, magic) == 64);
+static_assert(offsetof(SegmentHeader, version) == 72);
+static_assert(offsetof(SegmentHeader, header_bytes) == 76);
+static_assert(offsetof(SegmentHeader, user_bytes) == 80);
+static_assert(offsetof(SegmentHeader, creator_pid) == 88);
+static_assert(offsetof(SegmentHeader, reserved) == 128);
+static_assert(sizeof(SegmentHeader) == kPageSize);
+static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
+static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
+
+// ---- SharedMemory -------------------------------------------------------------
+
+enum class Access : std::uint8_t {
+  kReadWrite,
+  kReadOnly,  // the user region is mapped PROT_READ; a write to it faults
+};
+
+enum class OpenMode : std::uint8_t {
+  kCreateOrAttach,  // attach if it exists, else create
+  kCreate,          // fail with EEXIST if it exists
+  kAttach,          // fail with ENOENT if it does not exist
+};
+
+struct ShmOptions {
+  OpenMode open = OpenMode::kCreateOrAttach;
+  Access access = Access::kReadWrite;
+  mode_t mode = 0600;  // permissions of a newly created segment (and its lock)
+  std::chrono::milliseconds lock_timeout{10'000};  // bound on waiting for the lock
+};
+
+class SharedMemory {
+ public:
+  // Opens or creates the segment `name` with a user region of `size` bytes
+  // (1 .. kMaxSegmentSize). When attaching, `size` must equal the segment's
+  // size; with OpenMode::kAttach a size of 0 means "whatever it has".
+  // The creator sizes the segment, reserves its memory (posix_fallocate, so a
+  // full /dev/shm is an error here and never a SIGBUS later) and prefaults the
+  // mapping (MAP_POPULATE). Throws std::invalid_argument (bad name, a segment
+  // that is not circbuf's or has another layout version),
+  // std::length_error (size 0, too large, or a size mismatch) and
+  // std::system_error (errno and the name) when a system call fails. On any
+  // error nothing is created, leaked or truncated.
+  SharedMemory(std::string_view name, std::size_t size, ShmOptions options = {});
+  ~SharedMemory();
+
+  SharedMemory(SharedMemory const&) = delete;
+  SharedMemory& operator=(SharedMemory const&) = delete;
+  SharedMemory(SharedMemory&& other) noexcept;
+  SharedMemory& operator=(SharedMemory&& other) noexcept;
+
+  [[nodiscard]] std::string const& Name() const noexcept { return name_; }
+  [[nodiscard]] std::size_t Size() const noexcept { return size_; }
+  [[nodiscard]] Access GetAccess() const noexcept { return access_; }
+  [[nodiscard]] bool Created() const noexcept { return created_; }
+  // Attachments recorded in the segment (live ones, plus dead ones not yet
+  // noticed). Slow-path diagnostic.
+  [[nodiscard]] std::uint32_t RefCount() const noexcept;
+  [[nodiscard]] int NativeHandle() const noexcept { return fd_; }
+
+  // Bytes of the user region as raw memory.
+  [[nodiscard]] std::byte* Data() noexcept { return user_; }
+  [[nodiscard]] std::byte const* Data() const noexcept { return user_; }
+
+  // The user region viewed as one T at its start. T must be const on a
+  // read-only attachment. Throws std::length_error if sizeof(T) > Size().
+  template <class T>
+    requires Storable<std::remove_const_t<T>>
+  [[nodiscard]] T* AsStruct() {
+    CheckView(sizeof(T), std::is_const_v<T>, "AsStruct");
+    return reinterpret_cast<T*>(user_);
+  }
+
+  // The user region viewed as Size() / sizeof(T) elements of T.
+  template <class T>
+    requires Storable<std::remove_const_t<T>>
+  [[nodiscard]] std::span<T> AsSpan() {
+    CheckView(sizeof(T), std::is_const_v<T>, "AsSpan");
+    return {reinterpret_cast<T*>(user_), size_ / sizeof(T)};
+  }
+
+  // True if a segment with this name exists (whatever its contents).
+  static bool Exists(std::string_view name);
+  // Unlinks a segment by name and its lock, regardless of who is attached.
+  // For cleanup tools; false if it did not exist.
+  static bool Remove(std::string_view name);
+
+ private:
+  void CheckView(std::size_t bytes, bool is_const, char const* what) const;
+  void Detach() noexcept;
+
+  std::string name_;
+  SemaphoreLock lock_;
+  std::size_t size_ = 0;
+  SegmentHeader* header_ = nullptr;
+  std::byte* user_ = nullptr;
+  int fd_ = -1;
+  pid_t owner_pid_ = 0;
+  Access access_ = Access::kReadWrite;
+  bool created_ = false;
+};
+
+}  // namespace circbuf
