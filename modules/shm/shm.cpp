@@ -23,7 +23,9 @@ module circbuf.shm;
 
 namespace circbuf {
 
-namespace {
+// Not an anonymous namespace: GCC 14 ICEs (ipa-comdats.cc:355) on
+// internal-linkage helpers in a module implementation unit at -O1 and above.
+namespace shm_impl {
 
 [[noreturn]] void ThrowErrno(int error, std::string const& what) {
   throw std::system_error(error, std::generic_category(), what);
@@ -68,7 +70,23 @@ struct Pending {
   }
 };
 
-}  // namespace
+// Disarmed on success; on failure removes the lock's name when no segment exists.
+struct UnlinkLockIfNoSegment {
+  std::string const& name;
+  SemaphoreLock& lock;
+  bool armed = true;
+  ~UnlinkLockIfNoSegment() {
+    if (armed && !SharedMemory::Exists(name)) {
+      try {
+        lock.Unlink();
+      } catch (...) {
+      }
+    }
+  }
+};
+
+}  // namespace shm_impl
+using namespace shm_impl;
 
 SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions options)
     : name_(name),
@@ -82,18 +100,7 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
   SemaphoreLock::Guard held(lock_, std::adopt_lock);
   // Whatever fails below: if no segment of this name exists afterwards, the
   // lock's name goes too, so a refused call leaves nothing in /dev/shm.
-  struct UnlinkLockIfNoSegment {
-    SharedMemory& self;
-    bool armed = true;
-    ~UnlinkLockIfNoSegment() {
-      if (armed && !Exists(self.name_)) {
-        try {
-          self.lock_.Unlink();
-        } catch (...) {
-        }
-      }
-    }
-  } cleanup{*this};
+  UnlinkLockIfNoSegment cleanup{name_, lock_};
 
   Pending p{name_};
   for (int attempt = 0;; ++attempt) {

@@ -22,7 +22,9 @@ module circbuf.sync;
 
 namespace circbuf {
 
-namespace {
+// No anonymous namespace in module implementation units (GCC 14 ICE, see
+// docs/toolchain-notes.md).
+namespace sync_impl {
 
 [[noreturn]] void ThrowErrno(int error, std::string const& what) {
   throw std::system_error(error, std::generic_category(), what);
@@ -44,7 +46,8 @@ std::string Quoted(std::string_view name) {
   return out + "\"";
 }
 
-}  // namespace
+}  // namespace sync_impl
+using namespace sync_impl;
 
 void ValidateName(std::string_view name, std::string_view what) {
   auto fail = [&](std::string const& why) {

@@ -271,6 +271,9 @@ TEST(SharedMemory, ReadOnlyAttachmentFaultsOnWriteAndRefusesMutableViews) {
   EXPECT_THROW((void)view.AsStruct<Record>(), std::logic_error);
   EXPECT_THROW((void)view.AsSpan<std::uint64_t>(), std::logic_error);
   Child writer([&] {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(SIGSEGV, &dfl, nullptr);  // sanitizers install their own handler
     auto* bytes = const_cast<std::byte*>(std::as_const(view).Data());
     bytes[0] = std::byte{1};  // must fault: the user region is mapped PROT_READ
     return 0;
