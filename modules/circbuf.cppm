@@ -2,7 +2,9 @@
 // The umbrella module; each part can also be imported on its own:
 //   circbuf.sync  SemaphoreLock, name validation, logging level
 //   circbuf.shm   SharedMemory and the Storable concept
+//   circbuf.ring  CircularBuffer::Spec, State, Writer, Reader
 export module circbuf;
 
 export import circbuf.sync;
 export import circbuf.shm;
+export import circbuf.ring;

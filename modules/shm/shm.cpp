@@ -11,6 +11,7 @@ module;
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -210,6 +211,17 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
   int const prot = access_ == Access::kReadOnly ? PROT_READ : PROT_READ | PROT_WRITE;
   p.user_bytes = size_;
   try {
+    if (created_ && options.initialize) {
+      // The creator initialises through a writable mapping, even when it
+      // asked for a read-only one, while the lock still keeps attachers out.
+      void* init = MapOrThrow(size_, PROT_READ | PROT_WRITE, p.fd, static_cast<off_t>(kPageSize), name_);
+      struct Unmap {
+        void* p;
+        std::size_t n;
+        ~Unmap() { ::munmap(p, n); }
+      } unmap{init, size_};
+      options.initialize(std::span<std::byte>(static_cast<std::byte*>(init), size_));
+    }
     p.user = MapOrThrow(size_, prot, p.fd, static_cast<off_t>(kPageSize), name_);
     if (::flock(p.fd, LOCK_SH) != 0) ThrowErrno(errno, "flock(" + Q(name_) + ", LOCK_SH)");
   } catch (...) {

@@ -49,6 +49,7 @@ module;
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -149,6 +150,10 @@ struct ShmOptions {
   Access access = Access::kReadWrite;
   mode_t mode = 0600;  // permissions of a newly created segment (and its lock)
   std::chrono::milliseconds lock_timeout{10'000};  // bound on waiting for the lock
+  // Runs once, in the creating process, on the zeroed user region, while the
+  // segment's lock is still held: an attacher never sees the region before
+  // it has run. If it throws, the segment is removed and the error propagates.
+  std::function<void(std::span<std::byte>)> initialize{};
 };
 
 class SharedMemory {

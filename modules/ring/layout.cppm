@@ -1,0 +1,195 @@
+// circbuf.ring:layout: the shared-memory layout of a ring, described once.
+//
+// A ring NAME is two SharedMemory segments:
+//   NAME       the State below (control: positions, index, ownership)
+//   NAME.data  `capacity` bytes of records, mapped read-only by readers
+//
+// ---- State (user region of segment NAME; offsets in bytes) --------------------
+//
+//     0 +--------------------------------------------------------------+
+//       | magic u64 | version u32 | state_bytes u32 | capacity u64      |  header: written once,
+//       | chunk u64 | max_message u32 | reserved u32 | pad ......  128  |  before attachers see it
+//   128 +--------------------------------------------------------------+
+//       | tail u64 | latest u64 | pad ..........................  256  |  commit: writer, per message
+//   256 +--------------------------------------------------------------+
+//       | limit u64 | pad ...... 320 | index[8] u64 ...............384  |  frontier: writer, per chunk
+//   384 +--------------------------------------------------------------+
+//       | writer_pid i32 | writer_state u32 | writer_epoch u64 |        |  ownership: writer attach,
+//       | writer_flags u32 | pad ...................................512  |  detach, take-over
+//   512 +--------------------------------------------------------------+
+//       | waiters u32 | pad ........................................640  |  readers, only around a
+//   640 +--------------------------------------------------------------+  blocking Wait
+//
+//   Groups that different processes write sit 128 bytes apart (two cache
+//   lines: the adjacent-line prefetcher pairs lines), so no group shares a
+//   line pair with a group written by someone else or at another rate.
+//
+// ---- Positions ------------------------------------------------------------------
+//
+//   tail, latest, limit and index[] are byte positions in the unbounded
+//   stream (u64, never wrap, never go backwards); a position p lives at ring
+//   offset p % capacity.
+//     tail     end of the last committed record: bytes before it are published
+//     latest   start of the last committed record (kNoRecord before the first)
+//     limit    frontier: the writer has written, or may be writing, positions
+//              below limit and no others. It moves in whole chunks
+//              (chunk = capacity / kChunks) and is stored before the writer
+//              touches the chunk. So a record at position p is intact as long
+//              as p >= limit - capacity: the only test a reader needs, and it
+//              reads a line that changes once per chunk, not per message.
+//     index[k] start of the first committed record at or after the chunk
+//              boundary b with (b / chunk) % kChunks == k (kNoRecord if none
+//              yet). A lapped reader resynchronises through it.
+//
+// ---- Record (8-byte aligned, in segment NAME.data) -------------------------------
+//
+//    63                                              16 15               0
+//   +--------------------------------------------------+-----------------+
+//   |            sequence number (low 48 bits)         |  length (bytes) |  header, one u64
+//   +--------------------------------------------------+-----------------+
+//   |  payload: `length` bytes, then zero padding to a multiple of 8        |
+//   +---------------------------------------------------------------------+
+//
+//   length 1 .. 65535: a message; the record takes 8 + align8(length) bytes.
+//   length 0: a padding record: the rest of the buffer up to its end is
+//             unused (the next message did not fit before the end); its
+//             sequence field holds the sequence number of that next message.
+//   Sequence numbers start at 0 and count messages, not records; the reader
+//   extends the 48 bits to 64 relative to the last one it saw.
+//
+// Why padding and not a split copy: a record is always contiguous, so the
+// zero-copy paths (Writer::Claim, Reader::ReadInPlace) can hand out one span,
+// and the copy loops have no wrap test. The cost is at most one message's
+// worth of bytes at the end of each lap.
+module;
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <type_traits>
+
+export module circbuf.ring:layout;
+
+import circbuf.shm;
+
+export namespace circbuf::CircularBuffer {
+
+inline constexpr std::uint64_t kRingMagic = 0x3130'474E'4952'4243ULL;  // "CBRING01" little-endian
+inline constexpr std::uint32_t kRingVersion = 1;
+inline constexpr std::size_t kInterference = 128;  // two cache lines
+inline constexpr std::uint64_t kChunks = 8;
+inline constexpr std::uint64_t kNoRecord = ~std::uint64_t{0};
+
+inline constexpr std::size_t kMaxMessageSize = 65535;
+inline constexpr std::size_t kMinCapacity = 4096;
+inline constexpr std::size_t kMaxCapacity = kMaxSegmentSize;  // 50 MiB = 52428800
+inline constexpr std::size_t kCapacityAlignment = 64;         // capacity is rounded up to this
+inline constexpr std::size_t kRecordAlignment = 8;
+inline constexpr std::size_t kHeaderBytes = 8;
+inline constexpr std::size_t kMaxRingNameLength = kMaxNameLength - 5;  // room for ".data"
+
+inline constexpr std::uint64_t kSequenceBits = 48;
+inline constexpr std::uint64_t kSequenceMask = (std::uint64_t{1} << kSequenceBits) - 1;
+
+// What one ring is: its name and the bytes of record space.
+// POD: it can itself be placed in shared memory or sent over a socket.
+struct Spec {
+  char name[kMaxRingNameLength + 1];  // "/quotes": segments "/quotes" and "/quotes.data"
+  std::uint64_t capacity;         // bytes of record space; see Capacity rules below
+
+  // Validates and builds a Spec. Capacity rules: kMinCapacity (4096) ..
+  // kMaxCapacity (52428800) bytes, rounded up to a multiple of 64. Throws
+  // std::invalid_argument for a bad name, std::length_error for a bad
+  // capacity, each naming the problem. A reader may pass capacity 0 ("take
+  // the capacity of the existing ring").
+  static Spec Make(std::string_view name, std::uint64_t capacity);
+
+  [[nodiscard]] std::string_view Name() const noexcept { return name; }
+};
+static_assert(std::is_trivial_v<Spec> && std::is_standard_layout_v<Spec>);
+
+// Largest message a ring of `capacity` bytes accepts: a record must fit in
+// capacity - chunk bytes so that a reader that is caught up can always read
+// the newest message (see `limit` above).
+constexpr std::size_t MaxMessageFor(std::uint64_t capacity) noexcept {
+  std::uint64_t const room = (capacity - capacity / kChunks - kHeaderBytes) & ~std::uint64_t{7};
+  return room < kMaxMessageSize ? static_cast<std::size_t>(room) : kMaxMessageSize;
+}
+
+constexpr std::uint64_t RecordBytes(std::size_t length) noexcept {
+  return kHeaderBytes + ((length + kRecordAlignment - 1) & ~(kRecordAlignment - 1));
+}
+constexpr std::uint64_t MakeHeader(std::uint64_t sequence, std::size_t length) noexcept {
+  return (sequence << 16) | static_cast<std::uint64_t>(length);
+}
+constexpr std::size_t HeaderLength(std::uint64_t header) noexcept { return header & 0xffff; }
+constexpr std::uint64_t HeaderSequence(std::uint64_t header) noexcept { return header >> 16; }
+
+enum class WriterState : std::uint32_t {
+  kNone = 0,    // no writer has attached yet
+  kActive = 1,  // a writer attached and has not closed (alive, or died)
+  kClosed = 2,  // the last writer closed cleanly
+};
+inline constexpr std::uint32_t kWriterFenced = 1;  // writer registered for membarrier (see Reader::Wait)
+
+// The control segment. A POD: every field that changes while others look is
+// accessed through std::atomic_ref with an explicit memory order.
+struct State {
+  // header: written once by the creator, under the segment lock
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t state_bytes;
+  std::uint64_t capacity;
+  std::uint64_t chunk;
+  std::uint32_t max_message;
+  std::uint32_t reserved0;
+  std::byte pad0[kInterference - 40];
+  // commit: writer, every message
+  std::uint64_t tail;
+  std::uint64_t latest;
+  std::byte pad1[kInterference - 16];
+  // frontier: writer, once per chunk
+  std::uint64_t limit;
+  std::byte pad2[56];
+  std::uint64_t index[kChunks];
+  // ownership: writer attach / detach / take-over
+  std::int32_t writer_pid;
+  std::uint32_t writer_state;
+  std::uint64_t writer_epoch;
+  std::uint32_t writer_flags;
+  std::byte pad3[kInterference - 20];
+  // readers: only around a blocking Wait
+  std::uint32_t waiters;
+  std::byte pad4[kInterference - 4];
+};
+static_assert(std::is_trivial_v<State> && std::is_standard_layout_v<State>);
+static_assert(Storable<State>);
+static_assert(offsetof(State, magic) == 0);
+static_assert(offsetof(State, version) == 8);
+static_assert(offsetof(State, state_bytes) == 12);
+static_assert(offsetof(State, capacity) == 16);
+static_assert(offsetof(State, chunk) == 24);
+static_assert(offsetof(State, max_message) == 32);
+static_assert(offsetof(State, reserved0) == 36);
+static_assert(offsetof(State, tail) == 128);
+static_assert(offsetof(State, latest) == 136);
+static_assert(offsetof(State, limit) == 256);
+static_assert(offsetof(State, index) == 320);
+static_assert(offsetof(State, writer_pid) == 384);
+static_assert(offsetof(State, writer_state) == 388);
+static_assert(offsetof(State, writer_epoch) == 392);
+static_assert(offsetof(State, writer_flags) == 400);
+static_assert(offsetof(State, waiters) == 512);
+static_assert(sizeof(State) == 640);
+static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
+static_assert(std::atomic_ref<std::uint64_t>::required_alignment <= alignof(std::uint64_t));
+
+// Outcomes of Reader::Read besides a message's length (> 0).
+inline constexpr int kEmpty = 0;            // nothing new
+inline constexpr int kLapped = -1;          // overwritten: resynchronised; LastLoss() messages skipped
+inline constexpr int kBufferTooSmall = -2;  // next message is PendingSize() bytes; it stays unread
+inline constexpr int kCorrupt = -3;         // the ring's contents break its own rules (see Reader)
+
+}  // namespace circbuf::CircularBuffer

@@ -1,0 +1,168 @@
+// circbuf.ring:reader: one of any number of passive readers of a ring.
+//
+// Synchronization (see :layout for the fields)
+//   Owner: a reader owns only its private cursor; on the hot path it writes
+//   nothing shared (the data segment is even mapped read-only), so the
+//   writer's cost does not depend on how many readers there are. The only
+//   shared field a reader writes is `waiters`, around a blocking Wait.
+//   [R1] tail.load(acquire), only when the reader has caught up with its
+//        cached tail. Pairs with [W2]: the records below tail are complete.
+//   [R2] header load(relaxed); atomic_thread_fence(acquire); limit.load(relaxed).
+//        Pairs with [W1]: if the header came from a newer lap, limit shows it.
+//   [R3] payload loads(relaxed); atomic_thread_fence(acquire); limit.load(relaxed).
+//        Pairs with [W1]: if any payload byte came from a newer lap (the
+//        writer overwrote it during the copy), limit shows it and the copy is
+//        discarded. A record at position p is intact while p >= limit - capacity.
+//   [R4] index[k].load(acquire) when resynchronising. Pairs with [W3].
+//   limit lives on a line that changes once per chunk, so checking it costs
+//   an L1 hit; the writer's per-message line (tail) is read only when caught up.
+//
+// Exact loss: every record carries a sequence number. After a lap the reader
+// jumps to the oldest record that is still intact (through the index) and
+// adds the difference of sequence numbers to Lost(): delivered + lost equals
+// what was written while the reader was attached.
+module;
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+export module circbuf.ring:reader;
+
+import :layout;
+import :wrapper;
+
+export namespace circbuf::CircularBuffer {
+
+enum class StartAt : std::uint8_t {
+  kLatest,  // the newest message already in the ring, then everything after it
+  kOldest,  // the oldest message still intact in the ring
+  kNext,    // only messages written after the reader attached
+};
+
+struct ReaderOptions {
+  StartAt start = StartAt::kLatest;
+  // How long to wait for a ring that does not exist yet (0: fail at once
+  // with std::system_error ENOENT).
+  std::chrono::milliseconds wait_for_buffer{0};
+};
+
+class Reader : public IWrapper {
+ public:
+  // Attaches to an existing ring. Spec::capacity may be 0 ("whatever it
+  // has"); otherwise it must match. Throws std::system_error (ENOENT: no such
+  // ring), std::length_error (capacity mismatch), std::invalid_argument (not
+  // a circbuf ring, other layout version, corrupt state).
+  explicit Reader(Spec const& spec, ReaderOptions options = {});
+  Reader(Reader const&) = delete;
+  Reader& operator=(Reader const&) = delete;
+
+  // Copies the next message into `out` and returns its length (> 0), or
+  // kEmpty, kLapped (resynchronised; see LastLoss), kBufferTooSmall (the
+  // message stays unread; see PendingSize) or kCorrupt. Never blocks, never
+  // writes shared memory, never delivers a byte the writer overwrote.
+  int Read(std::span<std::byte> out) {
+    return Next([&](std::size_t n) -> int {
+      if (n > out.size()) [[unlikely]] {
+        pending_size_ = n;
+        return kBufferTooSmall;
+      }
+      CopyFromRing(out.data(), data_, offset_ + kHeaderBytes, n);
+      return 0;
+    });
+  }
+
+  // Zero-copy: calls fn(std::span<std::byte const>) with the next message
+  // where it lies in the ring, then checks whether the writer overwrote it
+  // meanwhile. Returns the length if the view was intact throughout, kLapped
+  // if it was overwritten (discard whatever fn derived from it), or the other
+  // outcomes of Read. The view is shared memory that the writer may be
+  // rewriting: copy out what you need and trust it only on a positive return.
+  template <class Fn>
+  int ReadInPlace(Fn&& fn) {
+    return Next([&](std::size_t n) -> int {
+      fn(std::span<std::byte const>(data_ + offset_ + kHeaderBytes, n));
+      return 0;
+    });
+  }
+
+  // Blocks until a message (or a lap) is there to Read, or the timeout ends.
+  // Costs the writer nothing unless a reader is inside Wait. Returns true if
+  // there is something to Read.
+  bool Wait(std::chrono::nanoseconds timeout);
+
+  [[nodiscard]] std::uint64_t Delivered() const noexcept { return delivered_; }
+  [[nodiscard]] std::uint64_t Lost() const noexcept { return lost_; }
+  [[nodiscard]] std::uint64_t LastLoss() const noexcept { return last_loss_; }
+  [[nodiscard]] std::size_t PendingSize() const noexcept { return pending_size_; }
+  [[nodiscard]] std::uint64_t Position() const noexcept { return cursor_; }
+  // Sequence number of the next message this reader expects (valid once it
+  // has read or skipped one).
+  [[nodiscard]] std::uint64_t NextSequence() const noexcept { return expected_; }
+
+ private:
+  // The common path of Read and ReadInPlace; `deliver(n)` copies or shows
+  // the payload and returns 0, or a negative outcome to stop with.
+  template <class Deliver>
+  int Next(Deliver&& deliver) {
+    for (;;) {
+      if (cursor_ >= cached_tail_) {
+        cached_tail_ = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);  // [R1]
+        if (cursor_ >= cached_tail_) return kEmpty;
+      }
+      std::uint64_t const header = LoadWord(data_, offset_);
+      std::atomic_thread_fence(std::memory_order_acquire);  // [R2] pairs with [W1]
+      if (Overwritten()) [[unlikely]] return Lapped();
+      std::size_t const n = HeaderLength(header);
+      if (n == 0) [[unlikely]] {  // padding record: the rest of this lap is unused
+        cursor_ += capacity_ - offset_;
+        offset_ = 0;
+        continue;
+      }
+      if (offset_ + RecordBytes(n) > capacity_ || n > max_message_ ||
+          (synced_ && HeaderSequence(header) != (expected_ & kSequenceMask))) [[unlikely]] {
+        return Corrupt(header);
+      }
+      if (int const stop = deliver(n); stop != 0) return stop;
+      std::atomic_thread_fence(std::memory_order_acquire);  // [R3] pairs with [W1]
+      if (Overwritten()) [[unlikely]] return Lapped();
+      Advance(header, n);
+      return static_cast<int>(n);
+    }
+  }
+
+  [[nodiscard]] bool Overwritten() const noexcept {
+    return cursor_ + capacity_ < std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_relaxed);
+  }
+
+  void Advance(std::uint64_t header, std::size_t n) noexcept {
+    if (!synced_) [[unlikely]] {
+      expected_ = HeaderSequence(header);
+      synced_ = true;
+    }
+    ++expected_;
+    ++delivered_;
+    cursor_ += RecordBytes(n);
+    offset_ += RecordBytes(n);
+    if (offset_ == capacity_) offset_ = 0;
+  }
+
+  int Lapped();
+  int Corrupt(std::uint64_t header);
+  void MoveTo(std::uint64_t position) noexcept;
+  void Start(StartAt start);
+
+  std::uint64_t cursor_ = 0;       // position of the next record to read
+  std::uint64_t offset_ = 0;       // cursor_ % capacity_
+  std::uint64_t cached_tail_ = 0;  // last tail loaded by [R1]
+  std::uint64_t expected_ = 0;     // sequence number of the record at cursor_
+  std::uint64_t delivered_ = 0;
+  std::uint64_t lost_ = 0;
+  std::uint64_t last_loss_ = 0;
+  std::size_t pending_size_ = 0;
+  bool synced_ = false;  // expected_ is known (after the first record)
+};
+
+}  // namespace circbuf::CircularBuffer

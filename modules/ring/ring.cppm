@@ -1,0 +1,12 @@
+// circbuf.ring: the single-writer, multi-reader broadcast ring.
+//   :layout   Spec, State, the record format, outcome constants (the layout, once)
+//   :wrapper  IWrapper: the segments of a ring, validated
+//   :writer   Writer: Write, Claim/Commit
+//   :reader   Reader: Read, ReadInPlace, Wait
+export module circbuf.ring;
+
+export import circbuf.shm;
+export import :layout;
+export import :wrapper;
+export import :writer;
+export import :reader;

@@ -1,0 +1,179 @@
+module;
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+
+#include "../detail/log.hpp"
+
+module circbuf.ring;
+
+namespace circbuf::CircularBuffer {
+
+namespace wrapper_impl {
+
+std::string Q(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+std::string DataName(Spec const& spec) { return std::string(spec.Name()) + ".data"; }
+
+void CheckCapacity(std::string_view name, std::uint64_t capacity) {
+  if (capacity < kMinCapacity || capacity > kMaxCapacity) {
+    throw std::length_error("ring " + Q(name) + ": capacity " + std::to_string(capacity) + " bytes: must be " +
+                            std::to_string(kMinCapacity) + " .. " + std::to_string(kMaxCapacity));
+  }
+}
+
+void InitState(std::span<std::byte> region, std::uint64_t capacity) {
+  auto* s = reinterpret_cast<State*>(region.data());
+  s->version = kRingVersion;
+  s->state_bytes = sizeof(State);
+  s->capacity = capacity;
+  s->chunk = capacity / kChunks;
+  s->max_message = static_cast<std::uint32_t>(MaxMessageFor(capacity));
+  s->tail = 0;
+  s->latest = kNoRecord;
+  s->limit = 0;
+  for (auto& entry : s->index) entry = kNoRecord;
+  s->writer_state = static_cast<std::uint32_t>(WriterState::kNone);
+  std::atomic_ref<std::uint64_t>(s->magic).store(kRingMagic, std::memory_order_release);
+}
+
+}  // namespace wrapper_impl
+using namespace wrapper_impl;
+
+Spec Spec::Make(std::string_view name, std::uint64_t capacity) {
+  ValidateName(name, "ring");
+  if (name.size() > kMaxRingNameLength) {
+    throw std::invalid_argument("ring name " + Q(name) + ": too long (" + std::to_string(name.size()) +
+                                " characters); at most " + std::to_string(kMaxRingNameLength) +
+                                " (the data segment adds \".data\")");
+  }
+  Spec spec{};
+  std::memcpy(spec.name, name.data(), name.size());
+  if (capacity != 0) {
+    CheckCapacity(name, capacity);
+    capacity = (capacity + kCapacityAlignment - 1) / kCapacityAlignment * kCapacityAlignment;
+    CheckCapacity(name, capacity);
+  }
+  spec.capacity = capacity;
+  return spec;
+}
+
+IWrapper::IWrapper(Spec const& spec, Role role, mode_t mode, std::chrono::milliseconds wait_for_buffer)
+    : spec_(Spec::Make(std::string_view(spec.name, ::strnlen(spec.name, sizeof spec.name)), spec.capacity)) {
+  if (role == Role::kWriter) {
+    if (spec_.capacity == 0) throw std::length_error("ring " + Q(spec_.Name()) + ": a writer needs a capacity");
+    AttachAsWriter(mode);
+  } else {
+    AttachAsReader(wait_for_buffer);
+  }
+}
+
+void IWrapper::AttachAsWriter(mode_t mode) {
+  // The state segment is the ring's "ready" mark, so the data segment is
+  // created first and the state second; an existing state is checked first,
+  // so that a capacity mismatch is reported as the ring's.
+  if (SharedMemory::Exists(spec_.Name())) {
+    state_shm_.emplace(spec_.Name(), sizeof(State), ShmOptions{.open = OpenMode::kAttach, .mode = mode});
+    state_ = state_shm_->AsStruct<State>();
+    Validate();
+  }
+  data_shm_.emplace(DataName(spec_), spec_.capacity, ShmOptions{.mode = mode});
+  if (!state_shm_) {
+    std::uint64_t const capacity = spec_.capacity;
+    state_shm_.emplace(spec_.Name(), sizeof(State),
+                       ShmOptions{.mode = mode, .initialize = [capacity](std::span<std::byte> region) {
+                                    InitState(region, capacity);
+                                  }});
+    state_ = state_shm_->AsStruct<State>();
+    Validate();
+  }
+  data_ = data_shm_->Data();
+}
+
+void IWrapper::AttachAsReader(std::chrono::milliseconds wait_for_buffer) {
+  auto const deadline = std::chrono::steady_clock::now() + wait_for_buffer;
+  for (;;) {
+    try {
+      state_shm_.emplace(spec_.Name(), sizeof(State), ShmOptions{.open = OpenMode::kAttach});
+      break;
+    } catch (std::system_error const& e) {
+      if (e.code().value() != ENOENT) throw;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        throw std::system_error(ENOENT, std::generic_category(),
+                                "ring " + Q(spec_.Name()) + " does not exist (no writer has created it)");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  state_ = state_shm_->AsStruct<State>();
+  Validate();
+  data_shm_.emplace(DataName(spec_), capacity_, ShmOptions{.open = OpenMode::kAttach, .access = Access::kReadOnly});
+  data_ = const_cast<std::byte*>(std::as_const(*data_shm_).Data());  // mapped PROT_READ: never written
+}
+
+// Treats the shared header as untrusted: everything the hot paths rely on is
+// checked once here and then copied into this object.
+void IWrapper::Validate() {
+  State const& s = *state_;
+  std::string const ring = "ring " + Q(spec_.Name());
+  std::uint64_t const magic = std::atomic_ref<std::uint64_t>(state_->magic).load(std::memory_order_acquire);
+  if (magic != kRingMagic) throw std::invalid_argument(ring + ": not a circbuf ring (bad magic)");
+  if (s.version != kRingVersion) {
+    throw std::invalid_argument(ring + ": layout version " + std::to_string(s.version) +
+                                ", this library reads version " + std::to_string(kRingVersion));
+  }
+  if (s.state_bytes != sizeof(State) || s.capacity < kMinCapacity || s.capacity > kMaxCapacity ||
+      s.capacity % kCapacityAlignment != 0 || s.chunk != s.capacity / kChunks ||
+      s.max_message != MaxMessageFor(s.capacity)) {
+    throw std::invalid_argument(ring + ": corrupt header (capacity " + std::to_string(s.capacity) + ", chunk " +
+                                std::to_string(s.chunk) + ", max message " + std::to_string(s.max_message) + ")");
+  }
+  if (spec_.capacity != 0 && spec_.capacity != s.capacity) {
+    throw std::length_error(ring + ": exists with capacity " + std::to_string(s.capacity) + ", asked for " +
+                            std::to_string(spec_.capacity));
+  }
+  std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+  std::uint64_t const limit = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire);
+  if (limit % s.chunk != 0 || tail > limit || limit > tail + 2 * s.capacity) {
+    throw std::invalid_argument(ring + ": corrupt positions (tail " + std::to_string(tail) + ", limit " +
+                                std::to_string(limit) + ")");
+  }
+  capacity_ = s.capacity;
+  chunk_ = s.chunk;
+  max_message_ = s.max_message;
+  spec_.capacity = s.capacity;
+}
+
+WriterStatus IWrapper::GetWriterStatus() const {
+  auto const state = static_cast<WriterState>(
+      std::atomic_ref<std::uint32_t>(state_->writer_state).load(std::memory_order_acquire));
+  if (state == WriterState::kNone) return WriterStatus::kNone;
+  if (state == WriterState::kClosed) return WriterStatus::kClosed;
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  probe.l_start = 0;
+  probe.l_len = 1;
+  if (::fcntl(StateHandle(), F_OFD_GETLK, &probe) != 0) {
+    throw std::system_error(errno, std::generic_category(), "fcntl(F_OFD_GETLK) on ring " + Q(spec_.Name()));
+  }
+  return probe.l_type == F_UNLCK ? WriterStatus::kDead : WriterStatus::kAlive;
+}
+
+pid_t IWrapper::WriterPid() const noexcept {
+  return std::atomic_ref<std::int32_t>(state_->writer_pid).load(std::memory_order_acquire);
+}
+
+}  // namespace circbuf::CircularBuffer

@@ -1,0 +1,117 @@
+// circbuf.ring:wrapper: IWrapper, the common base of Writer and Reader. It
+// owns the two SharedMemory segments of a ring, validates what it attached to
+// and copies the immutable header fields into the object, so the hot paths
+// never re-read (or trust again) the shared header.
+//
+// Word-wise copies. A reader may copy bytes that the writer is overwriting at
+// that very moment; it then discards them (the `limit` test, see :layout).
+// To keep that race-free in C++ terms (the seqlock problem, P1478) both sides
+// access ring memory through std::atomic_ref<std::uint64_t> with
+// memory_order_relaxed: on x86-64 and AArch64 these are plain 8-byte moves,
+// so the cost is losing wide vector copies, which the benchmarks measure.
+module;
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+
+export module circbuf.ring:wrapper;
+
+import circbuf.shm;
+import :layout;
+
+namespace circbuf::CircularBuffer {
+
+inline std::uint64_t LoadWord(std::byte const* ring, std::uint64_t offset) noexcept {
+  auto* word = reinterpret_cast<std::uint64_t*>(const_cast<std::byte*>(ring + offset));
+  return std::atomic_ref<std::uint64_t>(*word).load(std::memory_order_relaxed);
+}
+
+inline void StoreWord(std::byte* ring, std::uint64_t offset, std::uint64_t value) noexcept {
+  auto* word = reinterpret_cast<std::uint64_t*>(ring + offset);
+  std::atomic_ref<std::uint64_t>(*word).store(value, std::memory_order_relaxed);
+}
+
+inline void CopyToRing(std::byte* ring, std::uint64_t offset, std::byte const* src, std::size_t n) noexcept {
+  std::size_t const full = n / 8;
+  for (std::size_t i = 0; i < full; ++i) {
+    std::uint64_t word;
+    std::memcpy(&word, src + i * 8, 8);
+    StoreWord(ring, offset + i * 8, word);
+  }
+  if (std::size_t const rest = n % 8; rest != 0) {
+    std::uint64_t word = 0;  // the record's padding bytes are zero
+    std::memcpy(&word, src + full * 8, rest);
+    StoreWord(ring, offset + full * 8, word);
+  }
+}
+
+inline void CopyFromRing(std::byte* dst, std::byte const* ring, std::uint64_t offset, std::size_t n) noexcept {
+  std::size_t const full = n / 8;
+  for (std::size_t i = 0; i < full; ++i) {
+    std::uint64_t const word = LoadWord(ring, offset + i * 8);
+    std::memcpy(dst + i * 8, &word, 8);
+  }
+  if (std::size_t const rest = n % 8; rest != 0) {
+    std::uint64_t const word = LoadWord(ring, offset + full * 8);
+    std::memcpy(dst + full * 8, &word, rest);
+  }
+}
+
+}  // namespace circbuf::CircularBuffer
+
+export namespace circbuf::CircularBuffer {
+
+// What a reader (or a tool) can tell about the writer. Slow path: a system call.
+enum class WriterStatus : std::uint8_t {
+  kNone,    // no writer has attached to this ring yet
+  kAlive,   // a writer process holds the ring
+  kClosed,  // the last writer closed cleanly
+  kDead,    // the last writer died without closing; a new one may take over
+};
+
+class IWrapper {
+ public:
+  [[nodiscard]] Spec const& GetSpec() const noexcept { return spec_; }
+  [[nodiscard]] std::uint64_t Capacity() const noexcept { return capacity_; }
+  [[nodiscard]] std::size_t MaxMessageSize() const noexcept { return max_message_; }
+  [[nodiscard]] WriterStatus GetWriterStatus() const;
+  // Pid of the writer that holds (or last held) the ring; 0 if none ever did.
+  [[nodiscard]] pid_t WriterPid() const noexcept;
+  // Positions as published now (diagnostics and tools).
+  [[nodiscard]] std::uint64_t PublishedTail() const noexcept {
+    return std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+  }
+  [[nodiscard]] State const& SharedState() const noexcept { return *state_; }
+
+ protected:
+  enum class Role : std::uint8_t { kWriter, kReader };
+  IWrapper(Spec const& spec, Role role, mode_t mode, std::chrono::milliseconds wait_for_buffer);
+  ~IWrapper() = default;
+  IWrapper(IWrapper const&) = delete;
+  IWrapper& operator=(IWrapper const&) = delete;
+
+  [[nodiscard]] int StateHandle() const noexcept { return state_shm_->NativeHandle(); }
+
+  Spec spec_{};
+  std::optional<SharedMemory> state_shm_;  // NAME
+  std::optional<SharedMemory> data_shm_;   // NAME.data (read-only for readers)
+  State* state_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t chunk_ = 0;
+  std::size_t max_message_ = 0;
+
+ private:
+  void AttachAsWriter(mode_t mode);
+  void AttachAsReader(std::chrono::milliseconds wait_for_buffer);
+  void Validate();
+};
+
+}  // namespace circbuf::CircularBuffer

@@ -1,0 +1,166 @@
+module;
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "../detail/log.hpp"
+
+module circbuf.ring;
+
+namespace circbuf::CircularBuffer {
+
+namespace writer_impl {
+
+bool LockRange(int fd, short type) {
+  struct flock lock {};
+  lock.l_type = type;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = 0;
+  lock.l_len = 1;
+  return ::fcntl(fd, F_OFD_SETLK, &lock) == 0;
+}
+
+}  // namespace writer_impl
+using namespace writer_impl;
+
+Writer::Writer(Spec const& spec, WriterOptions options)
+    : IWrapper(spec, Role::kWriter, options.mode, std::chrono::milliseconds(0)) {
+  std::string const ring = "ring \"" + std::string(spec_.Name()) + "\"";
+  // One writer at a time: an OFD write lock on byte 0 of the state segment,
+  // dropped by the kernel when the holder dies.
+  if (!LockRange(StateHandle(), F_WRLCK)) {
+    int const error = errno;
+    if (error == EAGAIN || error == EACCES) {
+      throw std::system_error(EBUSY, std::generic_category(),
+                              ring + " already has a live writer (pid " + std::to_string(WriterPid()) + ")");
+    }
+    throw std::system_error(error, std::generic_category(), "fcntl(F_OFD_SETLK) on " + ring);
+  }
+  try {
+    auto const previous = static_cast<WriterState>(
+        std::atomic_ref<std::uint32_t>(state_->writer_state).load(std::memory_order_acquire));
+    pid_t const previous_pid = WriterPid();
+    Recover();
+    took_over_ = previous == WriterState::kActive;
+    if (took_over_) {
+      detail::Log().warn("{}: writer pid {} died; taking over at position {}, sequence {}", ring, previous_pid,
+                         pos_, seq_);
+    }
+    // Asymmetric fence for Reader::Wait (see [W4]): registered once here so
+    // that a sleeping reader's membarrier reaches this process.
+    std::uint32_t flags = 0;
+    if (::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0) flags |= kWriterFenced;
+    std::atomic_ref<std::uint32_t>(state_->writer_flags).store(flags, std::memory_order_relaxed);
+    std::atomic_ref<std::int32_t>(state_->writer_pid).store(::getpid(), std::memory_order_relaxed);
+    std::atomic_ref<std::uint64_t>(state_->writer_epoch).fetch_add(1, std::memory_order_relaxed);
+    std::atomic_ref<std::uint32_t>(state_->writer_state)
+        .store(static_cast<std::uint32_t>(WriterState::kActive), std::memory_order_release);
+    detail::Log().info("{}: writer attached (capacity {}, position {}, sequence {})", ring, capacity_, pos_, seq_);
+  } catch (...) {
+    LockRange(StateHandle(), F_UNLCK);
+    throw;
+  }
+}
+
+Writer::~Writer() {
+  std::atomic_ref<std::uint32_t>(state_->writer_state)
+      .store(static_cast<std::uint32_t>(WriterState::kClosed), std::memory_order_release);
+  if (std::atomic_ref<std::uint32_t>(state_->waiters).load(std::memory_order_seq_cst) != 0) WakeReaders();
+  LockRange(StateHandle(), F_UNLCK);
+  detail::Log().info("ring \"{}\": writer closed at position {}, sequence {}", spec_.Name(), pos_, seq_);
+}
+
+// Finds where the stream stands from what is committed: the newest index
+// entry below tail names a committed record; the records from there must end
+// exactly at tail. Also repairs index entries that a writer that died between
+// [W2] and [W3] did not store.
+void Writer::Recover() {
+  std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+  limit_ = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire);
+  pos_ = tail;
+  offset_ = tail % capacity_;
+  if (tail == 0) {
+    seq_ = 0;
+    next_boundary_ = 0;
+    return;
+  }
+  std::string const corrupt = "ring \"" + std::string(spec_.Name()) + "\": corrupt state: ";
+  std::uint64_t start = kNoRecord;
+  for (std::uint64_t k = 0; k < kChunks; ++k) {
+    std::uint64_t const e = std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire);
+    if (e != kNoRecord && e < tail && e + capacity_ >= limit_ && (start == kNoRecord || e > start)) start = e;
+  }
+  if (start == kNoRecord) {
+    if (limit_ > capacity_) throw std::invalid_argument(corrupt + "no index entry below tail " + std::to_string(tail));
+    start = 0;  // never wrapped: the first record is at 0
+  }
+  std::uint64_t p = start;
+  std::uint64_t off = p % capacity_;
+  std::uint64_t last = kNoRecord;
+  std::uint64_t last_header = 0;
+  std::uint64_t boundary = (p / chunk_ + 1) * chunk_;  // smallest boundary after `start`
+  while (p < tail) {
+    std::uint64_t const header = LoadWord(data_, off);
+    std::size_t const n = HeaderLength(header);
+    if (n == 0) {
+      p += capacity_ - off;
+      off = 0;
+      continue;
+    }
+    if (n > max_message_ || off + RecordBytes(n) > capacity_) {
+      throw std::invalid_argument(corrupt + "bad record at position " + std::to_string(p));
+    }
+    for (; boundary <= p; boundary += chunk_) {
+      std::atomic_ref<std::uint64_t>(state_->index[(boundary / chunk_) % kChunks]).store(p, std::memory_order_release);
+    }
+    last = p;
+    last_header = header;
+    p += RecordBytes(n);
+    off += RecordBytes(n);
+    if (off == capacity_) off = 0;
+  }
+  if (p != tail || last == kNoRecord) {
+    throw std::invalid_argument(corrupt + "records from position " + std::to_string(start) + " end at " +
+                                std::to_string(p) + ", not at tail " + std::to_string(tail));
+  }
+  seq_ = HeaderSequence(last_header) + 1;
+  next_boundary_ = boundary;
+  std::atomic_ref<std::uint64_t>(state_->latest).store(last, std::memory_order_relaxed);
+}
+
+void Writer::UpdateIndex(std::uint64_t start) noexcept {
+  for (; next_boundary_ <= start; next_boundary_ += chunk_) {
+    std::atomic_ref<std::uint64_t>(state_->index[(next_boundary_ / chunk_) % kChunks])
+        .store(start, std::memory_order_release);  // [W3] pairs with [R4]
+  }
+}
+
+void Writer::WakeReaders() noexcept {
+  // The futex word is the low half of tail (little-endian), which every
+  // Publish changes.
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&state_->tail), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+void Writer::ThrowBadSize(std::size_t n) const {
+  throw std::length_error("ring \"" + std::string(spec_.Name()) + "\": message of " + std::to_string(n) +
+                          " bytes: must be 1 .. " + std::to_string(max_message_) +
+                          (max_message_ < kMaxMessageSize ? " in a ring of this capacity" : ""));
+}
+
+void Writer::ThrowBadCommit(std::size_t n) const {
+  throw std::logic_error("ring \"" + std::string(spec_.Name()) + "\": Commit(" + std::to_string(n) + ") " +
+                         (claimed_ == 0 ? "without a Claim" : "outside 1 .. " + std::to_string(claimed_)));
+}
+
+}  // namespace circbuf::CircularBuffer

@@ -1,0 +1,151 @@
+// circbuf.ring:writer: the one writer of a ring.
+//
+// Synchronization (see :layout for the fields)
+//   Owner: the writer alone writes tail, latest, limit, index[], the record
+//   bytes and the ownership group; tail, latest, limit and index[] never go
+//   backwards. Readers never write any of them.
+//   [W1] limit.store(relaxed); atomic_thread_fence(release) -- before the
+//        writer stores the first byte of a chunk. Pairs with [R2]/[R3] in the
+//        reader: a reader that loaded any byte stored after [W1] sees the new
+//        limit after its acquire fence, and discards what it read.
+//   [W2] tail.store(release) -- after the record's header and payload. Pairs
+//        with [R1]: a reader that sees the new tail sees the whole record.
+//   [W3] index[k].store(release) -- after [W2], so an index entry only ever
+//        names a committed record (also after a writer died between the
+//        two). Pairs with [R4] in the reader's resynchronisation.
+//   [W4] waiters.load(relaxed) after [W2] with only a compiler barrier
+//        between them: free when nobody waits. The store-load order that a
+//        sleeping reader needs is supplied by the reader's membarrier
+//        (asymmetric fence, see Reader::Wait).
+//
+// Crash behaviour: one writer at a time, enforced by an OFD write lock on
+// the state segment that the kernel drops when the writer dies. A new
+// writer takes over: it finds the last committed record from the index,
+// checks that the records from there end exactly at tail, and continues the
+// sequence numbers; whatever the dead writer had claimed but not committed
+// is overwritten. Readers see WriterStatus::kDead meanwhile.
+module;
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+export module circbuf.ring:writer;
+
+import :layout;
+import :wrapper;
+
+export namespace circbuf::CircularBuffer {
+
+struct WriterOptions {
+  mode_t mode = 0600;  // permissions of newly created segments
+};
+
+class Writer : public IWrapper {
+ public:
+  // Creates the ring (or attaches to it) and becomes its writer. Throws
+  // std::system_error with EBUSY if another live process is its writer,
+  // std::length_error if the ring exists with another capacity,
+  // std::invalid_argument if NAME is not a circbuf ring or it is corrupt.
+  explicit Writer(Spec const& spec, WriterOptions options = {});
+  ~Writer();  // marks the ring closed cleanly and releases it
+  Writer(Writer const&) = delete;
+  Writer& operator=(Writer const&) = delete;
+
+  // Publishes one message of 1 .. MaxMessageSize() bytes. Never waits for a
+  // reader. Throws std::length_error for a bad size (the ring is unchanged).
+  void Write(std::span<std::byte const> message) {
+    std::size_t const n = message.size();
+    if (n == 0 || n > max_message_) [[unlikely]] ThrowBadSize(n);
+    std::uint64_t const offset = Reserve(RecordBytes(n));
+    CopyToRing(data_, offset + kHeaderBytes, message.data(), n);
+    Publish(offset, n);
+  }
+
+  // Zero-copy: room for a message of n bytes, in place in the ring. Fill it,
+  // then Commit(m) with m <= n to publish m bytes. Nothing is visible to
+  // readers before Commit; a later Claim or Write abandons an uncommitted
+  // claim. The span is plain memory that a lapped reader may be looking at,
+  // so writes through it are outside the atomic protocol of Write (the same
+  // caveat as every seqlock; readers still never deliver torn data).
+  [[nodiscard]] std::span<std::byte> Claim(std::size_t n) {
+    if (n == 0 || n > max_message_) [[unlikely]] ThrowBadSize(n);
+    claim_offset_ = Reserve(RecordBytes(n));
+    claimed_ = n;
+    return {data_ + claim_offset_ + kHeaderBytes, n};
+  }
+  void Commit(std::size_t n) {
+    if (claimed_ == 0 || n == 0 || n > claimed_) [[unlikely]] ThrowBadCommit(n);
+    if (std::size_t const rest = n % 8; rest != 0) {  // zero the record's padding bytes
+      std::uint64_t const word = LoadWord(data_, claim_offset_ + kHeaderBytes + n - rest);
+      StoreWord(data_, claim_offset_ + kHeaderBytes + n - rest, word & ((std::uint64_t{1} << (rest * 8)) - 1));
+    }
+    Publish(claim_offset_, n);
+  }
+
+  // Sequence number the next message gets (48 bits are stored per record).
+  [[nodiscard]] std::uint64_t NextSequence() const noexcept { return seq_; }
+  // True if this writer took over from a writer that had died.
+  [[nodiscard]] bool TookOver() const noexcept { return took_over_; }
+
+ private:
+  // Room for a record of `bytes` at the current position: a padding record
+  // first if it does not fit before the end, and the frontier moved before
+  // anything is overwritten. Returns the ring offset of the record.
+  std::uint64_t Reserve(std::uint64_t bytes) {
+    if (offset_ + bytes > capacity_) [[unlikely]] {
+      std::uint64_t const pad = capacity_ - offset_;
+      if (pos_ + pad + bytes > limit_) AdvanceLimit(pos_ + pad + bytes);
+      StoreWord(data_, offset_, MakeHeader(seq_ & kSequenceMask, 0));
+      pos_ += pad;
+      offset_ = 0;
+    } else if (pos_ + bytes > limit_) [[unlikely]] {
+      AdvanceLimit(pos_ + bytes);
+    }
+    return offset_;
+  }
+
+  void AdvanceLimit(std::uint64_t end) noexcept {
+    limit_ = (end + chunk_ - 1) / chunk_ * chunk_;
+    std::atomic_ref<std::uint64_t>(state_->limit).store(limit_, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);  // [W1] pairs with [R2], [R3]
+  }
+
+  void Publish(std::uint64_t offset, std::size_t n) {
+    std::uint64_t const start = pos_;
+    claimed_ = 0;  // a Write abandons an uncommitted Claim
+    StoreWord(data_, offset, MakeHeader(seq_ & kSequenceMask, n));
+    pos_ += RecordBytes(n);
+    offset_ = offset + RecordBytes(n);
+    if (offset_ == capacity_) offset_ = 0;
+    ++seq_;
+    // latest is ordered before tail by [W2]'s release.
+    std::atomic_ref<std::uint64_t>(state_->latest).store(start, std::memory_order_relaxed);
+    std::atomic_ref<std::uint64_t>(state_->tail).store(pos_, std::memory_order_release);  // [W2] pairs with [R1]
+    if (start >= next_boundary_) [[unlikely]] UpdateIndex(start);                       // [W3]
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // [W4] compiler-only, see the header
+    if (std::atomic_ref<std::uint32_t>(state_->waiters).load(std::memory_order_relaxed) != 0) [[unlikely]] {
+      WakeReaders();
+    }
+  }
+
+  void UpdateIndex(std::uint64_t start) noexcept;
+  void WakeReaders() noexcept;
+  void Recover();
+  [[noreturn]] void ThrowBadSize(std::size_t n) const;
+  [[noreturn]] void ThrowBadCommit(std::size_t n) const;
+
+  std::uint64_t pos_ = 0;            // == tail after every Publish
+  std::uint64_t offset_ = 0;         // pos_ % capacity_
+  std::uint64_t limit_ = 0;          // == state_->limit
+  std::uint64_t next_boundary_ = 0;  // smallest chunk boundary after the last record start
+  std::uint64_t seq_ = 0;
+  std::uint64_t claim_offset_ = 0;
+  std::size_t claimed_ = 0;
+  bool took_over_ = false;
+};
+
+}  // namespace circbuf::CircularBuffer

@@ -1,0 +1,420 @@
+// White-box tests of the ring in one process: every path of Write and Read,
+// forced wraps and laps, and every bad input. Cross-process behaviour is in
+// processes.test.cpp.
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ring/support.hpp"
+
+import circbuf;
+
+namespace cb = circbuf::CircularBuffer;
+using circbuf::test::Matches;
+using circbuf::test::Message;
+using circbuf::test::RingName;
+
+circbuf::test::RingName::~RingName() {
+  circbuf::SharedMemory::Remove(name);
+  circbuf::SharedMemory::Remove(name + ".data");
+}
+
+namespace {
+
+cb::Spec SpecOf(RingName const& r, std::uint64_t capacity) { return cb::Spec::Make(r.name, capacity); }
+
+void WriteSeq(cb::Writer& w, std::uint64_t seq, std::size_t size) { w.Write(Message(seq, size)); }
+
+// Reads one message and checks that it is `seq` with `size` bytes.
+void ExpectMessage(cb::Reader& r, std::uint64_t seq, std::size_t size) {
+  std::vector<std::byte> buf(65535);
+  int const n = r.Read(buf);
+  ASSERT_EQ(n, static_cast<int>(size)) << "expected message " << seq;
+  EXPECT_TRUE(Matches(seq, std::span(buf.data(), size))) << "message " << seq << " differs";
+  EXPECT_EQ(r.NextSequence(), seq + 1);
+}
+
+// Where the writer puts records of `record` bytes (header included) in a ring
+// of `capacity`: the start position of each, and the end of the last.
+struct Model {
+  std::vector<std::uint64_t> start;
+  std::uint64_t end = 0;
+  Model(std::uint64_t capacity, std::uint64_t record, std::size_t count) {
+    std::uint64_t offset = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      if (offset + record > capacity) {
+        end += capacity - offset;
+        offset = 0;
+      }
+      start.push_back(end);
+      end += record;
+      offset = (offset + record) % capacity;
+    }
+  }
+  // The oldest record the reader can still get: it must start at or after
+  // limit - capacity, where limit is `end` rounded up to a chunk.
+  [[nodiscard]] std::uint64_t Oldest(std::uint64_t capacity) const {
+    std::uint64_t const chunk = capacity / cb::kChunks;
+    std::uint64_t const limit = (end + chunk - 1) / chunk * chunk;
+    std::uint64_t const low = limit > capacity ? limit - capacity : 0;
+    for (std::uint64_t s = 0; s < start.size(); ++s) {
+      if (start[s] >= low) return s;
+    }
+    return start.size();
+  }
+};
+
+template <class E>
+std::string ErrorOf(auto&& make) {
+  try {
+    make();
+  } catch (E const& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+}  // namespace
+
+TEST(RingSpec, ValidatesNameAndCapacityAndRoundsUpTo64) {
+  EXPECT_EQ(cb::Spec::Make("/a", 4096).capacity, 4096U);
+  EXPECT_EQ(cb::Spec::Make("/a", 4097).capacity, 4160U);
+  EXPECT_EQ(cb::Spec::Make("/a", 52428800).capacity, 52428800U);
+  EXPECT_STREQ(cb::Spec::Make("/quotes", 8192).name, "/quotes");
+  EXPECT_NE(ErrorOf<std::length_error>([] { cb::Spec::Make("/a", 1); }).find("capacity 1 bytes: must be 4096 .. 52428800"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf<std::length_error>([] { cb::Spec::Make("/a", 52428801); }).find("capacity 52428801 bytes"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf<std::invalid_argument>([] { cb::Spec::Make("nope", 4096); }).find("must start with '/'"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf<std::invalid_argument>([] { cb::Spec::Make("/" + std::string(247, 'n'), 4096); })
+                .find("too long (248 characters); at most 247"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf<std::length_error>([] { cb::Writer w(cb::Spec::Make("/cbt-zero", 0)); }).find("needs a capacity"),
+            std::string::npos);
+}
+
+TEST(RingLayout, MaxMessageLeavesAChunkOfSlack) {
+  EXPECT_EQ(cb::MaxMessageFor(4096), 3576U);  // 4096 - 512 - 8
+  EXPECT_EQ(cb::RecordBytes(cb::MaxMessageFor(4096)), 4096U - 512U);
+  EXPECT_EQ(cb::MaxMessageFor(52428800), 65535U);
+  // The smallest capacity that takes a 65535-byte message: 8 + 65536 <= capacity * 7/8.
+  EXPECT_EQ(cb::MaxMessageFor(74944), 65535U);
+  EXPECT_LT(cb::MaxMessageFor(74880), 65535U);
+  EXPECT_EQ(cb::RecordBytes(1), 16U);
+  EXPECT_EQ(cb::RecordBytes(8), 16U);
+  EXPECT_EQ(cb::RecordBytes(9), 24U);
+  EXPECT_EQ(cb::HeaderLength(cb::MakeHeader(77, 65535)), 65535U);
+  EXPECT_EQ(cb::HeaderSequence(cb::MakeHeader(77, 65535)), 77U);
+}
+
+TEST(RingReader, EmptyRingReadsZero) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 4096));
+  cb::Reader reader(SpecOf(r, 0));
+  std::byte buf[16];
+  EXPECT_EQ(reader.Read(buf), cb::kEmpty);
+  EXPECT_EQ(reader.Capacity(), 4096U);
+}
+
+TEST(RingReader, DeliversEveryMessageInOrderByteForByte) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 1 << 20));
+  cb::Reader reader(SpecOf(r, 1 << 20), {.start = cb::StartAt::kOldest});
+  for (std::uint64_t s = 0; s < 500; ++s) WriteSeq(w, s, 1 + s * 37 % 2000);
+  for (std::uint64_t s = 0; s < 500; ++s) ExpectMessage(reader, s, 1 + s * 37 % 2000);
+  std::byte buf[8];
+  EXPECT_EQ(reader.Read(buf), cb::kEmpty);
+  EXPECT_EQ(reader.Delivered(), 500U);
+  EXPECT_EQ(reader.Lost(), 0U);
+}
+
+TEST(RingReader, SizesOneAnd65535) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 1 << 18));
+  cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kNext});
+  WriteSeq(w, 0, 1);
+  WriteSeq(w, 1, 65535);
+  WriteSeq(w, 2, 1);
+  ExpectMessage(reader, 0, 1);
+  ExpectMessage(reader, 1, 65535);
+  ExpectMessage(reader, 2, 1);
+}
+
+TEST(RingReader, SmallBufferLeavesTheMessageUnreadAndTellsItsSize) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 8192));
+  cb::Reader reader(SpecOf(r, 0));
+  WriteSeq(w, 0, 100);
+  std::vector<std::byte> small(99);
+  EXPECT_EQ(reader.Read(small), cb::kBufferTooSmall);
+  EXPECT_EQ(reader.PendingSize(), 100U);
+  EXPECT_EQ(reader.Read(small), cb::kBufferTooSmall);  // still there
+  ExpectMessage(reader, 0, 100);
+}
+
+TEST(RingWriter, RefusesBadSizesAndLeavesTheRingUnchanged) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 4096));
+  WriteSeq(w, 0, 10);
+  std::uint64_t const tail = w.PublishedTail();
+  std::vector<std::byte> big(65536);
+  EXPECT_NE(ErrorOf<std::length_error>([&] { w.Write({}); }).find("message of 0 bytes: must be 1 .. 3576"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf<std::length_error>([&] { w.Write(big); }).find("message of 65536 bytes"), std::string::npos);
+  EXPECT_NE(ErrorOf<std::length_error>([&] { w.Write(std::span(big.data(), 3577)); })
+                .find("must be 1 .. 3576 in a ring of this capacity"),
+            std::string::npos);
+  EXPECT_THROW((void)w.Claim(0), std::length_error);
+  EXPECT_THROW(w.Commit(1), std::logic_error);  // nothing claimed
+  EXPECT_EQ(w.PublishedTail(), tail);
+  EXPECT_EQ(w.NextSequence(), 1U);
+  cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
+  ExpectMessage(reader, 0, 10);
+  std::byte buf[8];
+  EXPECT_EQ(reader.Read(buf), cb::kEmpty);
+}
+
+// capacity 4096: records of 1000 bytes (1008 with the header) end at 1008,
+// 2016, 3024 and 4032; the fifth does not fit before 4096 (4032 + 1008 >
+// 4096), so a padding record fills 4032..4096 and the fifth starts the next
+// lap at offset 0 (position 4096).
+TEST(RingWriter, PadsAtTheEndOfTheBufferAndWraps) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 4096));
+  cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
+  for (std::uint64_t s = 0; s < 4; ++s) WriteSeq(w, s, 1000);
+  for (std::uint64_t s = 0; s < 4; ++s) ExpectMessage(reader, s, 1000);
+  EXPECT_EQ(w.PublishedTail(), 4032U);
+  WriteSeq(w, 4, 1000);
+  EXPECT_EQ(w.PublishedTail(), 4096U + 1008U);  // 64 bytes of padding were skipped
+  EXPECT_EQ(w.SharedState().latest, 4096U);
+  ExpectMessage(reader, 4, 1000);
+  EXPECT_EQ(reader.Position(), 4096U + 1008U);
+  // The padding record is in the data segment at offset 4032, carrying the
+  // sequence number of the message that did not fit.
+  circbuf::SharedMemory data(r.name + ".data", 0,
+                             {.open = circbuf::OpenMode::kAttach, .access = circbuf::Access::kReadOnly});
+  std::uint64_t pad = 0;
+  std::memcpy(&pad, data.Data() + 4032, 8);
+  EXPECT_EQ(cb::HeaderLength(pad), 0U);
+  EXPECT_EQ(cb::HeaderSequence(pad), 4U);
+}
+
+TEST(RingWriter, MessageThatExactlyFillsToTheEndNeedsNoPadding) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 4096));
+  cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
+  WriteSeq(w, 0, 3000);  // 3008 bytes
+  ExpectMessage(reader, 0, 3000);
+  WriteSeq(w, 1, 1080);  // 1088 bytes: 3008 + 1088 == 4096 exactly
+  EXPECT_EQ(w.PublishedTail(), 4096U);
+  ExpectMessage(reader, 1, 1080);
+  WriteSeq(w, 2, 8);  // starts the next lap at offset 0
+  EXPECT_EQ(w.SharedState().latest, 4096U);
+  ExpectMessage(reader, 2, 8);
+}
+
+TEST(RingReader, LappedReaderResynchronisesAndCountsLossExactly) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 4096));
+  cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
+  constexpr std::size_t kCount = 100;  // 100 records of 112 bytes: about 2.7 laps
+  for (std::uint64_t s = 0; s < kCount; ++s) WriteSeq(w, s, 100);
+  std::uint64_t const oldest = Model(4096, 112, kCount).Oldest(4096);
+  ASSERT_GT(oldest, 0U);
+  std::vector<std::byte> buf(4096);
+  EXPECT_EQ(reader.Read(buf), cb::kLapped);
+  EXPECT_EQ(reader.LastLoss(), oldest);  // exactly the messages 0 .. oldest-1
+  EXPECT_EQ(reader.Lost(), oldest);
+  for (std::uint64_t s = oldest; s < kCount; ++s) ExpectMessage(reader, s, 100);
+  EXPECT_EQ(reader.Read(buf), cb::kEmpty);
+  EXPECT_EQ(reader.Delivered() + reader.Lost(), kCount);
+}
+
+TEST(RingReader, RecordOverwrittenWhileBeingReadIsNeverDelivered) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 4096));
+  cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
+  WriteSeq(w, 0, 100);
+  int calls = 0;
+  int const outcome = reader.ReadInPlace([&](std::span<std::byte const> view) {
+    ++calls;
+    EXPECT_EQ(view.size(), 100U);
+    // The writer laps the reader while it is looking at message 0.
+    for (std::uint64_t s = 1; s < 60; ++s) WriteSeq(w, s, 100);
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(outcome, cb::kLapped);
+  EXPECT_EQ(reader.Delivered(), 0U);
+  std::uint64_t const oldest = Model(4096, 112, 60).Oldest(4096);
+  EXPECT_EQ(reader.LastLoss(), oldest);
+  for (std::uint64_t s = oldest; s < 60; ++s) ExpectMessage(reader, s, 100);
+}
+
+TEST(RingReader, ReadInPlaceShowsTheMessageWhereItLies) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 8192));
+  cb::Reader reader(SpecOf(r, 0));
+  auto const message = Message(0, 300);
+  auto slot = w.Claim(300);
+  std::memcpy(slot.data(), message.data(), 300);
+  w.Commit(300);
+  std::vector<std::byte> seen;
+  EXPECT_EQ(reader.ReadInPlace([&](std::span<std::byte const> v) { seen.assign(v.begin(), v.end()); }), 300);
+  EXPECT_TRUE(Matches(0, seen));
+  EXPECT_EQ(reader.ReadInPlace([](std::span<std::byte const>) { FAIL() << "called on an empty ring"; }), cb::kEmpty);
+}
+
+TEST(RingWriter, ClaimAndCommitFewerBytesThanClaimed) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 8192));
+  cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kNext});
+  auto slot = w.Claim(500);
+  auto const message = Message(0, 123);
+  std::memcpy(slot.data(), message.data(), 123);
+  w.Commit(123);
+  ExpectMessage(reader, 0, 123);
+  (void)w.Claim(50);  // abandoned: a later Write replaces it
+  WriteSeq(w, 1, 40);
+  ExpectMessage(reader, 1, 40);
+  EXPECT_THROW(w.Commit(1), std::logic_error);
+}
+
+TEST(RingReader, LateJoinAtLatestOldestOrNext) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 1 << 20));
+  for (std::uint64_t s = 0; s < 10; ++s) WriteSeq(w, s, 64);
+  cb::Reader latest(SpecOf(r, 0));
+  cb::Reader oldest(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
+  cb::Reader next(SpecOf(r, 0), {.start = cb::StartAt::kNext});
+  ExpectMessage(latest, 9, 64);
+  ExpectMessage(oldest, 0, 64);
+  std::byte buf[64];
+  EXPECT_EQ(next.Read(buf), cb::kEmpty);
+  WriteSeq(w, 10, 64);
+  ExpectMessage(latest, 10, 64);
+  ExpectMessage(next, 10, 64);
+  for (std::uint64_t s = 1; s <= 10; ++s) ExpectMessage(oldest, s, 64);
+  for (auto* reader : {&latest, &oldest, &next}) EXPECT_EQ(reader->Lost(), 0U);
+}
+
+TEST(RingReader, LateJoinAtOldestAfterWrapStartsAtTheOldestIntactMessage) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 4096));
+  for (std::uint64_t s = 0; s < 100; ++s) WriteSeq(w, s, 100);
+  std::uint64_t const oldest = Model(4096, 112, 100).Oldest(4096);
+  cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
+  for (std::uint64_t s = oldest; s < 100; ++s) ExpectMessage(reader, s, 100);
+  EXPECT_EQ(reader.Lost(), 0U);  // joining late is not a loss
+}
+
+TEST(RingBuffer, SmallestAndLargestCapacity) {
+  {
+    RingName r;
+    cb::Writer w(SpecOf(r, cb::kMinCapacity));
+    cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kNext});
+    EXPECT_EQ(w.MaxMessageSize(), 3576U);
+    for (std::uint64_t s = 0; s < 20; ++s) {  // many laps, read as we go
+      WriteSeq(w, s, 3576);
+      ExpectMessage(reader, s, 3576);
+    }
+  }
+  {
+    RingName r;
+    cb::Writer w(SpecOf(r, cb::kMaxCapacity));
+    cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kNext});
+    EXPECT_EQ(w.MaxMessageSize(), 65535U);
+    for (std::uint64_t s = 0; s < 900; ++s) {  // more than one lap of 50 MiB
+      WriteSeq(w, s, 65535);
+      ExpectMessage(reader, s, 65535);
+    }
+    EXPECT_GT(w.PublishedTail(), cb::kMaxCapacity);
+  }
+}
+
+TEST(RingAttach, RefusesCapacityMismatch) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 4096));
+  std::string const what = ErrorOf<std::length_error>([&] { cb::Reader reader(SpecOf(r, 8192)); });
+  EXPECT_NE(what.find("exists with capacity 4096, asked for 8192"), std::string::npos) << what;
+  EXPECT_THROW(cb::Writer again(SpecOf(r, 8192)), std::length_error);
+}
+
+TEST(RingAttach, RefusesMissingRing) {
+  RingName r;
+  try {
+    cb::Reader reader(SpecOf(r, 0));
+    FAIL() << "attached to nothing";
+  } catch (std::system_error const& e) {
+    EXPECT_EQ(e.code().value(), ENOENT);
+    EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(circbuf::SharedMemory::Exists(r.name));
+}
+
+TEST(RingAttach, RefusesASegmentThatIsNotARing) {
+  RingName r;
+  circbuf::SharedMemory impostor(r.name, sizeof(cb::State));
+  std::string const what = ErrorOf<std::invalid_argument>([&] { cb::Reader reader(SpecOf(r, 0)); });
+  EXPECT_NE(what.find("not a circbuf ring"), std::string::npos) << what;
+  EXPECT_THROW(cb::Writer w(SpecOf(r, 4096)), std::invalid_argument);
+}
+
+TEST(RingAttach, RefusesAnotherLayoutVersionAndCorruptHeaders) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 4096));
+  circbuf::SharedMemory state(r.name, 0, {.open = circbuf::OpenMode::kAttach});
+  auto* s = state.AsStruct<cb::State>();
+  s->version = 9;
+  EXPECT_NE(ErrorOf<std::invalid_argument>([&] { cb::Reader reader(SpecOf(r, 0)); }).find("layout version 9"),
+            std::string::npos);
+  s->version = cb::kRingVersion;
+  s->chunk = 100;
+  EXPECT_NE(ErrorOf<std::invalid_argument>([&] { cb::Reader reader(SpecOf(r, 0)); }).find("corrupt header"),
+            std::string::npos);
+  s->chunk = 512;
+  s->limit = 7;
+  EXPECT_NE(ErrorOf<std::invalid_argument>([&] { cb::Reader reader(SpecOf(r, 0)); }).find("corrupt positions"),
+            std::string::npos);
+  s->limit = 0;
+  EXPECT_NO_THROW(cb::Reader reader(SpecOf(r, 0)));
+}
+
+TEST(RingWriter, SecondWriterIsRefused) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 4096));
+  try {
+    cb::Writer second(SpecOf(r, 4096));
+    FAIL() << "two writers";
+  } catch (std::system_error const& e) {
+    EXPECT_EQ(e.code().value(), EBUSY);
+    EXPECT_NE(std::string(e.what()).find("already has a live writer (pid " + std::to_string(::getpid())),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(RingWriter, ANewWriterContinuesTheSequenceAfterACleanClose) {
+  RingName r;
+  cb::Reader* keep = nullptr;
+  {
+    cb::Writer w(SpecOf(r, 4096));
+    for (std::uint64_t s = 0; s < 50; ++s) WriteSeq(w, s, 100);
+    keep = new cb::Reader(SpecOf(r, 0), {.start = cb::StartAt::kNext});
+  }
+  EXPECT_EQ(keep->GetWriterStatus(), cb::WriterStatus::kClosed);
+  cb::Writer w(SpecOf(r, 4096));
+  EXPECT_FALSE(w.TookOver());
+  EXPECT_EQ(w.NextSequence(), 50U);
+  EXPECT_EQ(keep->GetWriterStatus(), cb::WriterStatus::kAlive);
+  WriteSeq(w, 50, 100);
+  ExpectMessage(*keep, 50, 100);
+  delete keep;
+}
