@@ -64,14 +64,14 @@ class Reader : public IWrapper {
   // message stays unread; see PendingSize) or kCorrupt. Never blocks, never
   // writes shared memory, never delivers a byte the writer overwrote.
   int Read(std::span<std::byte> out) {
-    return Next([&](std::size_t n) -> int {
-      if (n > out.size()) [[unlikely]] {
-        pending_size_ = n;
-        return kBufferTooSmall;
-      }
-      CopyFromRing(out.data(), data_, offset_ + kHeaderBytes, n);
-      return 0;
-    });
+    int const n = Begin();
+    if (n <= 0) return n;
+    if (static_cast<std::size_t>(n) > out.size()) [[unlikely]] {
+      pending_size_ = static_cast<std::size_t>(n);
+      return kBufferTooSmall;
+    }
+    CopyFromRing(out.data(), data_, offset_ + kHeaderBytes, static_cast<std::size_t>(n));
+    return Finish(n);
   }
 
   // Zero-copy: calls fn(std::span<std::byte const>) with the next message
@@ -82,10 +82,10 @@ class Reader : public IWrapper {
   // rewriting: copy out what you need and trust it only on a positive return.
   template <class Fn>
   int ReadInPlace(Fn&& fn) {
-    return Next([&](std::size_t n) -> int {
-      fn(std::span<std::byte const>(data_ + offset_ + kHeaderBytes, n));
-      return 0;
-    });
+    int const n = Begin();
+    if (n <= 0) return n;
+    fn(std::span<std::byte const>(data_ + offset_ + kHeaderBytes, static_cast<std::size_t>(n)));
+    return Finish(n);
   }
 
   // Blocks until a message (or a lap) is there to Read, or the timeout ends.
@@ -103,10 +103,9 @@ class Reader : public IWrapper {
   [[nodiscard]] std::uint64_t NextSequence() const noexcept { return expected_; }
 
  private:
-  // The common path of Read and ReadInPlace; `deliver(n)` copies or shows
-  // the payload and returns 0, or a negative outcome to stop with.
-  template <class Deliver>
-  int Next(Deliver&& deliver) {
+  // Finds the next record: returns its length (> 0) with header_ set, or an
+  // outcome (<= 0). Skips padding records.
+  int Begin() {
     for (;;) {
       if (cursor_ >= cached_tail_) {
         cached_tail_ = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);  // [R1]
@@ -125,12 +124,17 @@ class Reader : public IWrapper {
           (synced_ && HeaderSequence(header) != (expected_ & kSequenceMask))) [[unlikely]] {
         return Corrupt(header);
       }
-      if (int const stop = deliver(n); stop != 0) return stop;
-      std::atomic_thread_fence(std::memory_order_acquire);  // [R3] pairs with [W1]
-      if (Overwritten()) [[unlikely]] return Lapped();
-      Advance(header, n);
+      header_ = header;
       return static_cast<int>(n);
     }
+  }
+
+  // After the payload was copied or looked at: was it intact throughout?
+  int Finish(int n) {
+    std::atomic_thread_fence(std::memory_order_acquire);  // [R3] pairs with [W1]
+    if (Overwritten()) [[unlikely]] return Lapped();
+    Advance(header_, static_cast<std::size_t>(n));
+    return n;
   }
 
   [[nodiscard]] bool Overwritten() const noexcept {
@@ -158,6 +162,7 @@ class Reader : public IWrapper {
   std::uint64_t offset_ = 0;       // cursor_ % capacity_
   std::uint64_t cached_tail_ = 0;  // last tail loaded by [R1]
   std::uint64_t expected_ = 0;     // sequence number of the record at cursor_
+  std::uint64_t header_ = 0;       // header of the record Begin found
   std::uint64_t delivered_ = 0;
   std::uint64_t lost_ = 0;
   std::uint64_t last_loss_ = 0;

@@ -1,0 +1,367 @@
+// The ring across real processes: stress with byte-for-byte checks and exact
+// loss accounting, SIGKILLed readers and writers, take-over, blocking waits.
+#include <signal.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <system_error>
+#include <thread>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ring/support.hpp"
+
+import circbuf;
+
+namespace cb = circbuf::CircularBuffer;
+using circbuf::test::Child;
+using circbuf::test::Fill;
+using circbuf::test::Matches;
+using circbuf::test::Message;
+using circbuf::test::Pipe;
+using circbuf::test::RingName;
+using circbuf::test::SizeOf;
+using namespace std::chrono_literals;
+
+circbuf::test::RingName::~RingName() {
+  circbuf::SharedMemory::Remove(name);
+  circbuf::SharedMemory::Remove(name + ".data");
+}
+
+namespace {
+
+// Results that children report to the parent through anonymous shared memory.
+struct Tally {
+  std::atomic<std::uint64_t> delivered;
+  std::atomic<std::uint64_t> lost;
+  std::atomic<std::uint64_t> laps;
+  std::atomic<std::uint64_t> bad;  // wrong size, wrong bytes, out of order, kCorrupt
+  std::atomic<std::uint64_t> next;  // reader's NextSequence at the end
+};
+
+template <class T>
+T* SharedAnonymous(std::size_t count = 1) {
+  void* p = ::mmap(nullptr, sizeof(T) * count, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) std::abort();
+  return new (p) T[count]();
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+std::uint64_t EnvOr(char const* name, std::uint64_t fallback) {
+  char const* v = std::getenv(name);
+  return v != nullptr ? std::strtoull(v, nullptr, 10) : fallback;
+}
+
+// Reads until it has accounted for `total` messages (delivered + lost), checking
+// every delivered byte. `pause` slows it down so that it gets lapped.
+int ReadAll(cb::Spec const& spec, std::uint64_t total, Tally& t, Pipe& ready, std::chrono::microseconds pause,
+            int pause_every) {
+  cb::Reader reader(spec, {.start = cb::StartAt::kOldest});
+  ready.Send();
+  std::vector<std::byte> buf(65535);
+  auto const deadline = std::chrono::steady_clock::now() + 300s;
+  std::uint64_t count = 0;
+  while (reader.NextSequence() < total) {
+    int const n = reader.Read(buf);
+    if (n > 0) {
+      std::uint64_t const seq = reader.NextSequence() - 1;
+      if (static_cast<std::size_t>(n) != SizeOf(seq, reader.MaxMessageSize()) ||
+          !Matches(seq, std::span(buf.data(), static_cast<std::size_t>(n)))) {
+        t.bad.fetch_add(1);
+      }
+      if (pause.count() > 0 && ++count % pause_every == 0) std::this_thread::sleep_for(pause);
+    } else if (n == cb::kLapped) {
+      t.laps.fetch_add(1);
+    } else if (n == cb::kEmpty) {
+      (void)reader.Wait(5ms);
+    } else {
+      t.bad.fetch_add(1);
+      return 3;
+    }
+    if (std::chrono::steady_clock::now() > deadline) return 4;
+  }
+  t.delivered = reader.Delivered();
+  t.lost = reader.Lost();
+  t.next = reader.NextSequence();
+  return 0;
+}
+
+// Writes messages first .. first+count-1, half through Write and half through
+// Claim/Commit, with contents that any reader can check.
+void WriteRange(cb::Writer& w, std::uint64_t first, std::uint64_t count) {
+  std::vector<std::byte> buf(65535);
+  for (std::uint64_t seq = first; seq < first + count; ++seq) {
+    std::size_t const n = SizeOf(seq, w.MaxMessageSize());
+    if (seq % 2 == 0) {
+      Fill(seq, std::span(buf.data(), n));
+      w.Write(std::span(buf.data(), n));
+    } else {
+      Fill(seq, w.Claim(n));
+      w.Commit(n);
+    }
+  }
+}
+
+}  // namespace
+
+// One writer and four readers in five processes (one reader slow enough to
+// be lapped many times), plus a fifth reader SIGKILLed in the middle. Every
+// delivered byte is checked; every reader accounts for every message.
+TEST(RingProcesses, StressEveryByteCheckedAndLossExact) {
+  RingName r;
+  // Sanitized builds run 5-10 times slower: fewer messages, same checks.
+  std::uint64_t const total = EnvOr("CIRCBUF_STRESS_MESSAGES", kSanitized ? 60'000 : 200'000);
+  auto const spec = cb::Spec::Make(r.name, 4 << 20);
+  constexpr int kReaders = 4;
+  Tally* tally = SharedAnonymous<Tally>(kReaders);
+  Pipe writer_ready, go, readers_ready, victim_ready;
+  Child writer([&] {
+    cb::Writer w(spec);
+    writer_ready.Send();
+    if (go.Receive() != '.') return 1;
+    WriteRange(w, 0, total);
+    return 0;
+  });
+  ASSERT_EQ(writer_ready.Receive(), '.');
+  std::vector<std::unique_ptr<Child>> readers;
+  for (int i = 0; i < kReaders; ++i) {
+    bool const slow = i == kReaders - 1;
+    readers.push_back(std::make_unique<Child>([&, i, slow] {
+      return ReadAll(spec, total, tally[i], readers_ready, slow ? 200us : 0us, 50);
+    }));
+  }
+  Tally* victim_tally = SharedAnonymous<Tally>();
+  Child victim([&] { return ReadAll(spec, total, *victim_tally, victim_ready, 0us, 1); });
+  for (int i = 0; i < kReaders; ++i) ASSERT_EQ(readers_ready.Receive(), '.');
+  ASSERT_EQ(victim_ready.Receive(), '.');
+  go.Send();
+  std::this_thread::sleep_for(50ms);
+  victim.Kill(SIGKILL);  // mid-read, most likely: changes nothing for the others
+  EXPECT_EQ(victim.Wait(), 128 + SIGKILL);
+  EXPECT_EQ(writer.Wait(300s), 0);
+  for (int i = 0; i < kReaders; ++i) {
+    SCOPED_TRACE("reader " + std::to_string(i));
+    EXPECT_EQ(readers[i]->Wait(300s), 0);
+    EXPECT_EQ(tally[i].bad.load(), 0U);
+    EXPECT_EQ(tally[i].next.load(), total);
+    EXPECT_EQ(tally[i].delivered.load() + tally[i].lost.load(), total);
+    std::printf("reader %d: delivered %llu, lost %llu in %llu laps\n", i,
+                static_cast<unsigned long long>(tally[i].delivered.load()),
+                static_cast<unsigned long long>(tally[i].lost.load()),
+                static_cast<unsigned long long>(tally[i].laps.load()));
+  }
+  EXPECT_GT(tally[kReaders - 1].laps.load(), 0U) << "the slow reader was never lapped";
+  EXPECT_GT(tally[kReaders - 1].lost.load(), 0U);
+}
+
+TEST(RingProcesses, WriterKilledMidClaimShowsNothingTornAndANewWriterTakesOver) {
+  RingName r;
+  auto const spec = cb::Spec::Make(r.name, 4 << 20);  // the 100 messages fit without a lap
+  cb::Reader* reader = nullptr;
+  Pipe created, claimed;
+  Child writer([&]() -> int {
+    cb::Writer w(spec);
+    created.Send();
+    WriteRange(w, 0, 100);
+    auto slot = w.Claim(1000);
+    std::memset(slot.data(), 0xEE, 500);  // half-written, never committed
+    claimed.Send();
+    for (;;) ::pause();
+  });
+  ASSERT_EQ(created.Receive(), '.');
+  reader = new cb::Reader(spec, {.start = cb::StartAt::kOldest});
+  ASSERT_EQ(claimed.Receive(), '.');
+  EXPECT_EQ(reader->GetWriterStatus(), cb::WriterStatus::kAlive);
+  writer.Kill(SIGKILL);
+  ASSERT_EQ(writer.Wait(), 128 + SIGKILL);
+  EXPECT_EQ(reader->GetWriterStatus(), cb::WriterStatus::kDead);
+  std::vector<std::byte> buf(65535);
+  for (std::uint64_t seq = 0; seq < 100; ++seq) {
+    int const n = reader->Read(buf);
+    ASSERT_EQ(n, static_cast<int>(SizeOf(seq, reader->MaxMessageSize()))) << seq;
+    ASSERT_TRUE(Matches(seq, std::span(buf.data(), static_cast<std::size_t>(n))));
+  }
+  EXPECT_EQ(reader->Read(buf), cb::kEmpty);  // the claimed half-message never appears
+  {
+    cb::Writer heir(spec);
+    EXPECT_TRUE(heir.TookOver());
+    EXPECT_EQ(heir.NextSequence(), 100U);
+    EXPECT_EQ(reader->GetWriterStatus(), cb::WriterStatus::kAlive);
+    WriteRange(heir, 100, 10);
+  }
+  for (std::uint64_t seq = 100; seq < 110; ++seq) {
+    int const n = reader->Read(buf);
+    ASSERT_GT(n, 0) << seq;
+    ASSERT_TRUE(Matches(seq, std::span(buf.data(), static_cast<std::size_t>(n))));
+  }
+  EXPECT_EQ(reader->Lost(), 0U);
+  EXPECT_EQ(reader->GetWriterStatus(), cb::WriterStatus::kClosed);
+  delete reader;
+}
+
+// Writers are SIGKILLed at random moments (mostly in the middle of a write)
+// and replaced; a reader in its own process checks every message throughout.
+TEST(RingProcesses, WritersKilledAtRandomMomentsNeverTearAMessage) {
+  RingName r;
+  auto const spec = cb::Spec::Make(r.name, 1 << 18);
+  Tally* tally = SharedAnonymous<Tally>();
+  auto* done = SharedAnonymous<std::atomic<std::uint64_t>>();  // total written, +1; 0 while running
+  auto first = std::make_unique<cb::Writer>(spec);  // keeps the ring until the reader holds it
+  Pipe ready;
+  Child reader([&] {
+    cb::Reader rd(spec, {.start = cb::StartAt::kOldest});
+    ready.Send();
+    std::vector<std::byte> buf(65535);
+    for (;;) {
+      int const n = rd.Read(buf);
+      if (n > 0) {
+        std::uint64_t const seq = rd.NextSequence() - 1;
+        if (!Matches(seq, std::span(buf.data(), static_cast<std::size_t>(n)))) tally->bad.fetch_add(1);
+      } else if (n == cb::kLapped) {
+        tally->laps.fetch_add(1);
+      } else if (n == cb::kEmpty) {
+        std::uint64_t const total = done->load();
+        if (total != 0 && rd.NextSequence() == total - 1) break;
+        (void)rd.Wait(1ms);
+      } else {
+        tally->bad.fetch_add(1);
+        return 3;
+      }
+    }
+    tally->delivered = rd.Delivered();
+    tally->lost = rd.Lost();
+    tally->next = rd.NextSequence();
+    return 0;
+  });
+  ASSERT_EQ(ready.Receive(), '.');
+  first.reset();
+  std::mt19937 rng(12345);
+  for (int round = 0; round < 30; ++round) {
+    Pipe started;
+    Child writer([&]() -> int {
+      cb::Writer w(spec);
+      started.Send();
+      for (std::uint64_t seq = w.NextSequence();; ++seq) WriteRange(w, seq, 1);
+    });
+    ASSERT_EQ(started.Receive(), '.') << "round " << round << ": writer exited with " << writer.Wait(1s);
+    std::this_thread::sleep_for(std::chrono::microseconds(1000 + rng() % 20000));
+    writer.Kill(SIGKILL);
+    ASSERT_EQ(writer.Wait(), 128 + SIGKILL);
+  }
+  std::uint64_t total = 0;
+  {
+    cb::Writer last(spec);
+    EXPECT_TRUE(last.TookOver());
+    total = last.NextSequence();
+  }
+  done->store(total + 1);
+  ASSERT_EQ(reader.Wait(120s), 0);
+  EXPECT_EQ(tally->bad.load(), 0U);
+  EXPECT_EQ(tally->next.load(), total);
+  EXPECT_EQ(tally->delivered.load() + tally->lost.load(), total);
+  EXPECT_GT(total, 0U);
+}
+
+TEST(RingProcesses, BlockingWaitSleepsUntilAMessageAndTimesOut) {
+  RingName r;
+  auto const spec = cb::Spec::Make(r.name, 1 << 16);
+  cb::Writer w(spec);
+  Pipe timed_out, got;
+  Child reader([&] {
+    cb::Reader rd(spec, {.start = cb::StartAt::kNext});
+    auto const start = std::chrono::steady_clock::now();
+    if (rd.Wait(20ms)) return 1;                                    // nothing written: times out
+    if (std::chrono::steady_clock::now() - start < 20ms) return 2;  // ... after waiting
+    timed_out.Send();
+    if (!rd.Wait(30s)) return 3;  // asleep in the futex until the writer publishes
+    std::vector<std::byte> buf(100);
+    if (rd.Read(buf) != 42 || !Matches(7, std::span(buf.data(), 42))) return 4;
+    got.Send();
+    return 0;
+  });
+  ASSERT_EQ(timed_out.Receive(), '.');
+  std::this_thread::sleep_for(100ms);  // let it fall asleep
+  EXPECT_EQ(w.SharedState().waiters, 1U);
+  w.Write(Message(7, 42));
+  ASSERT_EQ(got.Receive(5s), '.');
+  EXPECT_EQ(reader.Wait(), 0);
+  EXPECT_EQ(w.SharedState().waiters, 0U);
+}
+
+TEST(RingProcesses, ReaderMapsTheDataReadOnly) {
+  RingName r;
+  auto const spec = cb::Spec::Make(r.name, 1 << 16);
+  cb::Writer w(spec);
+  w.Write(Message(0, 64));
+  Child faulty([&] {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(SIGSEGV, &dfl, nullptr);  // sanitizers install their own handler
+    cb::Reader rd(spec);
+    (void)rd.ReadInPlace([](std::span<std::byte const> view) {
+      const_cast<std::byte&>(view[0]) = std::byte{0xFF};  // must fault
+    });
+    return 0;
+  });
+  EXPECT_EQ(faulty.Wait(), 128 + SIGSEGV);
+  cb::Reader rd(spec);
+  std::vector<std::byte> buf(64);
+  ASSERT_EQ(rd.Read(buf), 64);
+  EXPECT_TRUE(Matches(0, buf));
+}
+
+TEST(RingProcesses, ReaderCanWaitForTheRingToAppear) {
+  RingName r;
+  auto const spec = cb::Spec::Make(r.name, 1 << 16);
+  Pipe waiting;
+  Child reader([&] {
+    waiting.Send();
+    cb::Reader rd(cb::Spec::Make(r.name, 0), {.start = cb::StartAt::kOldest, .wait_for_buffer = 10s});
+    if (!rd.Wait(10s)) return 1;
+    std::vector<std::byte> buf(64);
+    return rd.Read(buf) == 10 && Matches(0, std::span(buf.data(), 10)) ? 0 : 2;
+  });
+  ASSERT_EQ(waiting.Receive(), '.');
+  std::this_thread::sleep_for(100ms);
+  cb::Writer w(spec);
+  w.Write(Message(0, 10));
+  EXPECT_EQ(reader.Wait(), 0);
+}
+
+TEST(RingProcesses, SecondWriterInAnotherProcessIsRefusedWithItsPid) {
+  RingName r;
+  auto const spec = cb::Spec::Make(r.name, 1 << 16);
+  cb::Writer w(spec);
+  Child second([&] {
+    try {
+      cb::Writer again(spec);
+    } catch (std::system_error const& e) {
+      std::string const what = e.what();
+      return e.code().value() == EBUSY && what.find("pid " + std::to_string(::getppid())) != std::string::npos ? 0
+                                                                                                             : 2;
+    }
+    return 1;
+  });
+  EXPECT_EQ(second.Wait(), 0);
+}
