@@ -29,7 +29,8 @@
 //   tail, latest, limit and index[] are byte positions in the unbounded
 //   stream (u64, never wrap, never go backwards); a position p lives at ring
 //   offset p % capacity.
-//     tail     end of the last committed record: bytes before it are published
+//     tail     end of the last committed record (for Wait, late join and
+//              take-over; readers that are caught up poll record headers instead)
 //     latest   start of the last committed record (kNoRecord before the first)
 //     limit    frontier: the writer has written, or may be writing, positions
 //              below limit and no others. It moves in whole chunks
@@ -43,17 +44,27 @@
 //
 // ---- Record (8-byte aligned, in segment NAME.data) -------------------------------
 //
-//    63                                              16 15               0
-//   +--------------------------------------------------+-----------------+
-//   |            sequence number (low 48 bits)         |  length (bytes) |  header, one u64
-//   +--------------------------------------------------+-----------------+
+//    63 62                                          16 15               0
+//   +--+-----------------------------------------------+-----------------+
+//   |P |        sequence number (low 48 bits)          |  length (bytes) |  header, one u64
+//   +--+-----------------------------------------------+-----------------+
 //   |  payload: `length` bytes, then zero padding to a multiple of 8        |
 //   +---------------------------------------------------------------------+
 //
 //   length 1 .. 65535: a message; the record takes 8 + align8(length) bytes.
 //   length 0: a padding record: the rest of the buffer up to its end is
-//             unused (the next message did not fit before the end); its
-//             sequence field holds the sequence number of that next message.
+//             unused (the next message did not fit before the end). Bit 63
+//             (P) is set, so a padding header is never 0; its other sequence
+//             bits hold the low 47 bits of the next message's number.
+//   header 0: "nothing here yet". The header is the commit: the writer stores
+//             it last, with release, after the payload, and before that it
+//             stores 0 in the header slot right after the record. So the word
+//             at a caught-up reader's cursor is 0 until the next record is
+//             complete, and the reader polls that one word (on the same cache
+//             line as the payload it is about to copy) instead of tail.
+//   A padding record is published together with the record after it (the
+//   record's header first), so a reader never follows padding to a lap start
+//   that holds nothing committed, even if the writer dies in between.
 //   Sequence numbers start at 0 and count messages, not records; the reader
 //   extends the 48 bits to 64 relative to the last one it saw.
 //
@@ -99,7 +110,9 @@ struct Spec {
   std::uint64_t capacity;         // bytes of record space; see Capacity rules below
 
   // Validates and builds a Spec. Capacity rules: kMinCapacity (4096) ..
-  // kMaxCapacity (52428800) bytes, rounded up to a multiple of 64. Throws
+  // kMaxCapacity (52428800) bytes, rounded up to a multiple of 64. The
+  // largest message is MaxMessageFor(capacity): 65535 bytes from a capacity
+  // of kMinCapacityForMaxMessage (149888) up, about 7/16 of it below. Throws
   // std::invalid_argument for a bad name, std::length_error for a bad
   // capacity, each naming the problem. A reader may pass capacity 0 ("take
   // the capacity of the existing ring").
@@ -109,19 +122,32 @@ struct Spec {
 };
 static_assert(std::is_trivial_v<Spec> && std::is_standard_layout_v<Spec>);
 
-// Largest message a ring of `capacity` bytes accepts: a record must fit in
-// capacity - chunk bytes so that a reader that is caught up can always read
-// the newest message (see `limit` above).
+// Largest message a ring of `capacity` bytes accepts. A record (header
+// included) may take at most (capacity - chunk) / 2 - 8 bytes. Then
+//  * a caught-up reader can always read the newest message: the frontier
+//    that the record (and the 8-byte "nothing yet" word after it) pushes
+//    ahead stays within one capacity of the record's start;
+//  * when a record wraps, the padding record at the end of the old lap lies
+//    beyond the new record, its "nothing yet" word and their frontier chunk,
+//    so neither overwrites the other.
+// So 1776 bytes in the smallest ring (4096), and 65535 bytes from a capacity
+// of 149888 bytes (146.4 KiB) up.
 constexpr std::size_t MaxMessageFor(std::uint64_t capacity) noexcept {
-  std::uint64_t const room = (capacity - capacity / kChunks - kHeaderBytes) & ~std::uint64_t{7};
+  std::uint64_t const record = ((capacity - capacity / kChunks) / 2 - kHeaderBytes) & ~std::uint64_t{7};
+  std::uint64_t const room = record - kHeaderBytes;
   return room < kMaxMessageSize ? static_cast<std::size_t>(room) : kMaxMessageSize;
 }
+inline constexpr std::uint64_t kMinCapacityForMaxMessage = 149888;
 
 constexpr std::uint64_t RecordBytes(std::size_t length) noexcept {
   return kHeaderBytes + ((length + kRecordAlignment - 1) & ~(kRecordAlignment - 1));
 }
 constexpr std::uint64_t MakeHeader(std::uint64_t sequence, std::size_t length) noexcept {
   return (sequence << 16) | static_cast<std::uint64_t>(length);
+}
+constexpr std::uint64_t kPaddingFlag = std::uint64_t{1} << 63;
+constexpr std::uint64_t MakePadding(std::uint64_t next_sequence) noexcept {
+  return kPaddingFlag | ((next_sequence << 16) & ~kPaddingFlag);
 }
 constexpr std::size_t HeaderLength(std::uint64_t header) noexcept { return header & 0xffff; }
 constexpr std::uint64_t HeaderSequence(std::uint64_t header) noexcept { return header >> 16; }

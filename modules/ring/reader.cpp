@@ -27,7 +27,6 @@ Reader::Reader(Spec const& spec, ReaderOptions options)
 void Reader::MoveTo(std::uint64_t position) noexcept {
   cursor_ = position;
   offset_ = position % capacity_;
-  cached_tail_ = position;  // the next Read loads tail afresh
 }
 
 namespace reader_impl {
@@ -37,7 +36,7 @@ namespace reader_impl {
 bool SequenceAt(State* state, std::byte const* data, std::uint64_t capacity, std::uint64_t position,
                 std::uint64_t& sequence) {
   std::uint64_t const header = LoadWord(data, position % capacity);
-  std::atomic_thread_fence(std::memory_order_acquire);  // [R2] pairs with [W1]
+  std::atomic_thread_fence(std::memory_order_acquire);  // as [R1]: pairs with [W1]
   if (position + capacity < std::atomic_ref<std::uint64_t>(state->limit).load(std::memory_order_relaxed)) {
     return false;
   }
@@ -51,7 +50,7 @@ std::uint64_t FindOldest(State* state, std::uint64_t capacity, std::uint64_t chu
   std::uint64_t const low = limit > capacity ? limit - capacity : 0;
   for (std::uint64_t b = low; b < low + capacity; b += chunk) {
     std::uint64_t const e =
-        std::atomic_ref<std::uint64_t>(state->index[(b / chunk) % kChunks]).load(std::memory_order_acquire);  // [R4]
+        std::atomic_ref<std::uint64_t>(state->index[(b / chunk) % kChunks]).load(std::memory_order_acquire);  // [R3]
     std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state->tail).load(std::memory_order_acquire);
     if (b >= tail) break;
     // The entry must belong to boundary b of this lap (not an older or newer

@@ -5,17 +5,19 @@
 //   nothing shared (the data segment is even mapped read-only), so the
 //   writer's cost does not depend on how many readers there are. The only
 //   shared field a reader writes is `waiters`, around a blocking Wait.
-//   [R1] tail.load(acquire), only when the reader has caught up with its
-//        cached tail. Pairs with [W2]: the records below tail are complete.
-//   [R2] header load(relaxed); atomic_thread_fence(acquire); limit.load(relaxed).
-//        Pairs with [W1]: if the header came from a newer lap, limit shows it.
-//   [R3] payload loads(relaxed); atomic_thread_fence(acquire); limit.load(relaxed).
+//   [R1] header.load(acquire) at the cursor; then limit.load(relaxed). Pairs
+//        with [W2]: a non-zero header means the record is complete. Pairs
+//        with [W1]: if the header word came from a newer lap (the reader was
+//        lapped), the limit shows it.
+//   [R2] payload loads(relaxed); atomic_thread_fence(acquire); limit.load(relaxed).
 //        Pairs with [W1]: if any payload byte came from a newer lap (the
 //        writer overwrote it during the copy), limit shows it and the copy is
 //        discarded. A record at position p is intact while p >= limit - capacity.
-//   [R4] index[k].load(acquire) when resynchronising. Pairs with [W3].
-//   limit lives on a line that changes once per chunk, so checking it costs
-//   an L1 hit; the writer's per-message line (tail) is read only when caught up.
+//   [R3] tail and index[k] loads(acquire) in Wait, late join and
+//        resynchronisation only. Pair with [W3].
+//   So a caught-up reader polls one word on the cache line that the next
+//   record's payload starts on, and limit, which changes once per chunk (an
+//   L1 hit); it never reads the writer's per-message tail line.
 //
 // Exact loss: every record carries a sequence number. After a lap the reader
 // jumps to the oldest record that is still intact (through the index) and
@@ -107,15 +109,13 @@ class Reader : public IWrapper {
   // outcome (<= 0). Skips padding records.
   int Begin() {
     for (;;) {
-      if (cursor_ >= cached_tail_) {
-        cached_tail_ = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);  // [R1]
-        if (cursor_ >= cached_tail_) return kEmpty;
-      }
-      std::uint64_t const header = LoadWord(data_, offset_);
-      std::atomic_thread_fence(std::memory_order_acquire);  // [R2] pairs with [W1]
+      std::uint64_t const header = std::atomic_ref<std::uint64_t>(
+          *reinterpret_cast<std::uint64_t*>(data_ + offset_)).load(std::memory_order_acquire);  // [R1]
       if (Overwritten()) [[unlikely]] return Lapped();
+      if (header == 0) return kEmpty;
       std::size_t const n = HeaderLength(header);
       if (n == 0) [[unlikely]] {  // padding record: the rest of this lap is unused
+        if ((header & kPaddingFlag) == 0) return Corrupt(header);
         cursor_ += capacity_ - offset_;
         offset_ = 0;
         continue;
@@ -131,7 +131,7 @@ class Reader : public IWrapper {
 
   // After the payload was copied or looked at: was it intact throughout?
   int Finish(int n) {
-    std::atomic_thread_fence(std::memory_order_acquire);  // [R3] pairs with [W1]
+    std::atomic_thread_fence(std::memory_order_acquire);  // [R2] pairs with [W1]
     if (Overwritten()) [[unlikely]] return Lapped();
     Advance(header_, static_cast<std::size_t>(n));
     return n;
@@ -160,7 +160,6 @@ class Reader : public IWrapper {
 
   std::uint64_t cursor_ = 0;       // position of the next record to read
   std::uint64_t offset_ = 0;       // cursor_ % capacity_
-  std::uint64_t cached_tail_ = 0;  // last tail loaded by [R1]
   std::uint64_t expected_ = 0;     // sequence number of the record at cursor_
   std::uint64_t header_ = 0;       // header of the record Begin found
   std::uint64_t delivered_ = 0;

@@ -142,7 +142,7 @@ void Writer::Recover() {
 void Writer::UpdateIndex(std::uint64_t start) noexcept {
   for (; next_boundary_ <= start; next_boundary_ += chunk_) {
     std::atomic_ref<std::uint64_t>(state_->index[(next_boundary_ / chunk_) % kChunks])
-        .store(start, std::memory_order_release);  // [W3] pairs with [R4]
+        .store(start, std::memory_order_release);  // [W3] pairs with [R3]
   }
 }
 

@@ -5,15 +5,18 @@
 //   bytes and the ownership group; tail, latest, limit and index[] never go
 //   backwards. Readers never write any of them.
 //   [W1] limit.store(relaxed); atomic_thread_fence(release) -- before the
-//        writer stores the first byte of a chunk. Pairs with [R2]/[R3] in the
+//        writer stores the first byte of a chunk. Pairs with [R1]/[R2] in the
 //        reader: a reader that loaded any byte stored after [W1] sees the new
-//        limit after its acquire fence, and discards what it read.
-//   [W2] tail.store(release) -- after the record's header and payload. Pairs
-//        with [R1]: a reader that sees the new tail sees the whole record.
-//   [W3] index[k].store(release) -- after [W2], so an index entry only ever
-//        names a committed record (also after a writer died between the
-//        two). Pairs with [R4] in the reader's resynchronisation.
-//   [W4] waiters.load(relaxed) after [W2] with only a compiler barrier
+//        limit, and discards what it read.
+//   [W2] header.store(release) -- the commit, after the payload and after the
+//        0 stored in the next header slot. Pairs with [R1]: a reader that
+//        sees the header sees the whole record, and then 0 (or a newer
+//        record) at the next slot.
+//   [W3] tail.store(release) after [W2]; index[k].store(release) after that,
+//        so an index entry only ever names a committed record (also after a
+//        writer died between the two). Pair with [R3] (Wait, late join,
+//        resynchronisation) and with the next writer's take-over.
+//   [W4] waiters.load(relaxed) after [W3] with only a compiler barrier
 //        between them: free when nobody waits. The store-load order that a
 //        sleeping reader needs is supplied by the reader's membarrier
 //        (asymmetric fence, see Reader::Wait).
@@ -92,39 +95,42 @@ class Writer : public IWrapper {
   [[nodiscard]] bool TookOver() const noexcept { return took_over_; }
 
  private:
-  // Room for a record of `bytes` at the current position: a padding record
-  // first if it does not fit before the end, and the frontier moved before
-  // anything is overwritten. Returns the ring offset of the record.
+  // Room for a record of `bytes` at the current position, or at the start
+  // of the next lap if it does not fit before the end (the padding is
+  // published with the record, by Publish). Moves the frontier first if the
+  // record, or the 8-byte "nothing yet" word after it, reaches past it.
+  // Returns the ring offset of the record. Changes nothing readers can see
+  // but limit, so an abandoned Claim leaves no trace.
   std::uint64_t Reserve(std::uint64_t bytes) {
-    if (offset_ + bytes > capacity_) [[unlikely]] {
-      std::uint64_t const pad = capacity_ - offset_;
-      if (pos_ + pad + bytes > limit_) AdvanceLimit(pos_ + pad + bytes);
-      StoreWord(data_, offset_, MakeHeader(seq_ & kSequenceMask, 0));
-      pos_ += pad;
-      offset_ = 0;
-    } else if (pos_ + bytes > limit_) [[unlikely]] {
-      AdvanceLimit(pos_ + bytes);
-    }
-    return offset_;
+    pad_ = offset_ + bytes > capacity_ ? capacity_ - offset_ : 0;
+    if (pos_ + pad_ + bytes + kHeaderBytes > limit_) [[unlikely]] AdvanceLimit(pos_ + pad_ + bytes + kHeaderBytes);
+    return pad_ == 0 ? offset_ : 0;
   }
 
   void AdvanceLimit(std::uint64_t end) noexcept {
     limit_ = (end + chunk_ - 1) / chunk_ * chunk_;
     std::atomic_ref<std::uint64_t>(state_->limit).store(limit_, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);  // [W1] pairs with [R2], [R3]
+    std::atomic_thread_fence(std::memory_order_release);  // [W1] pairs with [R1], [R2]
   }
 
   void Publish(std::uint64_t offset, std::size_t n) {
-    std::uint64_t const start = pos_;
     claimed_ = 0;  // a Write abandons an uncommitted Claim
-    StoreWord(data_, offset, MakeHeader(seq_ & kSequenceMask, n));
-    pos_ += RecordBytes(n);
-    offset_ = offset + RecordBytes(n);
-    if (offset_ == capacity_) offset_ = 0;
+    std::uint64_t const start = pos_ + pad_;
+    std::uint64_t end = offset + RecordBytes(n);
+    if (end == capacity_) end = 0;
+    StoreWord(data_, end, 0);  // the next header slot: "nothing yet", ordered before [W2]
+    std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data_ + offset))
+        .store(MakeHeader(seq_ & kSequenceMask, n), std::memory_order_release);  // [W2] pairs with [R1]
+    if (pad_ != 0) [[unlikely]] {
+      std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data_ + offset_))
+          .store(MakePadding(seq_), std::memory_order_release);  // [W2] for the padding, after its record
+    }
+    pos_ = start + RecordBytes(n);
+    offset_ = end;
     ++seq_;
-    // latest is ordered before tail by [W2]'s release.
+    // latest is ordered before tail by [W3]'s release.
     std::atomic_ref<std::uint64_t>(state_->latest).store(start, std::memory_order_relaxed);
-    std::atomic_ref<std::uint64_t>(state_->tail).store(pos_, std::memory_order_release);  // [W2] pairs with [R1]
+    std::atomic_ref<std::uint64_t>(state_->tail).store(pos_, std::memory_order_release);  // [W3]
     if (start >= next_boundary_) [[unlikely]] UpdateIndex(start);                       // [W3]
     std::atomic_signal_fence(std::memory_order_seq_cst);  // [W4] compiler-only, see the header
     if (std::atomic_ref<std::uint32_t>(state_->waiters).load(std::memory_order_relaxed) != 0) [[unlikely]] {
@@ -143,6 +149,7 @@ class Writer : public IWrapper {
   std::uint64_t limit_ = 0;          // == state_->limit
   std::uint64_t next_boundary_ = 0;  // smallest chunk boundary after the last record start
   std::uint64_t seq_ = 0;
+  std::uint64_t pad_ = 0;            // padding before the reserved record (0: none)
   std::uint64_t claim_offset_ = 0;
   std::size_t claimed_ = 0;
   bool took_over_ = false;

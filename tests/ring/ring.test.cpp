@@ -100,13 +100,12 @@ TEST(RingSpec, ValidatesNameAndCapacityAndRoundsUpTo64) {
             std::string::npos);
 }
 
-TEST(RingLayout, MaxMessageLeavesAChunkOfSlack) {
-  EXPECT_EQ(cb::MaxMessageFor(4096), 3576U);  // 4096 - 512 - 8
-  EXPECT_EQ(cb::RecordBytes(cb::MaxMessageFor(4096)), 4096U - 512U);
+TEST(RingLayout, MaxMessageFitsHalfOfWhatOneChunkLeaves) {
+  EXPECT_EQ(cb::MaxMessageFor(4096), 1776U);  // record (4096 - 512) / 2 - 8 = 1784 bytes
+  EXPECT_EQ(cb::RecordBytes(cb::MaxMessageFor(4096)), 1784U);
   EXPECT_EQ(cb::MaxMessageFor(52428800), 65535U);
-  // The smallest capacity that takes a 65535-byte message: 8 + 65536 <= capacity * 7/8.
-  EXPECT_EQ(cb::MaxMessageFor(74944), 65535U);
-  EXPECT_LT(cb::MaxMessageFor(74880), 65535U);
+  EXPECT_EQ(cb::MaxMessageFor(cb::kMinCapacityForMaxMessage), 65535U);
+  EXPECT_LT(cb::MaxMessageFor(cb::kMinCapacityForMaxMessage - 64), 65535U);
   EXPECT_EQ(cb::RecordBytes(1), 16U);
   EXPECT_EQ(cb::RecordBytes(8), 16U);
   EXPECT_EQ(cb::RecordBytes(9), 24U);
@@ -165,11 +164,11 @@ TEST(RingWriter, RefusesBadSizesAndLeavesTheRingUnchanged) {
   WriteSeq(w, 0, 10);
   std::uint64_t const tail = w.PublishedTail();
   std::vector<std::byte> big(65536);
-  EXPECT_NE(ErrorOf<std::length_error>([&] { w.Write({}); }).find("message of 0 bytes: must be 1 .. 3576"),
+  EXPECT_NE(ErrorOf<std::length_error>([&] { w.Write({}); }).find("message of 0 bytes: must be 1 .. 1776"),
             std::string::npos);
   EXPECT_NE(ErrorOf<std::length_error>([&] { w.Write(big); }).find("message of 65536 bytes"), std::string::npos);
-  EXPECT_NE(ErrorOf<std::length_error>([&] { w.Write(std::span(big.data(), 3577)); })
-                .find("must be 1 .. 3576 in a ring of this capacity"),
+  EXPECT_NE(ErrorOf<std::length_error>([&] { w.Write(std::span(big.data(), 1777)); })
+                .find("must be 1 .. 1776 in a ring of this capacity"),
             std::string::npos);
   EXPECT_THROW((void)w.Claim(0), std::length_error);
   EXPECT_THROW(w.Commit(1), std::logic_error);  // nothing claimed
@@ -204,21 +203,37 @@ TEST(RingWriter, PadsAtTheEndOfTheBufferAndWraps) {
   std::uint64_t pad = 0;
   std::memcpy(&pad, data.Data() + 4032, 8);
   EXPECT_EQ(cb::HeaderLength(pad), 0U);
-  EXPECT_EQ(cb::HeaderSequence(pad), 4U);
+  EXPECT_NE(pad & cb::kPaddingFlag, 0U);
+  EXPECT_EQ(cb::HeaderSequence(pad) & ((std::uint64_t{1} << 47) - 1), 4U);
 }
 
 TEST(RingWriter, MessageThatExactlyFillsToTheEndNeedsNoPadding) {
   RingName r;
   cb::Writer w(SpecOf(r, 4096));
   cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
-  WriteSeq(w, 0, 3000);  // 3008 bytes
-  ExpectMessage(reader, 0, 3000);
-  WriteSeq(w, 1, 1080);  // 1088 bytes: 3008 + 1088 == 4096 exactly
+  for (std::uint64_t s = 0; s < 3; ++s) WriteSeq(w, s, 1000);  // 3 x 1008 = 3024 bytes
+  for (std::uint64_t s = 0; s < 3; ++s) ExpectMessage(reader, s, 1000);
+  WriteSeq(w, 3, 1064);  // 1072 bytes: 3024 + 1072 == 4096 exactly
   EXPECT_EQ(w.PublishedTail(), 4096U);
-  ExpectMessage(reader, 1, 1080);
-  WriteSeq(w, 2, 8);  // starts the next lap at offset 0
+  ExpectMessage(reader, 3, 1064);
+  std::byte buf[8];
+  EXPECT_EQ(reader.Read(buf), cb::kEmpty);  // the "nothing yet" word went to offset 0
+  WriteSeq(w, 4, 8);                        // starts the next lap at offset 0
   EXPECT_EQ(w.SharedState().latest, 4096U);
-  ExpectMessage(reader, 2, 8);
+  ExpectMessage(reader, 4, 8);
+}
+
+// The largest record that wraps: the padding stays clear of it.
+TEST(RingWriter, LargestMessagesWrapWithoutTouchingTheirPadding) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 4096));
+  cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
+  std::vector<std::size_t> const sizes = {1776, 1776, 1, 1776, 1700, 1776, 8, 1776, 1776, 1776};
+  for (std::uint64_t s = 0; s < sizes.size(); ++s) {
+    WriteSeq(w, s, sizes[s]);
+    ExpectMessage(reader, s, sizes[s]);
+  }
+  EXPECT_EQ(reader.Lost(), 0U);
 }
 
 TEST(RingReader, LappedReaderResynchronisesAndCountsLossExactly) {
@@ -320,10 +335,10 @@ TEST(RingBuffer, SmallestAndLargestCapacity) {
     RingName r;
     cb::Writer w(SpecOf(r, cb::kMinCapacity));
     cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kNext});
-    EXPECT_EQ(w.MaxMessageSize(), 3576U);
-    for (std::uint64_t s = 0; s < 20; ++s) {  // many laps, read as we go
-      WriteSeq(w, s, 3576);
-      ExpectMessage(reader, s, 3576);
+    EXPECT_EQ(w.MaxMessageSize(), 1776U);
+    for (std::uint64_t s = 0; s < 40; ++s) {  // many laps, read as we go
+      WriteSeq(w, s, 1776);
+      ExpectMessage(reader, s, 1776);
     }
   }
   {
