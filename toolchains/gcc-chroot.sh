@@ -36,7 +36,7 @@ set -euo pipefail
 
 # Packages installed in the chroot. Add to this list (e.g. libcli11-dev
 # libboost-dev); the next run installs whatever is missing.
-packages=(g++-14 cmake ninja-build libgtest-dev libbenchmark-dev libspdlog-dev)
+packages=(g++-14 cmake ninja-build libgtest-dev libbenchmark-dev libspdlog-dev libcli11-dev libboost-dev)
 
 suite=trixie
 chroot_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

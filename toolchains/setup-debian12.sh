@@ -7,10 +7,14 @@
 #   clang-19 + clang-tools-19 (clang-scan-deps-19) + libclang-rt-19-dev (sanitizers)
 #   cmake >= 3.28 from bookworm-backports (3.25 in main cannot scan C++ modules)
 #   ninja-build >= 1.11, libgtest-dev, libbenchmark-dev, libspdlog-dev
+#   libcli11-dev (the circbuf tool)
+#   libboost-dev, iceoryx (libiceoryx-*-dev, iox-roudi): peers in the benchmarks
+#   python3-matplotlib: the benchmark report's plots
 set -euo pipefail
 
 packages=(clang-19 clang-tools-19 libclang-rt-19-dev ninja-build
-          libgtest-dev libbenchmark-dev libspdlog-dev)
+          libgtest-dev libbenchmark-dev libspdlog-dev libcli11-dev
+          libboost-dev iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev python3-matplotlib)
 
 cmake_ok() {
   command -v cmake >/dev/null 2>&1 || return 1
@@ -28,7 +32,7 @@ if [[ ${#missing[@]} -eq 0 ]] && cmake_ok; then
 fi
 
 if [[ $(id -u) -ne 0 ]]; then
-  echo "setup-debian12.sh: missing ${missing[*]:-} ${cmake_ok:-cmake>=3.28}; run this script as root to install them" >&2
+  echo "setup-debian12.sh: missing ${missing[*]:-} (and/or cmake >= 3.28); run this script as root to install them" >&2
   exit 1
 fi
 
