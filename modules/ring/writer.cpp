@@ -83,60 +83,87 @@ Writer::~Writer() {
 
 // Finds where the stream stands from what is committed: the newest index
 // entry below tail names a committed record; the records from there must end
-// exactly at tail. Also repairs index entries that a writer that died between
-// [W2] and [W3] did not store.
+// exactly at tail. Then the records after tail whose header is already
+// published: a writer that died between [W2] and [W3] has shown them to
+// readers, so they are committed too (the header is the readers' commit).
+// Also repairs index entries that such a writer did not store.
 void Writer::Recover() {
   std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
   limit_ = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire);
-  pos_ = tail;
-  offset_ = tail % capacity_;
-  if (tail == 0) {
-    seq_ = 0;
-    next_boundary_ = 0;
-    return;
-  }
   std::string const corrupt = "ring \"" + std::string(spec_.Name()) + "\": corrupt state: ";
-  std::uint64_t start = kNoRecord;
-  for (std::uint64_t k = 0; k < kChunks; ++k) {
-    std::uint64_t const e = std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire);
-    if (e != kNoRecord && e < tail && e + capacity_ >= limit_ && (start == kNoRecord || e > start)) start = e;
-  }
-  if (start == kNoRecord) {
-    if (limit_ > capacity_) throw std::invalid_argument(corrupt + "no index entry below tail " + std::to_string(tail));
-    start = 0;  // never wrapped: the first record is at 0
-  }
-  std::uint64_t p = start;
-  std::uint64_t off = p % capacity_;
+  std::uint64_t p = 0;
+  std::uint64_t boundary = 0;  // next chunk boundary whose index entry is due
   std::uint64_t last = kNoRecord;
-  std::uint64_t last_header = 0;
-  std::uint64_t boundary = (p / chunk_ + 1) * chunk_;  // smallest boundary after `start`
-  while (p < tail) {
-    std::uint64_t const header = LoadWord(data_, off);
+  std::uint64_t seq = 0;
+  auto take = [&](std::uint64_t at, std::uint64_t header) {  // a committed record at `at`
+    for (; boundary <= at; boundary += chunk_) {
+      std::atomic_ref<std::uint64_t>(state_->index[(boundary / chunk_) % kChunks]).store(at, std::memory_order_release);
+    }
+    last = at;
+    seq = HeaderSequence(header) + 1;
+    p = at + RecordBytes(HeaderLength(header));
+  };
+  if (tail != 0) {
+    std::uint64_t start = kNoRecord;
+    for (std::uint64_t k = 0; k < kChunks; ++k) {
+      std::uint64_t const e = std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire);
+      if (e != kNoRecord && e < tail && e + capacity_ >= limit_ && (start == kNoRecord || e > start)) start = e;
+    }
+    if (start == kNoRecord) {
+      if (limit_ > capacity_) throw std::invalid_argument(corrupt + "no index entry below tail " + std::to_string(tail));
+      start = 0;  // never wrapped: the first record is at 0
+    }
+    p = start;
+    boundary = (start / chunk_ + 1) * chunk_;  // the entry for start's own boundary is there
+    while (p < tail) {
+      std::uint64_t const off = p % capacity_;
+      std::uint64_t const header = LoadWord(data_, off);
+      std::size_t const n = HeaderLength(header);
+      if (n == 0) {
+        p += capacity_ - off;
+        continue;
+      }
+      if (n > max_message_ || off + RecordBytes(n) > capacity_) {
+        throw std::invalid_argument(corrupt + "bad record at position " + std::to_string(p));
+      }
+      take(p, header);
+    }
+    if (p != tail || last == kNoRecord) {
+      throw std::invalid_argument(corrupt + "records from position " + std::to_string(start) + " end at " +
+                                  std::to_string(p) + ", not at tail " + std::to_string(tail));
+    }
+  }
+  // Records published by their header after tail. The word at p is 0 ("nothing
+  // yet"), the next record's header, or padding published after that record.
+  std::uint64_t extra = 0;
+  for (;;) {
+    std::uint64_t at = p;
+    std::uint64_t header = LoadWord(data_, at % capacity_);
+    if (header == 0) break;
+    if (HeaderLength(header) == 0) {
+      if ((header & kPaddingFlag) == 0) break;
+      at += capacity_ - at % capacity_;
+      header = LoadWord(data_, 0);
+    }
     std::size_t const n = HeaderLength(header);
-    if (n == 0) {
-      p += capacity_ - off;
-      off = 0;
-      continue;
+    if (n == 0 || n > max_message_ || at % capacity_ + RecordBytes(n) > capacity_ ||
+        HeaderSequence(header) != (seq & kSequenceMask)) {
+      break;
     }
-    if (n > max_message_ || off + RecordBytes(n) > capacity_) {
-      throw std::invalid_argument(corrupt + "bad record at position " + std::to_string(p));
-    }
-    for (; boundary <= p; boundary += chunk_) {
-      std::atomic_ref<std::uint64_t>(state_->index[(boundary / chunk_) % kChunks]).store(p, std::memory_order_release);
-    }
-    last = p;
-    last_header = header;
-    p += RecordBytes(n);
-    off += RecordBytes(n);
-    if (off == capacity_) off = 0;
+    take(at, header);
+    ++extra;
   }
-  if (p != tail || last == kNoRecord) {
-    throw std::invalid_argument(corrupt + "records from position " + std::to_string(start) + " end at " +
-                                std::to_string(p) + ", not at tail " + std::to_string(tail));
-  }
-  seq_ = HeaderSequence(last_header) + 1;
+  pos_ = p;
+  offset_ = p % capacity_;
+  seq_ = seq;
   next_boundary_ = boundary;
-  std::atomic_ref<std::uint64_t>(state_->latest).store(last, std::memory_order_relaxed);
+  if (last != kNoRecord) std::atomic_ref<std::uint64_t>(state_->latest).store(last, std::memory_order_relaxed);
+  if (extra != 0) {
+    std::atomic_ref<std::uint64_t>(state_->tail).store(p, std::memory_order_release);
+    detail::Log().warn("ring \"{}\": {} message(s) published after the committed tail by a writer that died; "
+                       "kept them",
+                       spec_.Name(), extra);
+  }
 }
 
 void Writer::UpdateIndex(std::uint64_t start) noexcept {

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -432,4 +433,30 @@ TEST(RingWriter, ANewWriterContinuesTheSequenceAfterACleanClose) {
   WriteSeq(w, 50, 100);
   ExpectMessage(*keep, 50, 100);
   delete keep;
+}
+
+// A writer that dies between storing a record's header (the readers' commit)
+// and storing tail has shown that record to readers: the next writer must keep
+// it, not overwrite it with a different message of the same sequence number.
+TEST(RingWriter, TakeOverKeepsRecordsPublishedAfterTheCommittedTail) {
+  RingName r;
+  std::optional<cb::Writer> first(std::in_place, SpecOf(r, 1 << 16));
+  cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
+  for (std::uint64_t s = 0; s < 4; ++s) WriteSeq(*first, s, 100 + s);
+  std::uint64_t const tail4 = first->PublishedTail();
+  std::uint64_t const latest4 = first->SharedState().latest;
+  WriteSeq(*first, 4, 104);
+  std::uint64_t const tail5 = first->PublishedTail();
+  // Roll tail and latest back: message 4's header is out, tail is not.
+  circbuf::SharedMemory state(r.name, 0, {.open = circbuf::OpenMode::kAttach});
+  state.AsStruct<cb::State>()->tail = tail4;
+  state.AsStruct<cb::State>()->latest = latest4;
+  for (std::uint64_t s = 0; s < 5; ++s) ExpectMessage(reader, s, 100 + s);  // readers do see message 4
+  first.reset();
+  cb::Writer heir(SpecOf(r, 1 << 16));
+  EXPECT_EQ(heir.NextSequence(), 5U);
+  EXPECT_EQ(heir.PublishedTail(), tail5);
+  WriteSeq(heir, 5, 105);
+  ExpectMessage(reader, 5, 105);
+  EXPECT_EQ(reader.Lost(), 0U);
 }
