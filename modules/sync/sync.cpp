@@ -131,23 +131,29 @@ SemaphoreLock& SemaphoreLock::operator=(SemaphoreLock&& other) noexcept {
 
 void SemaphoreLock::Open() {
   // sem_open with O_CREAT creates the semaphore atomically (count 1) or opens
-  // the existing one; umask may strip bits from the mode, so fchmod below sets
-  // it exactly when this process is the owner.
-  sem_ = ::sem_open(name_.c_str(), O_CREAT, options_.mode, 1U);
-  if (sem_ == SEM_FAILED) {
-    sem_ = nullptr;
-    ThrowErrno(errno, "sem_open(" + Quoted(name_) + ")");
-  }
-  fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd_ < 0) {
+  // the existing one. Another process may unlink the name between sem_open
+  // and the open of its file (the last user of a segment does, and so does a
+  // refused attach): then both are opened again.
+  for (int attempt = 0;; ++attempt) {
+    sem_ = ::sem_open(name_.c_str(), O_CREAT, options_.mode, 1U);
+    if (sem_ == SEM_FAILED) {
+      sem_ = nullptr;
+      ThrowErrno(errno, "sem_open(" + Quoted(name_) + ")");
+    }
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd_ >= 0) break;
     int const error = errno;
     ::sem_close(sem_);
     sem_ = nullptr;
-    ThrowErrno(error, "open(" + Quoted(path_) + ") for the lock beside semaphore " + Quoted(name_));
+    if (error != ENOENT || attempt >= 100) {
+      ThrowErrno(error, "open(" + Quoted(path_) + ") for the lock beside semaphore " + Quoted(name_));
+    }
   }
+  // umask may have stripped bits from the mode: set it exactly when this
+  // process owns the file (best effort; only the owner may, and only that matters).
   struct stat st {};
   if (::fstat(fd_, &st) == 0 && st.st_uid == ::geteuid() && (st.st_mode & 07777) != options_.mode) {
-    ::fchmod(fd_, options_.mode);  // best effort: only the owner may, and only that matters
+    ::fchmod(fd_, options_.mode);
   }
 }
 

@@ -257,3 +257,27 @@ TEST(SemaphoreLock, SystemErrorCarriesErrnoAndName) {
   }
   ::rmdir(path.c_str());
 }
+
+// Another process keeps creating and unlinking the name (as attaches that find
+// no segment do) while this one opens and locks it: opening never fails.
+TEST(SemaphoreLock, OpeningRacesWithAnotherProcessUnlinkingTheName) {
+  Cleanup c{UniqueName("sem")};
+  Pipe started;
+  Child churn([&]() -> int {
+    started.Send();
+    for (;;) {
+      SemaphoreLock lock(c.name);
+      lock.Acquire();
+      lock.Unlink();
+      lock.Release();
+    }
+  });
+  ASSERT_EQ(started.Receive(), '.');
+  for (int i = 0; i < 3000; ++i) {
+    SemaphoreLock lock(c.name);
+    ASSERT_TRUE(lock.TryAcquireFor(5s));
+    lock.Release();
+  }
+  churn.Kill();
+  EXPECT_EQ(churn.Wait(), 128 + SIGKILL);
+}
