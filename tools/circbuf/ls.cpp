@@ -1,0 +1,139 @@
+// circbuf ls: every circbuf ring on this machine (a read-only look; nothing
+// attaches, so listing never changes a reference count).
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "cli.hpp"
+
+namespace circbuf::tool {
+
+namespace {
+
+struct LsOptions {
+  std::vector<std::string> patterns;
+  bool json = false;
+  bool all = false;
+} g_ls;
+
+constexpr std::size_t kNameWidth = 24;
+
+bool Selected(SegmentInfo const& s) {
+  if (g_ls.patterns.empty()) return true;
+  for (auto const& p : g_ls.patterns) {
+    if (NameMatches(p, s.name)) return true;
+  }
+  return false;
+}
+
+std::string Writer(SegmentInfo const& s) {
+  if (s.kind == Kind::kRingOther) return "version " + std::to_string(s.ring_version);
+  return (s.writer_pid != 0 ? std::to_string(s.writer_pid) + " " : "") + s.writer;
+}
+
+std::string Stale(SegmentInfo const& s) {
+  if (s.kind == Kind::kRing && !s.has_data) return "no data";
+  return s.stale && (!s.has_data || s.data_stale) ? "yes" : "no";
+}
+
+std::string KindName(SegmentInfo const& s) {
+  switch (s.kind) {
+    case Kind::kRing: return "ring";
+    case Kind::kRingOther: return "ring (other version)";
+    case Kind::kSegment: return "segment";
+    default: return "foreign";
+  }
+}
+
+void PrintJson(std::vector<SegmentInfo const*> const& rows) {
+  std::printf("[");
+  char const* sep = "\n";
+  for (auto const* s : rows) {
+    std::printf("%s  {\"name\": %s, \"kind\": %s", sep, JsonString(s->name).c_str(), JsonString(KindName(*s)).c_str());
+    if (s->open_errno != 0) {
+      std::printf(", \"error\": %s}", JsonString(std::strerror(s->open_errno)).c_str());
+    } else if (s->kind == Kind::kRing) {
+      std::printf(", \"layout_version\": %u, \"capacity\": %llu, \"writer_pid\": %d, \"writer\": %s, "
+                  "\"attached\": %u, \"messages\": %llu, \"tail\": %llu, \"data_segment\": %s, \"stale\": %s}",
+                  s->ring_version, static_cast<unsigned long long>(s->capacity), s->writer_pid,
+                  JsonString(s->writer).c_str(), s->refcount, static_cast<unsigned long long>(s->messages),
+                  static_cast<unsigned long long>(s->tail), s->has_data ? "true" : "false",
+                  Stale(*s) == "no" ? "false" : "true");
+    } else {
+      std::printf(", \"layout_version\": %u, \"bytes\": %llu, \"attached\": %u, \"stale\": %s}",
+                  s->kind == Kind::kRingOther ? s->ring_version : s->segment_version,
+                  static_cast<unsigned long long>(s->user_bytes), s->refcount, s->stale ? "true" : "false");
+    }
+    sep = ",\n";
+  }
+  std::printf("%s]\n", rows.empty() ? "" : "\n");
+}
+
+int RunLs() {
+  std::vector<SegmentInfo> const all = ScanSegments();
+  std::map<std::string, SegmentInfo const*> rings;
+  for (auto const& s : all) {
+    if (s.kind == Kind::kRing || s.kind == Kind::kRingOther) rings[s.name] = &s;
+  }
+  std::vector<SegmentInfo const*> rows;
+  for (auto const& s : all) {
+    if (!Selected(s)) continue;
+    bool const ring = s.kind == Kind::kRing || s.kind == Kind::kRingOther;
+    bool const ring_data = s.name.ends_with(".data") && rings.contains(s.name.substr(0, s.name.size() - 5));
+    bool const other = (s.kind == Kind::kSegment && !ring_data) || (s.open_errno != 0 && g_ls.all);
+    if (ring || (g_ls.all && other)) rows.push_back(&s);
+  }
+  if (g_ls.json) {
+    PrintJson(rows);
+    return kOk;
+  }
+  if (rows.empty()) {
+    std::printf("no circbuf buffers%s\n", g_ls.patterns.empty() ? "" : " match");
+    return kOk;
+  }
+  Table table({{"NAME"}, {"CAPACITY", true}, {"WRITER"}, {"PROCS", true}, {"MESSAGES", true}, {"STALE"}});
+  std::vector<std::string> long_names;
+  for (auto const* s : rows) {
+    std::string name = s->name;
+    if (name.size() > kNameWidth) {  // keep the table in 80 columns: the full name goes below it
+      long_names.push_back(name);
+      name = name.substr(0, kNameWidth - 4) + "~(" + std::to_string(long_names.size()) + ")";
+    }
+    if (s->open_errno != 0) {
+      table.Add({name, "?", std::strerror(s->open_errno), "?", "?", "?"});
+    } else if (s->kind == Kind::kRing) {
+      table.Add({name, HumanBytes(static_cast<double>(s->capacity)), Writer(*s), std::to_string(s->refcount),
+                 std::to_string(s->messages), Stale(*s)});
+    } else if (s->kind == Kind::kRingOther) {
+      table.Add({name, "?", Writer(*s), std::to_string(s->refcount), "?", s->stale ? "yes" : "no"});
+    } else {
+      table.Add({name, HumanBytes(static_cast<double>(s->user_bytes)), "(segment)", std::to_string(s->refcount),
+                 "-", s->stale ? "yes" : "no"});
+    }
+  }
+  table.Print();
+  for (std::size_t i = 0; i < long_names.size(); ++i) std::printf("(%zu) %s\n", i + 1, long_names[i].c_str());
+  return kOk;
+}
+
+}  // namespace
+
+Command AddLs(CLI::App& app) {
+  auto* sub = app.add_subcommand("ls", "Every circbuf buffer on this machine");
+  sub->add_option("pattern", g_ls.patterns, "Only names that match these globs (e.g. '/quotes*')");
+  sub->add_flag("--json", g_ls.json, "One JSON array, for scripts");
+  sub->add_flag("-a,--all", g_ls.all, "Also list plain circbuf segments and unreadable files");
+  sub->footer(
+      "Columns: CAPACITY of the ring; WRITER pid and state (alive, dead, closed, none);\n"
+      "PROCS attachments recorded in the ring (dead ones included until noticed);\n"
+      "MESSAGES written so far; STALE yes when no live process holds the ring (`circbuf gc`\n"
+      "removes it). Rings are found in /dev/shm by their headers; nothing is attached.");
+  return {sub, RunLs};
+}
+
+}  // namespace circbuf::tool
