@@ -1,0 +1,181 @@
+// Every error path of the circbuf tool: one line on stderr, nothing on
+// stdout, a distinct exit code, and nothing created or removed by mistake.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "cli/run.hpp"
+#include "support/process.hpp"
+
+import circbuf;
+
+namespace cb = circbuf::CircularBuffer;
+using circbuf::test::Lines;
+using circbuf::test::Options;
+using circbuf::test::Result;
+using circbuf::test::Circbuf;
+using circbuf::test::ShmFileExists;
+using circbuf::test::UniqueName;
+
+namespace {
+
+constexpr uid_t kNobody = 65534;
+
+// Exit code `code` and exactly one line on stderr that contains `text`.
+void ExpectError(Result const& r, int code, std::string const& text) {
+  EXPECT_EQ(r.code, code) << r.err;
+  EXPECT_EQ(Lines(r.err).size(), 1U) << r.err;
+  EXPECT_NE(r.err.find(text), std::string::npos) << "stderr: " << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
+// A file in /dev/shm with these bytes, removed (with any lock) at the end.
+struct RawSegment {
+  RawSegment(std::string n, std::vector<std::byte> const& bytes) : name(std::move(n)) {
+    int const fd = ::open(("/dev/shm" + name).c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    ::close(fd);
+  }
+  ~RawSegment() {
+    ::unlink(("/dev/shm" + name).c_str());
+    ::unlink(("/dev/shm/sem." + name.substr(1)).c_str());
+  }
+  std::string name;
+};
+
+// A ring's state segment that is circbuf's but of ring layout version 2.
+std::vector<std::byte> VersionTwoRing() {
+  std::vector<std::byte> bytes(circbuf::kPageSize + sizeof(cb::State));
+  circbuf::SegmentHeader header{};
+  header.magic = circbuf::kSegmentMagic;
+  header.version = circbuf::kSegmentVersion;
+  header.header_bytes = circbuf::kPageSize;
+  header.user_bytes = sizeof(cb::State);
+  header.creator_pid = ::getpid();
+  cb::State state{};
+  state.magic = cb::kRingMagic;
+  state.version = 2;
+  state.state_bytes = sizeof(cb::State);
+  state.capacity = 4096;
+  std::memcpy(bytes.data(), &header, sizeof header);
+  std::memcpy(bytes.data() + circbuf::kPageSize, &state, sizeof state);
+  return bytes;
+}
+
+}  // namespace
+
+TEST(CliErrors, UnknownBuffer) {
+  std::string const name = UniqueName("clinx");
+  ExpectError(Circbuf({"stat", name}), 2, "circbuf stat: " + name + ": no such buffer");
+  ExpectError(Circbuf({"tail", name}), 2, "does not exist");
+  ExpectError(Circbuf({"rm", name}), 2, "no such buffer");
+  EXPECT_FALSE(ShmFileExists(name));
+  EXPECT_FALSE(circbuf::test::SemFileExists(name)) << "a refused call leaves nothing behind";
+}
+
+TEST(CliErrors, InvalidName) {
+  ExpectError(Circbuf({"stat", "/a/b"}), 3, "only the first character may be '/'");
+  ExpectError(Circbuf({"tail", ""}), 3, "ring name");
+  ExpectError(Circbuf({"pub", std::string(300, 'n')}), 3, "too long");
+  ExpectError(Circbuf({"rm", "/."}), 3, "ring name");
+}
+
+TEST(CliErrors, SizeOutOfRange) {
+  std::string const name = UniqueName("clisz");
+  ExpectError(Circbuf({"pub", name, "--capacity", "1KiB"}), 3, "(1024 bytes): must be 4096 .. 52428800");
+  ExpectError(Circbuf({"pub", name, "--capacity", "51MiB"}), 3, "must be 4096 .. 52428800");
+  ExpectError(Circbuf({"pub", name, "--capacity", "12XB"}), 3, "unknown unit");
+  ExpectError(Circbuf({"pub", name, "--capacity", "99999999999999999999999"}), 3, "too large");
+  ExpectError(Circbuf({"pub", name, "--capacity", "KiB"}), 3, "not a size");
+  ExpectError(Circbuf({"demo", "--capacity", "0"}), 3, "must be 4096");
+  EXPECT_FALSE(ShmFileExists(name));
+}
+
+TEST(CliErrors, PermissionDenied) {
+  std::string const name = UniqueName("cliperm");
+  cb::Writer writer(cb::Spec::Make(name, 4096));  // mode 0600, owned by us
+  Options as;
+  if (::geteuid() == 0) {
+    as.uid = kNobody;  // root reads anything: ask as somebody else
+  } else {
+    GTEST_SKIP() << "needs root to run the tool as another user";
+  }
+  ExpectError(Circbuf({"stat", name}, {}, std::chrono::seconds(20), as), 4, "Permission denied");
+  ExpectError(Circbuf({"tail", name}, {}, std::chrono::seconds(20), as), 4, "Permission denied");
+  ExpectError(Circbuf({"rm", "--force", name}, {}, std::chrono::seconds(20), as), 4, "Permission denied");
+  EXPECT_TRUE(ShmFileExists(name));
+}
+
+TEST(CliErrors, NotACircbufBuffer) {
+  RawSegment const foreign(UniqueName("clifo"), std::vector<std::byte>(8192, std::byte{'x'}));
+  ExpectError(Circbuf({"stat", foreign.name}), 5, "not a circbuf buffer");
+  ExpectError(Circbuf({"tail", foreign.name}), 5, "not a circbuf buffer");
+  ExpectError(Circbuf({"rm", "--force", foreign.name}), 5, "not a circbuf buffer; left alone");
+  ExpectError(Circbuf({"pub", foreign.name}), 5, "not a circbuf buffer");
+  EXPECT_TRUE(ShmFileExists(foreign.name)) << "a foreign segment is never removed";
+  auto const ls = Circbuf({"ls", foreign.name});
+  EXPECT_EQ(ls.code, 0);
+  EXPECT_EQ(ls.out, "no circbuf buffers match\n");
+}
+
+TEST(CliErrors, OtherLayoutVersion) {
+  RawSegment const ring(UniqueName("clive"), VersionTwoRing());
+  ExpectError(Circbuf({"stat", ring.name}), 5, "ring layout version 2, this tool reads version 1");
+  ExpectError(Circbuf({"tail", ring.name}), 5, "ring layout version 2, this tool reads version 1");
+  ExpectError(Circbuf({"pub", ring.name}), 5, "ring layout version 2, this tool reads version 1");
+  EXPECT_TRUE(ShmFileExists(ring.name)) << "looked at, never attached to, so never unlinked";
+  auto const ls = Circbuf({"ls", ring.name});
+  EXPECT_EQ(ls.code, 0);
+  EXPECT_NE(ls.out.find("version 2"), std::string::npos) << ls.out;
+}
+
+TEST(CliErrors, BusyWriter) {
+  std::string const name = UniqueName("clibusy");
+  cb::Writer writer(cb::Spec::Make(name, 4096));
+  ExpectError(Circbuf({"pub", name}, "hello\n"), 6, "already has a live writer");
+}
+
+TEST(CliErrors, UsageErrors) {
+  ExpectError(Circbuf({}), 1, "A subcommand is required");
+  ExpectError(Circbuf({"frobnicate"}), 1, "unknown subcommand \"frobnicate\"");
+  ExpectError(Circbuf({"stat"}), 1, "name is required");
+  ExpectError(Circbuf({"tail", "/x", "--from", "middle"}), 1, "middle");
+  ExpectError(Circbuf({"stat", "/x", "--interval", "abc"}), 1, "abc");
+  ExpectError(Circbuf({"bench", "--cpus", "0"}), 1, "cpus");
+}
+
+TEST(CliErrors, HelpOnEverySubcommand) {
+  for (std::string const sub : {"demo", "ls", "stat", "tail", "pub", "rm", "gc", "bench"}) {
+    auto const r = Circbuf({sub, "--help"});
+    EXPECT_EQ(r.code, 0) << sub;
+    EXPECT_NE(r.out.find("Usage: circbuf " + sub), std::string::npos) << r.out;
+  }
+  auto const top = Circbuf({"--help"});
+  EXPECT_EQ(top.code, 0);
+  EXPECT_NE(top.out.find("Exit codes:"), std::string::npos) << top.out;
+  EXPECT_LE(circbuf::test::Widest(top.out), 80U) << top.out;
+}
+
+TEST(CliErrors, NoCrashOnOddInput) {
+  std::vector<std::vector<std::string>> const odd = {
+      {"stat", "/"},           {"stat", "//"},          {"tail", "/x", "--count", "-1"},
+      {"pub", "/x", "-c", ""}, {"ls", "["},             {"gc", "--dry-run", "/nothing-here-*"},
+      {"stat", "\x01"},        {"rm", "/x\n"},          {"tail", "/x", "--wait", "-3"},
+      {"bench", "-n", "1"},    {"demo", "--seconds", "0"}, {"-v"},
+  };
+  for (auto const& args : odd) {
+    auto const r = Circbuf(args);
+    EXPECT_GE(r.code, 0) << args[0];
+    EXPECT_LT(r.code, 128) << "crashed: " << r.err;
+    EXPECT_EQ(r.err.find("terminate"), std::string::npos) << r.err;
+    EXPECT_LE(Lines(r.err).size(), 1U) << r.err;
+  }
+}
