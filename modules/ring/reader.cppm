@@ -112,7 +112,13 @@ class Reader : public IWrapper {
       std::uint64_t const header = std::atomic_ref<std::uint64_t>(
           *reinterpret_cast<std::uint64_t*>(data_ + offset_)).load(std::memory_order_acquire);  // [R1]
       if (Overwritten()) [[unlikely]] return Lapped();
-      if (header == 0) return kEmpty;
+      if (header == 0) {
+        // While waiting, also ask for the line after the header's: a record
+        // of more than 56 bytes continues there, and the writer fills it just
+        // before it publishes the header, so both lines then travel together.
+        if (std::uint64_t const next = (offset_ | 63) + 1; next < capacity_) __builtin_prefetch(data_ + next);
+        return kEmpty;
+      }
       std::size_t const n = HeaderLength(header);
       if (n == 0) [[unlikely]] {  // padding record: the rest of this lap is unused
         if ((header & kPaddingFlag) == 0) return Corrupt(header);
