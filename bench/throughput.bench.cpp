@@ -1,0 +1,145 @@
+// Throughput across two pinned processes, every transport in the same run:
+//   memcpy         single-thread memcpy of the same messages (the copy floor)
+//   circbuf        writer flat out for --seconds; delivered messages and bytes
+//                  per second, and the fraction lost to overwrites
+//   kernel, peers  the same flat-out run (these block the sender when full:
+//                  consume semantics with back-pressure, nothing is lost)
+//   writer-rate    the circbuf writer's own rate with 0, 1 .. cores-1 readers
+// Flags: --cpus=A,B (default 0,1), --seconds=S (default 1), Google Benchmark's own.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "support/harness.hpp"
+#include "support/peers.hpp"
+#include "support/transports.hpp"
+
+namespace cbb = circbuf::bench;
+namespace cb = circbuf::CircularBuffer;
+
+namespace {
+
+std::chrono::milliseconds g_duration{1000};
+constexpr std::uint64_t kCapacity = 4 << 20;
+
+// memcpy of `size`-byte messages taken in turn from a 4 MiB source (the
+// ring's size: beyond L2, as the ring's data is for a reader on another core).
+void Memcpy(benchmark::State& state) {
+  auto const size = static_cast<std::size_t>(state.range(0));
+  std::vector<std::byte> src(kCapacity, std::byte{7});
+  std::vector<std::byte> dst(65536);
+  std::size_t offset = 0;
+  for (auto _ : state) {
+    if (offset + size > src.size()) offset = 0;
+    std::memcpy(dst.data(), src.data() + offset, size);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+    offset += (size + 7) & ~std::size_t{7};
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * size));
+  state.counters["GB_per_s"] = benchmark::Counter(static_cast<double>(state.iterations() * size) / 1e9,
+                                                  benchmark::Counter::kIsRate);
+}
+
+void Register(std::string const& name, std::function<cbb::Transport()> make, std::size_t payload) {
+  benchmark::RegisterBenchmark(("throughput/" + name + "/" + std::to_string(payload)).c_str(),
+                               [make, payload](benchmark::State& state) {
+                                 cbb::Transport const t = make();
+                                 if (!t.make_main) {
+                                   state.SkipWithError("transport unavailable on this machine");
+                                   return;
+                                 }
+                                 cbb::RunThroughput(state, t, payload, g_duration);
+                               })
+      ->Iterations(1)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
+// The writer's own rate for 64-byte messages with `readers` reader processes
+// attached and reading flat out (reader i pinned to CPU 1 + i).
+void WriterRate(benchmark::State& state) {
+  auto const readers = static_cast<int>(state.range(0));
+  auto const spec = cb::Spec::Make(cbb::UniqueName("w"), kCapacity);
+  std::uint64_t written = 0;
+  double seconds = 0;
+  for (auto _ : state) {
+    auto* stop = cbb::MapShared<std::atomic<int>>();
+    auto* attached = cbb::MapShared<std::atomic<int>>();
+    std::vector<std::unique_ptr<cbb::Process>> procs;
+    {
+      cb::Writer writer(spec);
+      for (int i = 0; i < readers; ++i) {
+        procs.push_back(std::make_unique<cbb::Process>(cbb::g_cpus.echo + i, [&] {
+          cb::Reader reader(cb::Spec::Make(spec.Name(), 0), {.start = cb::StartAt::kNext});
+          attached->fetch_add(1);
+          std::vector<std::byte> buf(65536);
+          std::uint64_t got = 0;
+          while (stop->load(std::memory_order_relaxed) == 0) got += reader.Read(buf) > 0 ? 1 : 0;
+          benchmark::DoNotOptimize(got);
+          return 0;
+        }));
+      }
+      while (attached->load() < readers) std::this_thread::yield();
+      cbb::Pin(cbb::g_cpus.main);
+      std::vector<std::byte> msg(64, std::byte{1});
+      auto const start = std::chrono::steady_clock::now();
+      auto const end = start + g_duration;
+      std::uint64_t n = 0;
+      do {
+        for (int i = 0; i < 256; ++i) writer.Write(msg);
+        n += 256;
+      } while (std::chrono::steady_clock::now() < end);
+      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      written += n;
+      stop->store(1);
+      for (auto& p : procs) p->Wait();
+    }
+    cbb::Unmap(stop);
+    cbb::Unmap(attached);
+  }
+  state.counters["writer_msgs_per_s"] = static_cast<double>(written) / seconds;
+  state.counters["readers"] = readers;
+  state.counters["cores"] = cbb::CpuCount();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cbb::ParseCpus(argc, argv);
+  int out = 0;
+  for (int i = 0; i < argc; ++i) {
+    std::string_view const a = argv[i];
+    if (a.starts_with("--seconds=")) {
+      g_duration = std::chrono::milliseconds(static_cast<long>(std::atof(argv[i] + 10) * 1000));
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  argc = out;
+  for (std::size_t payload : {8, 64, 73, 1024, 65535}) {
+    benchmark::RegisterBenchmark(("throughput/memcpy/" + std::to_string(payload)).c_str(), Memcpy)
+        ->Arg(static_cast<std::int64_t>(payload));
+    Register("circbuf", [] { return cbb::RingOneWay(kCapacity); }, payload);
+    Register("pipe", [] { return cbb::PipeTransport(false); }, payload);
+    Register("unix-socket", [] { return cbb::UnixSocketTransport(false); }, payload);
+    Register("posix-mq", [payload] { return cbb::MqTransport(false, payload); }, payload);
+    for (auto const& peer : cbb::Peers(payload)) Register(peer.name, peer.make, payload);
+  }
+  // Reader scaling: 0, 1, and up to cores - 1 readers (one core for the writer).
+  int const cores = cbb::CpuCount();
+  auto* scaling = benchmark::RegisterBenchmark("writer-rate/circbuf/64", WriterRate);
+  for (int r = 0; r <= std::max(1, cores - 1); r = r < 2 ? r + 1 : r * 2) scaling->Arg(r);
+  if (cores - 1 > 2) scaling->Arg(cores - 1);
+  scaling->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  cbb::StopPeers();
+  return 0;
+}
