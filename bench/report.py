@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Runs the whole benchmark suite and writes, into OUT (default docs/perf):
+latency.json and throughput.json (Google Benchmark), summary.md (tables with
+ratios measured in the same run) and latency.png / throughput.png.
+
+    python3 bench/report.py [--build build/clang-bench] [--out docs/perf] [--quick]
+"""
+
+import argparse
+import datetime
+from pathlib import Path
+
+import suite
+
+LAT_SIZES = [8, 64, 1024, 65535]
+TP_SIZES = [8, 64, 73, 1024, 65535]
+
+
+def fmt_ns(v):
+    return f"{v / 1000:.1f} us" if v >= 10000 else f"{v:.0f} ns"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build/clang-bench")
+    ap.add_argument("--out", default="docs/perf")
+    ap.add_argument("--quick", action="store_true", help="fewer round trips, shorter runs")
+    ap.add_argument("--cpus", default="0,1")
+    a = ap.parse_args()
+    build, out = Path(a.build), Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trips = "200000" if a.quick else "1000000"
+    seconds = "0.3" if a.quick else "1"
+    lat = suite.rows(suite.run(build, "bench_latency", out / "latency.json", [f"--round_trips={trips}", f"--cpus={a.cpus}"]))
+    tp_data = suite.run(build, "bench_throughput", out / "throughput.json", [f"--seconds={seconds}", f"--cpus={a.cpus}"])
+    tp = suite.rows(tp_data)
+
+    floor = lat[("latency", "floor", 64)]["p50_ns"]
+    md = [f"# circbuf benchmark report", "",
+          f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {suite.machine()}; "
+          f"processes pinned to CPUs {a.cpus}. One run, all transports: compare ratios within it.", "",
+          "## One-way latency (round trip / 2)", "",
+          f"Floor: one cache line bounced between the two processes, p50 {floor:.1f} ns one way.", "",
+          "| transport | bytes | p50 | p90 | p99 | p99.9 | max | p50 / floor |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    transports = sorted({t for (k, t, s) in lat if k == "latency" and t != "floor"},
+                        key=lambda t: (t != "circbuf", t))
+    for t in transports:
+        for s in LAT_SIZES:
+            b = lat.get(("latency", t, s))
+            if b is None or "error_message" in b:
+                continue
+            md.append(f"| {t} | {s} | {fmt_ns(b['p50_ns'])} | {fmt_ns(b['p90_ns'])} | {fmt_ns(b['p99_ns'])} | "
+                      f"{fmt_ns(b['p999_ns'])} | {fmt_ns(b['max_ns'])} | {b['p50_ns'] / floor:.2f} |")
+    audit = lat.get(("audit", "circbuf", 64))
+    if audit:
+        md += ["", f"Hot-path audit: the echo process ran {audit['audited_operations']:.0f} Read/Write operations "
+               f"under a seccomp filter that traps every system call: {audit['syscalls']:.0f} system calls, "
+               f"{audit['minor_faults']:.0f} minor and {audit['major_faults']:.0f} major page faults "
+               f"(seccomp installed: {'yes' if audit['seccomp'] else 'no'})."]
+
+    md += ["", "## Throughput (sender flat out, delivered to one receiver)", "",
+           "circbuf never blocks its writer: what a slower reader misses is lost and counted. "
+           "The kernel transports and the peers block the sender when full (consume semantics with "
+           "back-pressure), so they lose nothing but slow the sender down.", "",
+           "| transport | bytes | delivered msg/s | delivered GB/s | sender msg/s | lost | vs memcpy |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    tps = sorted({t for (k, t, s) in tp if k == "throughput" and t != "memcpy"}, key=lambda t: (t != "circbuf", t))
+    for s in TP_SIZES:
+        mc = tp.get(("throughput", "memcpy", s))
+        mc_gbs = mc["GB_per_s"] if mc else None
+        if mc:
+            md.append(f"| memcpy (one thread) | {s} | | {mc_gbs:.2f} | | | 1.00 |")
+        for t in tps:
+            b = tp.get(("throughput", t, s))
+            if b is None or "error_message" in b:
+                continue
+            ratio = f"{b['delivered_GB_per_s'] / mc_gbs:.2f}" if mc_gbs else ""
+            md.append(f"| {t} | {s} | {b['delivered_msgs_per_s']:,.0f} | {b['delivered_GB_per_s']:.2f} | "
+                      f"{b['sent_msgs_per_s']:,.0f} | {100 * b['loss_fraction']:.1f} % | {ratio} |")
+    md += ["", "## The writer's rate with readers attached (64-byte messages)", "",
+           "| readers | writer msg/s | vs no reader |", "| ---: | ---: | ---: |"]
+    rates = suite.writer_rates(tp_data)
+    for readers, rate in sorted(rates.items()):
+        md.append(f"| {readers} | {rate:,.0f} | {rate / rates[min(rates)]:.2f} |")
+    md += ["", f"Reader counts go up to cores - 1 ({suite.machine()}); run bench/scaling.sh on a bigger machine.", ""]
+    (out / "summary.md").write_text("\n".join(md))
+    print("\n".join(md))
+    plots(lat, tp, transports, tps, out)
+
+
+def plots(lat, tp, transports, tps, out):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not available: no plots (apt-get install python3-matplotlib)")
+        return
+    names = ["floor"] + [t for t in transports if ("latency", t, 64) in lat and "error_message" not in lat[("latency", t, 64)]]
+    fig, ax = plt.subplots(figsize=(10, 5))
+    width = 0.2
+    for i, (key, label) in enumerate([("p50_ns", "p50"), ("p99_ns", "p99"), ("p999_ns", "p99.9")]):
+        vals = [lat[("latency", n, 64)][key] for n in names]
+        ax.bar([x + i * width for x in range(len(names))], vals, width, label=label)
+    ax.set_yscale("log")
+    ax.set_xticks([x + width for x in range(len(names))])
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    ax.set_ylabel("one-way latency, ns (log)")
+    ax.set_title("64-byte messages, one way (round trip / 2)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for t in ["memcpy"] + tps:
+        pts = [(s, tp[("throughput", t, s)]) for s in TP_SIZES if ("throughput", t, s) in tp]
+        pts = [(s, b) for s, b in pts if "error_message" not in b]
+        if not pts:
+            continue
+        ys = [b["GB_per_s"] if t == "memcpy" else b["delivered_GB_per_s"] for _, b in pts]
+        ax.plot([s for s, _ in pts], ys, marker="o", label=t, linestyle="--" if t == "memcpy" else "-")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("message size, bytes (log)")
+    ax.set_ylabel("delivered GB/s (log)")
+    ax.set_title("Throughput delivered to one reader")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    print(f"plots: {out / 'latency.png'}, {out / 'throughput.png'}")
+
+
+if __name__ == "__main__":
+    main()
