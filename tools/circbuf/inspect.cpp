@@ -109,16 +109,20 @@ bool WriterLocked(int fd) {
   return probe.l_type != F_UNLCK;
 }
 
-// Sequence number of the record at `latest` + 1, from the data segment; the
-// writer may be replacing it, so try a few times.
+// Sequence number of the record at `latest` + 1, from the data segment. The
+// writer may be overwriting that record meanwhile: as the reader does, trust
+// the header only if the record was still intact after it was read (its
+// position is not below limit - capacity; [R1]/[R2] of the reader).
 std::uint64_t MessagesWritten(cb::State const& state, Mapping const& data) {
-  for (int attempt = 0; attempt < 8; ++attempt) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
     std::uint64_t const latest = Load(state.latest);
     if (latest == cb::kNoRecord) return 0;
     auto const* header = data.At<std::uint64_t>(kPageSize + latest % state.capacity);
     if (header == nullptr) return 0;
     std::uint64_t const h = Load(*header);
-    if (cb::HeaderLength(h) != 0 && Load(state.latest) == latest) return cb::HeaderSequence(h) + 1;
+    std::atomic_thread_fence(std::memory_order_acquire);
+    bool const intact = latest + state.capacity >= Load(state.limit);
+    if (intact && h != 0 && cb::HeaderLength(h) != 0) return cb::HeaderSequence(h) + 1;
   }
   return 0;
 }

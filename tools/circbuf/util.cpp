@@ -148,9 +148,9 @@ std::string HumanBytes(double bytes) {
 }
 
 std::string HumanCount(double count) {
-  if (count < 10'000) return Fixed(count, 0);
-  if (count < 1e6) return Short(count / 1e3) + "k";
-  if (count < 1e9) return Short(count / 1e6) + "M";
+  if (count < 9'999.5) return Fixed(count, 0);
+  if (count < 999.5e3) return Short(count / 1e3) + "k";  // no "1000k"
+  if (count < 999.5e6) return Short(count / 1e6) + "M";
   return Short(count / 1e9) + "G";
 }
 
