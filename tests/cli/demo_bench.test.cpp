@@ -81,7 +81,8 @@ TEST(CliBench, PrintsTheSummaryTable) {
   }
   EXPECT_NE(r.out.find("1.00x"), std::string::npos) << "the floor's ratio to itself: " << r.out;
   EXPECT_LE(Widest(r.out), 80U) << r.out;
-  bool const plotting = std::system("python3 -c 'import matplotlib' >/dev/null 2>&1") == 0;
+  bool const plotting = std::system("python3 -c 'import matplotlib' >/dev/null 2>&1 || "
+                                         "/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") == 0;
   if (plotting) {
     std::ifstream in(png, std::ios::binary);
     char magic[4] = {};

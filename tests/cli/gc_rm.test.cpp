@@ -126,3 +126,25 @@ TEST(CliRm, RemovesAStaleRing) {
   EXPECT_EQ(gone.code, 2);
   EXPECT_EQ(gone.err, "circbuf rm: " + dead.name + ": no such buffer\n");
 }
+
+TEST(CliGc, RemovesAStalePlainSegment) {
+  std::string const name = UniqueName("cligs");
+  Pipe ready;
+  Child holder([&] {
+    circbuf::SharedMemory segment(name, 100);
+    ready.Send();
+    ::pause();
+    return 0;
+  });
+  ASSERT_EQ(ready.Receive(), '.');
+  auto const live = Circbuf({"ls", "--all", name});
+  EXPECT_NE(live.out.find("(segment)"), std::string::npos) << live.out;
+  EXPECT_EQ(Circbuf({"gc", name}).out, "nothing to remove\n");
+  holder.Kill();
+  holder.Wait();
+  auto const r = Circbuf({"gc", name});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("removed " + name + " (stale segment, 100 bytes"), std::string::npos) << r.out;
+  EXPECT_FALSE(ShmFileExists(name));
+  EXPECT_FALSE(SemFileExists(name));
+}

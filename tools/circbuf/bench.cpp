@@ -260,7 +260,8 @@ bool FlatOut(Shared& shared, std::string const& name, Throughput& t) {
 int RunBench() {
   if (g_bench.cpus.size() != 2) throw Error(kInvalid, "--cpus takes two CPU numbers, e.g. 0,1");
   bool const plot = !g_bench.plot.empty();
-  if (plot && !PlottingAvailable()) {
+  std::string const python = plot ? PlottingPython() : "";
+  if (plot && python.empty()) {
     std::fprintf(stderr, "circbuf bench: plotting is unavailable (python3 with matplotlib not found); "
                          "no plot will be written\n");
   }
@@ -331,8 +332,8 @@ int RunBench() {
   }
   tput.Print(2);
   std::printf("\n  (RTT / 2, clock reads included; the machine's other load shows in P99 and MAX)\n");
-  if (plot && PlottingAvailable()) {
-    Plot(latency, g_bench.plot);
+  if (!python.empty()) {
+    Plot(python, latency, g_bench.plot);
     std::printf("  plot: %s\n", g_bench.plot.c_str());
   }
   ::munmap(mem, sizeof(Shared));

@@ -15,8 +15,10 @@ struct LatencyResult {
   std::unique_ptr<Histogram> histogram = std::make_unique<Histogram>();
 };
 
-bool PlottingAvailable();
-// Writes a PNG of one-way latency by percentile with python3 + matplotlib.
-void Plot(std::vector<LatencyResult> const& results, std::string const& png);
+// A python3 that can import matplotlib ("python3" on PATH, else the
+// system's /usr/bin/python3, which a pyenv or venv on PATH may hide); "" if none.
+std::string PlottingPython();
+// Writes a PNG of one-way latency by percentile with that python3.
+void Plot(std::string const& python, std::vector<LatencyResult> const& results, std::string const& png);
 
 }  // namespace circbuf::tool

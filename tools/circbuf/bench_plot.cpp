@@ -55,7 +55,7 @@ for name, (p, ns) in series.items():
     ax.plot(p, ns, label=name)
 ax.set_xscale("logit")
 ax.set_yscale("log")
-ax.set_xlabel("percentile of round trips")
+ax.set_xlabel("quantile of round trips")
 ax.set_ylabel("one-way latency (RTT / 2), ns")
 ax.set_title("circbuf bench: cross-process latency")
 ax.grid(True, which="both", alpha=0.3)
@@ -66,9 +66,14 @@ fig.savefig(sys.argv[2], dpi=120)
 
 }  // namespace
 
-bool PlottingAvailable() { return Spawn({"python3", "-c", "import matplotlib"}, true) == 0; }
+std::string PlottingPython() {
+  for (char const* python : {"python3", "/usr/bin/python3"}) {
+    if (Spawn({python, "-c", "import matplotlib"}, true) == 0) return python;
+  }
+  return "";
+}
 
-void Plot(std::vector<LatencyResult> const& results, std::string const& png) {
+void Plot(std::string const& python, std::vector<LatencyResult> const& results, std::string const& png) {
   char path[] = "/tmp/circbuf-bench-XXXXXX.csv";
   int const fd = ::mkstemps(path, 4);
   if (fd < 0) throw Error(kSystem, "cannot create a temporary CSV file in /tmp");
@@ -83,7 +88,7 @@ void Plot(std::vector<LatencyResult> const& results, std::string const& png) {
     }
   }
   std::fclose(csv);
-  int const status = Spawn({"python3", "-c", kScript, path, png}, false);
+  int const status = Spawn({python, "-c", kScript, path, png}, false);
   ::unlink(path);
   if (status != 0) throw Error(kSystem, "plotting failed (python3 exited with " + std::to_string(status) + ")");
 }
