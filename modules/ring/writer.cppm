@@ -27,6 +27,9 @@
 // checks that the records from there end exactly at tail, and continues the
 // sequence numbers; whatever the dead writer had claimed but not committed
 // is overwritten. Readers see WriterStatus::kDead meanwhile.
+// fork(): the OFD lock belongs to the open file description, which a child
+// shares; a child of a writer that outlives its parent keeps the ring locked
+// (and must not write). Create the Writer after forking workers.
 module;
 
 #include <sys/types.h>
