@@ -167,8 +167,12 @@ class Process {
  public:
   Process(int cpu, std::function<int()> const& body) {
     std::fflush(nullptr);
+    pid_t const parent = ::getpid();
     pid_ = ::fork();
     if (pid_ == 0) {
+      // A benchmark killed mid-run must not leave a child spinning forever.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(91);
       Pin(cpu);
       int code = 90;
       try {
