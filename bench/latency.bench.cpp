@@ -99,16 +99,8 @@ void AuditCircbuf(benchmark::State& state) {
 
 int main(int argc, char** argv) {
   cbb::ParseCpus(argc, argv);
-  int out = 0;
-  for (int i = 0; i < argc; ++i) {
-    std::string_view const a = argv[i];
-    if (a.starts_with("--round_trips=")) {
-      g_round_trips = std::atoll(argv[i] + 14);
-    } else {
-      argv[out++] = argv[i];
-    }
-  }
-  argc = out;
+  cbb::TakeFlag(argc, argv, "--round_trips=", [](char const* v) { g_round_trips = std::atoll(v); });
+  cbb::TakeFlag(argc, argv, "--seconds=", [](char const*) {});  // the throughput binary's
   std::int64_t const n = g_round_trips;
   std::int64_t const blocking = std::max<std::int64_t>(n / 10, 1000);
   benchmark::RegisterBenchmark("latency/floor/64", CacheLineRoundTrip)->Iterations(n)->UseRealTime();

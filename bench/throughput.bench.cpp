@@ -112,16 +112,10 @@ void WriterRate(benchmark::State& state) {
 
 int main(int argc, char** argv) {
   cbb::ParseCpus(argc, argv);
-  int out = 0;
-  for (int i = 0; i < argc; ++i) {
-    std::string_view const a = argv[i];
-    if (a.starts_with("--seconds=")) {
-      g_duration = std::chrono::milliseconds(static_cast<long>(std::atof(argv[i] + 10) * 1000));
-    } else {
-      argv[out++] = argv[i];
-    }
-  }
-  argc = out;
+  cbb::TakeFlag(argc, argv, "--seconds=", [](char const* v) {
+    g_duration = std::chrono::milliseconds(static_cast<long>(std::atof(v) * 1000));
+  });
+  cbb::TakeFlag(argc, argv, "--round_trips=", [](char const*) {});  // the latency binary's
   for (std::size_t payload : {8, 64, 73, 1024, 65535}) {
     benchmark::RegisterBenchmark(("throughput/memcpy/" + std::to_string(payload)).c_str(), Memcpy)
         ->Arg(static_cast<std::int64_t>(payload));

@@ -49,18 +49,25 @@ struct Cpus {
 };
 inline Cpus g_cpus;
 
-// Removes --cpus=A,B from argv (before benchmark::Initialize sees it).
-inline void ParseCpus(int& argc, char** argv) {
+// Removes every argument that starts with `prefix` from argv and calls
+// take(value) with the text after it (so Google Benchmark never sees it).
+template <class Take>
+void TakeFlag(int& argc, char** argv, std::string_view prefix, Take&& take) {
   int out = 0;
   for (int i = 0; i < argc; ++i) {
     std::string_view const a = argv[i];
-    if (a.starts_with("--cpus=")) {
-      std::sscanf(argv[i] + 7, "%d,%d", &g_cpus.main, &g_cpus.echo);
+    if (a.starts_with(prefix)) {
+      take(argv[i] + prefix.size());
     } else {
       argv[out++] = argv[i];
     }
   }
   argc = out;
+}
+
+// Removes --cpus=A,B from argv (before benchmark::Initialize sees it).
+inline void ParseCpus(int& argc, char** argv) {
+  TakeFlag(argc, argv, "--cpus=", [](char const* v) { std::sscanf(v, "%d,%d", &g_cpus.main, &g_cpus.echo); });
 }
 
 // CPUs online. Not this process's affinity mask: after Pin, a forked child

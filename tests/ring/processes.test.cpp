@@ -33,11 +33,6 @@ using circbuf::test::RingName;
 using circbuf::test::SizeOf;
 using namespace std::chrono_literals;
 
-circbuf::test::RingName::~RingName() {
-  circbuf::SharedMemory::Remove(name);
-  circbuf::SharedMemory::Remove(name + ".data");
-}
-
 namespace {
 
 // Results that children report to the parent through anonymous shared memory.

@@ -13,18 +13,15 @@
 #include <gtest/gtest.h>
 
 #include "ring/support.hpp"
+#include "support/expect.hpp"
 
 import circbuf;
 
 namespace cb = circbuf::CircularBuffer;
+using circbuf::test::ErrorOf;
 using circbuf::test::Matches;
 using circbuf::test::Message;
 using circbuf::test::RingName;
-
-circbuf::test::RingName::~RingName() {
-  circbuf::SharedMemory::Remove(name);
-  circbuf::SharedMemory::Remove(name + ".data");
-}
 
 namespace {
 
@@ -71,15 +68,6 @@ struct Model {
   }
 };
 
-template <class E>
-std::string ErrorOf(auto&& make) {
-  try {
-    make();
-  } catch (E const& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 }  // namespace
 

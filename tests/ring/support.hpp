@@ -3,6 +3,9 @@
 // byte for byte from the sequence number alone.
 #pragma once
 
+#include <semaphore.h>
+#include <sys/mman.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -55,10 +58,16 @@ inline std::vector<std::byte> Message(std::uint64_t seq, std::size_t size) {
   return m;
 }
 
-// A unique ring name whose segments are removed when the test ends.
+// A unique ring name whose segments (and their locks) are removed when the
+// test ends, however it ends.
 struct RingName {
   std::string name = UniqueName("ring");
-  ~RingName();
+  ~RingName() {
+    for (std::string const& n : {name, name + ".data"}) {
+      ::shm_unlink(n.c_str());
+      ::sem_unlink(n.c_str());
+    }
+  }
 };
 
 }  // namespace circbuf::test

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "support/process.hpp"
+#include "support/expect.hpp"
 
 import circbuf.shm;
 
@@ -21,6 +22,7 @@ using circbuf::kPageSize;
 using circbuf::OpenMode;
 using circbuf::SharedMemory;
 using circbuf::test::Child;
+using circbuf::test::ErrorOf;
 using circbuf::test::Pipe;
 using circbuf::test::SemFileExists;
 using circbuf::test::ShmFileExists;
@@ -42,15 +44,6 @@ struct Cleanup {
 
 bool NothingLeft(std::string const& name) { return !ShmFileExists(name) && !SemFileExists(name); }
 
-template <class E>
-std::string ErrorOf(auto&& make) {
-  try {
-    make();
-  } catch (E const& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 }  // namespace
 

@@ -1,0 +1,19 @@
+// Test support: the message of the exception an action throws.
+#pragma once
+
+#include <string>
+
+namespace circbuf::test {
+
+// what() of the E that `action` throws, or "<no error>" if it throws nothing.
+template <class E>
+std::string ErrorOf(auto&& action) {
+  try {
+    action();
+  } catch (E const& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+}  // namespace circbuf::test
