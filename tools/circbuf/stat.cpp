@@ -74,8 +74,8 @@ void PrintText(SegmentInfo const& s, Rates const& r) {
   row("sequence", std::to_string(s.messages) + " messages written");
   row("rate", HumanCount(r.messages) + " msg/s, " + HumanBytes(r.bytes) + "/s");
   row("writer", WriterText(s));
-  row("attached", std::to_string(s.refcount) + " (state segment), " + std::to_string(s.data_refcount) +
-                      " (data segment); " + std::to_string(s.waiters) + " reader(s) blocked in Wait");
+  row("attached", std::to_string(s.refcount) + " (data segment: " + std::to_string(s.data_refcount) + "), " +
+                      std::to_string(s.waiters) + " reader(s) blocked in Wait");
   row("stale", s.stale && s.data_stale ? "yes: no live process attached (circbuf gc removes it)" : "no");
   std::fflush(stdout);
 }
