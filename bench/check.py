@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Runs a short version of the suite and checks the performance targets,
 printing each ratio. Exit status: 0 all met, 1 a target missed, 2 a
 measurement missing. Speed is never asserted in the tests; CI runs this and

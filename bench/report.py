@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Runs the whole benchmark suite and writes, into OUT (default docs/perf):
 latency.json and throughput.json (Google Benchmark), summary.md (tables with
 ratios measured in the same run) and latency.png / throughput.png.
@@ -8,6 +8,7 @@ ratios measured in the same run) and latency.png / throughput.png.
 
 import argparse
 import datetime
+import json
 from pathlib import Path
 
 import suite
@@ -26,13 +27,18 @@ def main():
     ap.add_argument("--out", default="docs/perf")
     ap.add_argument("--quick", action="store_true", help="fewer round trips, shorter runs")
     ap.add_argument("--cpus", default="0,1")
+    ap.add_argument("--reuse", action="store_true", help="rebuild the summary and plots from OUT's JSON files")
     a = ap.parse_args()
     build, out = Path(a.build), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     trips = "200000" if a.quick else "1000000"
     seconds = "0.3" if a.quick else "1"
-    lat = suite.rows(suite.run(build, "bench_latency", out / "latency.json", [f"--round_trips={trips}", f"--cpus={a.cpus}"]))
-    tp_data = suite.run(build, "bench_throughput", out / "throughput.json", [f"--seconds={seconds}", f"--cpus={a.cpus}"])
+    if a.reuse:
+        lat = suite.rows(json.loads((out / "latency.json").read_text()))
+        tp_data = json.loads((out / "throughput.json").read_text())
+    else:
+        lat = suite.rows(suite.run(build, "bench_latency", out / "latency.json", [f"--round_trips={trips}", f"--cpus={a.cpus}"]))
+        tp_data = suite.run(build, "bench_throughput", out / "throughput.json", [f"--seconds={seconds}", f"--cpus={a.cpus}"])
     tp = suite.rows(tp_data)
 
     floor = lat[("latency", "floor", 64)]["p50_ns"]
