@@ -3,7 +3,6 @@
 // it reports exactly how many messages it lost. Each reader checks every
 // message (sequence number and contents) and measures one-way latency from
 // the writer's timestamp. The ring is removed at the end, also on Ctrl-C.
-// (tools/demo.cpp is the stand-alone original, target circbuf-demo.)
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
