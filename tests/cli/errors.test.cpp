@@ -22,6 +22,7 @@ using circbuf::test::Options;
 using circbuf::test::Result;
 using circbuf::test::Circbuf;
 using circbuf::test::ShmFileExists;
+using circbuf::test::ToolCopyForOtherUsers;
 using circbuf::test::UniqueName;
 
 namespace {
@@ -103,8 +104,10 @@ TEST(CliErrors, PermissionDenied) {
   std::string const name = UniqueName("cliperm");
   cb::Writer writer(cb::Spec::Make(name, 4096));  // mode 0600, owned by us
   Options as;
+  ToolCopyForOtherUsers const copy;  // `nobody` may not reach the build tree
   if (::geteuid() == 0) {
     as.uid = kNobody;  // root reads anything: ask as somebody else
+    as.binary = copy.path;
   } else {
     GTEST_SKIP() << "needs root to run the tool as another user";
   }

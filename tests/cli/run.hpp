@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <regex>
 #include <sstream>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -29,8 +31,34 @@
 
 namespace circbuf::test {
 
+// A copy of the tool in a fresh 0755 directory, mode 0755, removed with the
+// object: any user can run it wherever the build tree lives.
+struct ToolCopyForOtherUsers {
+  std::string dir;
+  std::string path;
+  ToolCopyForOtherUsers() {
+    char pattern[] = "/tmp/circbuf-tool-XXXXXX";
+    if (::mkdtemp(pattern) == nullptr) std::abort();
+    dir = pattern;
+    ::chmod(dir.c_str(), 0755);
+    path = dir + "/circbuf";
+    std::filesystem::copy_file(CIRCBUF_TOOL, path);
+    ::chmod(path.c_str(), 0755);
+  }
+  ~ToolCopyForOtherUsers() {
+    ::unlink(path.c_str());
+    ::rmdir(dir.c_str());
+  }
+  ToolCopyForOtherUsers(ToolCopyForOtherUsers const&) = delete;
+  ToolCopyForOtherUsers& operator=(ToolCopyForOtherUsers const&) = delete;
+};
+
 struct Options {
   uid_t uid = 0;  // non-zero: setuid to it before exec (tests run as root)
+  // The binary to run; empty: CIRCBUF_TOOL. Another user may not be able to
+  // reach the build tree (a clone under a 0700 directory), so runs as `uid`
+  // use a copy in a world-readable directory (see ToolCopyForOtherUsers).
+  std::string binary;
 };
 
 // A running `circbuf ARGS...`. The destructor SIGKILLs it if still running.
@@ -47,11 +75,12 @@ class Tool {
       ::dup2(out[1], STDOUT_FILENO);
       ::dup2(err[1], STDERR_FILENO);
       if (options.uid != 0 && (::setgid(options.uid) != 0 || ::setuid(options.uid) != 0)) ::_exit(126);
+      char const* binary = options.binary.empty() ? CIRCBUF_TOOL : options.binary.c_str();
       std::vector<char*> argv;
-      argv.push_back(const_cast<char*>(CIRCBUF_TOOL));
+      argv.push_back(const_cast<char*>(binary));
       for (auto const& a : args) argv.push_back(const_cast<char*>(a.c_str()));
       argv.push_back(nullptr);
-      ::execv(CIRCBUF_TOOL, argv.data());
+      ::execv(binary, argv.data());
       ::_exit(127);
     }
     ::close(in[0]);
