@@ -72,11 +72,24 @@ Spec Spec::Make(std::string_view name, std::uint64_t capacity) {
 
 IWrapper::IWrapper(Spec const& spec, Role role, mode_t mode, std::chrono::milliseconds wait_for_buffer)
     : spec_(Spec::Make(std::string_view(spec.name, ::strnlen(spec.name, sizeof spec.name)), spec.capacity)) {
-  if (role == Role::kWriter) {
-    if (spec_.capacity == 0) throw std::length_error("ring " + Q(spec_.Name()) + ": a writer needs a capacity");
-    AttachAsWriter(mode);
-  } else {
-    AttachAsReader(wait_for_buffer);
+  if (role == Role::kWriter && spec_.capacity == 0) {
+    throw std::length_error("ring " + Q(spec_.Name()) + ": a writer needs a capacity");
+  }
+  try {
+    if (role == Role::kWriter) {
+      AttachAsWriter(mode);
+    } else {
+      AttachAsReader(wait_for_buffer);
+    }
+  } catch (...) {
+    KeepAttachedSegments();
+    throw;
+  }
+}
+
+void IWrapper::KeepAttachedSegments() noexcept {
+  for (auto* shm : {&state_shm_, &data_shm_}) {
+    if (shm->has_value() && !(*shm)->Created()) (*shm)->KeepOnDetach();
   }
 }
 

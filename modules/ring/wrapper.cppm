@@ -120,6 +120,9 @@ class IWrapper {
   IWrapper& operator=(IWrapper const&) = delete;
 
   [[nodiscard]] int StateHandle() const noexcept { return state_shm_->NativeHandle(); }
+  // After refusing what it attached to: leave the segments this object did
+  // not create exactly as they were (never unlink them on the way out).
+  void KeepAttachedSegments() noexcept;
 
   Spec spec_{};
   std::optional<SharedMemory> state_shm_;  // NAME

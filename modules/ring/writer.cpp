@@ -69,6 +69,7 @@ Writer::Writer(Spec const& spec, WriterOptions options)
     detail::Log().info("{}: writer attached (capacity {}, position {}, sequence {})", ring, capacity_, pos_, seq_);
   } catch (...) {
     LockRange(StateHandle(), F_UNLCK);
+    KeepAttachedSegments();  // a ring we refuse (e.g. corrupt) stays as it was
     throw;
   }
 }

@@ -126,9 +126,7 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
         h->header_bytes = static_cast<std::uint32_t>(kPageSize);
         h->user_bytes = size;
         h->creator_pid = ::getpid();
-        RefCountOf(h).store(1, std::memory_order_relaxed);  // published by [S1]
-        std::atomic_ref<std::uint64_t>(h->magic).store(kSegmentMagic,
-                                                       std::memory_order_release);  // [S1] pairs with [S2]
+        RefCountOf(h).store(1, std::memory_order_relaxed);  // published by [S1], after `initialize`
         created_ = true;
         size_ = size;
         detail::Log().info("shared memory {}: created, {} bytes, mode {:o}", name_, size, options.mode);
@@ -222,6 +220,10 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
       } unmap{init, size_};
       options.initialize(std::span<std::byte>(static_cast<std::byte*>(init), size_));
     }
+    if (created_) {
+      std::atomic_ref<std::uint64_t>(static_cast<SegmentHeader*>(p.header)->magic)
+          .store(kSegmentMagic, std::memory_order_release);  // [S1] pairs with [S2]
+    }
     p.user = MapOrThrow(size_, prot, p.fd, static_cast<off_t>(kPageSize), name_);
     if (::flock(p.fd, LOCK_SH) != 0) ThrowErrno(errno, "flock(" + Q(name_) + ", LOCK_SH)");
   } catch (...) {
@@ -246,7 +248,8 @@ SharedMemory::SharedMemory(SharedMemory&& other) noexcept
       fd_(std::exchange(other.fd_, -1)),
       owner_pid_(other.owner_pid_),
       access_(other.access_),
-      created_(other.created_) {}
+      created_(other.created_),
+      keep_(other.keep_) {}
 
 SharedMemory& SharedMemory::operator=(SharedMemory&& other) noexcept {
   if (this != &other) {
@@ -260,6 +263,7 @@ SharedMemory& SharedMemory::operator=(SharedMemory&& other) noexcept {
     owner_pid_ = other.owner_pid_;
     access_ = other.access_;
     created_ = other.created_;
+    keep_ = other.keep_;
   }
   return *this;
 }
@@ -282,7 +286,9 @@ void SharedMemory::Detach() noexcept {
       std::uint32_t const left = RefCountOf(header_).fetch_sub(1, std::memory_order_acq_rel) - 1;
       // Converting our shared flock to exclusive succeeds only if no other
       // live attachment exists, in this process or any other.
-      if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
+      if (keep_) {
+        detail::Log().info("shared memory {}: detached, kept ({} attachment(s) left)", name_, left);
+      } else if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
         if (left != 0) {
           detail::Log().warn("shared memory {}: {} attachment(s) died without detaching; freeing anyway",
                              name_, left);

@@ -36,8 +36,9 @@
 //     and unlinks the segment, whatever refcount says (dead attachments never
 //     decremented it); an attaching process that can take it exclusively
 //     finds the segment stale and resets refcount to 0 before counting itself.
-//   * The header line is written once before magic is stored with release;
-//     attachers load magic with acquire ([S1] pairs with [S2]).
+//   * The header line, and the user region through `initialize`, are written
+//     before magic is stored with release; attachers, and tools that read
+//     the file without the lock, load magic with acquire ([S1] pairs with [S2]).
 //   * A SharedMemory object belongs to the process that constructed it: in a
 //     forked child its destructor only unmaps (the flock is shared with the
 //     parent's descriptor and must not be dropped by the child).
@@ -185,6 +186,11 @@ class SharedMemory {
   [[nodiscard]] std::uint32_t RefCount() const noexcept;
   [[nodiscard]] int NativeHandle() const noexcept { return fd_; }
 
+  // This attachment will not unlink the segment when it detaches, even as
+  // the last one out. For an attacher that refuses what it found (another
+  // layout version, corrupt contents): refusing must change nothing.
+  void KeepOnDetach() noexcept { keep_ = true; }
+
   // Bytes of the user region as raw memory.
   [[nodiscard]] std::byte* Data() noexcept { return user_; }
   [[nodiscard]] std::byte const* Data() const noexcept { return user_; }
@@ -225,6 +231,7 @@ class SharedMemory {
   pid_t owner_pid_ = 0;
   Access access_ = Access::kReadWrite;
   bool created_ = false;
+  bool keep_ = false;
 };
 
 }  // namespace circbuf

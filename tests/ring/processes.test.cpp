@@ -1,5 +1,6 @@
 // The ring across real processes: stress with byte-for-byte checks and exact
 // loss accounting, SIGKILLed readers and writers, take-over, blocking waits.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -361,4 +362,33 @@ TEST(RingProcesses, SecondWriterInAnotherProcessIsRefusedWithItsPid) {
     return 1;
   });
   EXPECT_EQ(second.Wait(), 0);
+}
+
+// A refused attach leaves the ring as it found it: a reader that meets a ring
+// of another layout version, left by a writer that died, must not unlink it
+// (it was the last one out of the segments, but it never accepted them).
+TEST(RingProcesses, RefusedAttachNeverUnlinksTheRing) {
+  RingName r;
+  auto const spec = cb::Spec::Make(r.name, 1 << 16);
+  Pipe created;
+  Child writer([&]() -> int {
+    cb::Writer w(spec);
+    w.Write(Message(0, 10));
+    created.Send();
+    for (;;) ::pause();
+  });
+  ASSERT_EQ(created.Receive(), '.');
+  writer.Kill(SIGKILL);
+  ASSERT_EQ(writer.Wait(), 128 + SIGKILL);
+  // A "newer" writer's ring: layout version 2, written into the file directly
+  // (State::version is at offset 8 of the user region, which starts at 4096).
+  int const fd = ::open(("/dev/shm" + r.name).c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::uint32_t const version = 2;
+  ASSERT_EQ(::pwrite(fd, &version, sizeof version, 4096 + 8), static_cast<ssize_t>(sizeof version));
+  ::close(fd);
+  EXPECT_THROW(cb::Reader reader(spec), std::invalid_argument);
+  EXPECT_THROW(cb::Writer again(spec), std::invalid_argument);
+  EXPECT_TRUE(circbuf::test::ShmFileExists(r.name));
+  EXPECT_TRUE(circbuf::test::ShmFileExists(r.name + ".data"));
 }
