@@ -143,6 +143,8 @@ class Reader : public IWrapper {
     return n;
   }
 
+  // Relaxed on purpose: every call follows an acquire ([R1]'s header load,
+  // or [R2]'s fence), which orders this load after the data it validates.
   [[nodiscard]] bool Overwritten() const noexcept {
     return cursor_ + capacity_ < std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_relaxed);
   }
