@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Runs the whole benchmark suite and writes, into OUT (default docs/perf):
 latency.json and throughput.json (Google Benchmark), summary.md (tables with
-ratios measured in the same run) and latency.png / throughput.png.
+ratios measured in the same run) and latency.png, latency_sizes.png and throughput.png.
 
     python3 bench/report.py [--build build/clang-bench] [--out docs/perf] [--quick]
 """
@@ -117,6 +117,25 @@ def plots(lat, tp, transports, tps, out):
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "latency.png", dpi=110)
+    # Latency against message size (p50; the floor is one cache line, 64 B).
+    fig, ax = plt.subplots(figsize=(10, 5))
+    colours = plt.get_cmap("tab20").colors
+    for i, n in enumerate(names):
+        pts = [(s, lat[("latency", n, s)]) for s in LAT_SIZES if ("latency", n, s) in lat]
+        pts = [(s, b) for s, b in pts if "error_message" not in b]
+        if not pts:
+            continue
+        ax.plot([s for s, _ in pts], [b["p50_ns"] for _, b in pts], marker="o", label=n,
+                color="black" if n == "circbuf" else colours[i % len(colours)],
+                linewidth=3 if n == "circbuf" else 1.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("message size, bytes (log)")
+    ax.set_ylabel("one-way latency p50, ns (log)")
+    ax.set_title("One-way latency p50 against message size (round trip / 2)")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "latency_sizes.png", dpi=110)
     fig, ax = plt.subplots(figsize=(10, 5))
     for t in ["memcpy"] + tps:
         pts = [(s, tp[("throughput", t, s)]) for s in TP_SIZES if ("throughput", t, s) in tp]
@@ -133,7 +152,7 @@ def plots(lat, tp, transports, tps, out):
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
-    print(f"plots: {out / 'latency.png'}, {out / 'throughput.png'}")
+    print(f"plots: {out / 'latency.png'}, {out / 'latency_sizes.png'}, {out / 'throughput.png'}")
 
 
 if __name__ == "__main__":
