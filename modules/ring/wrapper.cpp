@@ -70,14 +70,14 @@ Spec Spec::Make(std::string_view name, std::uint64_t capacity) {
   return spec;
 }
 
-IWrapper::IWrapper(Spec const& spec, Role role, mode_t mode, std::chrono::milliseconds wait_for_buffer)
+IWrapper::IWrapper(Spec const& spec, Role role, mode_t mode, gid_t group, std::chrono::milliseconds wait_for_buffer)
     : spec_(Spec::Make(std::string_view(spec.name, ::strnlen(spec.name, sizeof spec.name)), spec.capacity)) {
   if (role == Role::kWriter && spec_.capacity == 0) {
     throw std::length_error("ring " + Q(spec_.Name()) + ": a writer needs a capacity");
   }
   try {
     if (role == Role::kWriter) {
-      AttachAsWriter(mode);
+      AttachAsWriter(mode, group);
     } else {
       AttachAsReader(wait_for_buffer);
     }
@@ -93,20 +93,20 @@ void IWrapper::KeepAttachedSegments() noexcept {
   }
 }
 
-void IWrapper::AttachAsWriter(mode_t mode) {
+void IWrapper::AttachAsWriter(mode_t mode, gid_t group) {
   // The state segment is the ring's "ready" mark, so the data segment is
   // created first and the state second; an existing state is checked first,
   // so that a capacity mismatch is reported as the ring's.
   if (SharedMemory::Exists(spec_.Name())) {
-    state_shm_.emplace(spec_.Name(), sizeof(State), ShmOptions{.open = OpenMode::kAttach, .mode = mode});
+    state_shm_.emplace(spec_.Name(), sizeof(State), ShmOptions{.open = OpenMode::kAttach, .mode = mode, .group = group});
     state_ = state_shm_->AsStruct<State>();
     Validate();
   }
-  data_shm_.emplace(DataName(spec_), spec_.capacity, ShmOptions{.mode = mode});
+  data_shm_.emplace(DataName(spec_), spec_.capacity, ShmOptions{.mode = mode, .group = group});
   if (!state_shm_) {
     std::uint64_t const capacity = spec_.capacity;
     state_shm_.emplace(spec_.Name(), sizeof(State),
-                       ShmOptions{.mode = mode, .initialize = [capacity](std::span<std::byte> region) {
+                       ShmOptions{.mode = mode, .group = group, .initialize = [capacity](std::span<std::byte> region) {
                                     InitState(region, capacity);
                                   }});
     state_ = state_shm_->AsStruct<State>();

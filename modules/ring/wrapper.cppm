@@ -114,7 +114,7 @@ class IWrapper {
 
  protected:
   enum class Role : std::uint8_t { kWriter, kReader };
-  IWrapper(Spec const& spec, Role role, mode_t mode, std::chrono::milliseconds wait_for_buffer);
+  IWrapper(Spec const& spec, Role role, mode_t mode, gid_t group, std::chrono::milliseconds wait_for_buffer);
   ~IWrapper() = default;
   IWrapper(IWrapper const&) = delete;
   IWrapper& operator=(IWrapper const&) = delete;
@@ -134,7 +134,7 @@ class IWrapper {
   std::size_t max_message_ = 0;
 
  private:
-  void AttachAsWriter(mode_t mode);
+  void AttachAsWriter(mode_t mode, gid_t group);
   void AttachAsReader(std::chrono::milliseconds wait_for_buffer);
   void Validate();
 };

@@ -47,7 +47,12 @@ import :wrapper;
 export namespace circbuf::CircularBuffer {
 
 struct WriterOptions {
-  mode_t mode = 0600;  // permissions of newly created segments
+  // Permissions of newly created segments and their locks. Readers need
+  // read-write access to both segments (each counts its attachments in its
+  // header page; they map the records themselves read-only), so a group of
+  // readers running as other users needs e.g. mode 0660 and that group.
+  mode_t mode = 0600;
+  gid_t group = kKeepGroup;  // kKeepGroup: the creator's group
 };
 
 class Writer : public IWrapper {

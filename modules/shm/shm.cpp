@@ -91,7 +91,7 @@ using namespace shm_impl;
 
 SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions options)
     : name_(name),
-      lock_(CheckedName(name_, size, options), SemaphoreLock::Options{options.mode}),
+      lock_(CheckedName(name_, size, options), SemaphoreLock::Options{options.mode, options.group}),
       owner_pid_(::getpid()),
       access_(options.access) {
   if (!lock_.TryAcquireFor(options.lock_timeout)) {
@@ -111,7 +111,10 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
       p.fd = ::shm_open(name_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode);
       if (p.fd >= 0) {
         p.unlink = true;
-        ::fchmod(p.fd, options.mode);  // exactly the mode asked for, whatever the umask
+        if (options.group != kKeepGroup && ::fchown(p.fd, static_cast<uid_t>(-1), options.group) != 0) {
+          ThrowErrno(errno, "shared memory " + Q(name_) + ": cannot give it to group " + std::to_string(options.group));
+        }
+        ::fchmod(p.fd, options.mode);  // exactly the mode asked for, whatever the umask (after fchown: it may clear bits)
         std::size_t const total = kPageSize + size;
         if (::ftruncate(p.fd, static_cast<off_t>(total)) != 0) {
           ThrowErrno(errno, "ftruncate(" + Q(name_) + ", " + std::to_string(total) + ")");

@@ -150,6 +150,10 @@ struct ShmOptions {
   OpenMode open = OpenMode::kCreateOrAttach;
   Access access = Access::kReadWrite;
   mode_t mode = 0600;  // permissions of a newly created segment (and its lock)
+  // Group of a newly created segment (and its lock); kKeepGroup: the
+  // creator's. For readers running as other users: e.g. mode 0660 and their
+  // group. Creation fails with EPERM if the creator may not use that group.
+  gid_t group = kKeepGroup;
   std::chrono::milliseconds lock_timeout{10'000};  // bound on waiting for the lock
   // Runs once, in the creating process, on the zeroed user region, while the
   // segment's lock is still held: an attacher never sees the region before

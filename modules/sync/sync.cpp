@@ -149,11 +149,13 @@ void SemaphoreLock::Open() {
       ThrowErrno(error, "open(" + Quoted(path_) + ") for the lock beside semaphore " + Quoted(name_));
     }
   }
-  // umask may have stripped bits from the mode: set it exactly when this
-  // process owns the file (best effort; only the owner may, and only that matters).
+  // umask may have stripped bits from the mode: set it (and the group) exactly
+  // when this process owns the file (best effort; only the owner may, and
+  // only that matters). The group first: fchown may clear mode bits.
   struct stat st {};
-  if (::fstat(fd_, &st) == 0 && st.st_uid == ::geteuid() && (st.st_mode & 07777) != options_.mode) {
-    ::fchmod(fd_, options_.mode);
+  if (::fstat(fd_, &st) == 0 && st.st_uid == ::geteuid()) {
+    if (options_.group != kKeepGroup && st.st_gid != options_.group) (void)::fchown(fd_, static_cast<uid_t>(-1), options_.group);
+    if ((st.st_mode & 07777) != options_.mode || options_.group != kKeepGroup) ::fchmod(fd_, options_.mode);
   }
 }
 

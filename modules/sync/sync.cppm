@@ -49,10 +49,17 @@ void ValidateName(std::string_view name, std::string_view what);
 enum class LogLevel : std::uint8_t { kTrace, kDebug, kInfo, kWarn, kError, kOff };
 void SetLogLevel(LogLevel level);
 
+// "No group change": the group of a new file stays the creator's.
+inline constexpr gid_t kKeepGroup = static_cast<gid_t>(-1);
+
 class SemaphoreLock {
  public:
   struct Options {
     mode_t mode = 0600;  // permissions of a newly created semaphore
+    // Group of a newly created semaphore; kKeepGroup: the creator's. Set only
+    // by the process that owns the file, best effort (SharedMemory checks
+    // the same group on its segment and fails there if it cannot be set).
+    gid_t group = kKeepGroup;
   };
 
   // Opens the named semaphore, creating it (count 1) if it does not exist.
