@@ -10,12 +10,14 @@
 #   libcli11-dev (the circbuf tool)
 #   libboost-dev, iceoryx (libiceoryx-*-dev, iox-roudi): peers in the benchmarks
 #   python3-matplotlib: the benchmark report's plots
+#   dpkg-dev (dpkg-shlibdeps for the .deb's dependencies), debootstrap (CI chroots)
 #   clang-format-19, clang-tidy-19: .ci/format.sh and .ci/tidy.sh
 set -euo pipefail
 
 packages=(clang-19 clang-tools-19 libclang-rt-19-dev ninja-build
           libgtest-dev libbenchmark-dev libspdlog-dev libcli11-dev
           libboost-dev iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev python3-matplotlib
+          dpkg-dev debootstrap
           clang-format-19 clang-tidy-19)
 
 cmake_ok() {

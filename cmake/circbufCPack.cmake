@@ -1,0 +1,35 @@
+# The Debian package: one package `circbuf` with everything `cmake --install`
+# installs (static library, module interface units, CMake package files and
+# the circbuf tool). A static library has no run-time package of its own, so
+# there is no split into libcircbuf0 / libcircbuf-dev.
+#   cmake -B build/pkg-clang --preset clang-release -DCMAKE_INSTALL_PREFIX=/usr
+#   cmake --build build/pkg-clang && (cd build/pkg-clang && cpack)
+set(CPACK_GENERATOR DEB)
+set(CPACK_PACKAGE_NAME circbuf)
+set(CPACK_PACKAGE_VENDOR "circbuf")
+set(CPACK_PACKAGE_CONTACT "circbuf developers <dev@circbuf.invalid>")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_DESCRIPTION}")
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_STRIP_FILES ON)  # the tool; the static library keeps its symbols
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)  # circbuf_0.1.0_amd64.deb
+set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
+set(CPACK_DEBIAN_PACKAGE_DESCRIPTION
+  "${PROJECT_DESCRIPTION}
+ circbuf is a C++20 named-modules library (import circbuf;): one writer
+ publishes messages into a ring in POSIX shared memory, any number of reader
+ processes read them without slowing it down and learn exactly how many
+ messages they lost when lapped. This package holds the static library, its
+ module interface units, the CMake package (find_package(circbuf)) and the
+ circbuf command-line tool. Consumers need CMake >= 3.28 (bookworm-backports),
+ Ninja >= 1.11 and clang-19 with clang-tools-19 (or g++ >= 14).")
+# Consumers' find_package(circbuf) finds spdlog (the static library links it).
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "libspdlog-dev (>= 1:1.10)")
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS "cmake (>= 3.28), ninja-build (>= 1.11), clang-19, clang-tools-19")
+# libc6, libstdc++6, libspdlog, libfmt for the tool, from dpkg-shlibdeps.
+find_program(CIRCBUF_DPKG_SHLIBDEPS dpkg-shlibdeps)
+if(CIRCBUF_DPKG_SHLIBDEPS)
+  set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+else()
+  message(STATUS "circbuf: dpkg-shlibdeps not found (apt-get install dpkg-dev): the .deb depends on libspdlog-dev only")
+endif()
+include(CPack)
