@@ -13,15 +13,17 @@ set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_STRIP_FILES ON)  # the tool; the static library keeps its symbols
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)  # circbuf_0.1.0_amd64.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
-set(CPACK_DEBIAN_PACKAGE_DESCRIPTION
-  "${PROJECT_DESCRIPTION}
- circbuf is a C++20 named-modules library (import circbuf;): one writer
- publishes messages into a ring in POSIX shared memory, any number of reader
- processes read them without slowing it down and learn exactly how many
- messages they lost when lapped. This package holds the static library, its
- module interface units, the CMake package (find_package(circbuf)) and the
- circbuf command-line tool. Consumers need CMake >= 3.28 (bookworm-backports),
- Ninja >= 1.11 and clang-19 with clang-tools-19 (or g++ >= 14).")
+# The extended description; CPackDeb indents each line by one space.
+set(CPACK_DEBIAN_PACKAGE_DESCRIPTION [[
+circbuf is a C++20 named-modules library (import circbuf;): one writer
+publishes messages into a ring in POSIX shared memory, any number of reader
+processes read them without slowing it down, and a reader that was lapped
+learns exactly how many messages it lost.
+.
+This package holds the static library, its module interface units, the
+CMake package (find_package(circbuf)) and the circbuf command-line tool.
+Consumers need CMake >= 3.28 (bookworm-backports), Ninja >= 1.11 and
+clang-19 with clang-tools-19 (or g++ >= 14).]])
 # Consumers' find_package(circbuf) finds spdlog (the static library links it).
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "libspdlog-dev (>= 1:1.10)")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "cmake (>= 3.28), ninja-build (>= 1.11), clang-19, clang-tools-19")
