@@ -10,6 +10,7 @@ module;
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include "../detail/log.hpp"
@@ -41,7 +42,9 @@ bool SequenceAt(State* state, std::byte const* data, std::uint64_t capacity, std
     return false;
   }
   sequence = HeaderSequence(header);
-  return HeaderLength(header) != 0;
+  // A record, and one that lies wholly inside the buffer.
+  std::size_t const n = HeaderLength(header);
+  return n != 0 && position % capacity + RecordBytes(n) <= capacity;
 }
 
 // The oldest committed record that is intact now, through the index; kNoRecord if none.
@@ -55,7 +58,7 @@ std::uint64_t FindOldest(State* state, std::uint64_t capacity, std::uint64_t chu
     if (b >= tail) break;
     // The entry must belong to boundary b of this lap (not an older or newer
     // one) and name a committed record.
-    if (e != kNoRecord && e >= b && e < b + capacity && e < tail) return e;
+    if (e != kNoRecord && e % kRecordAlignment == 0 && e >= b && e < b + capacity && e < tail) return e;
   }
   return kNoRecord;
 }
@@ -77,6 +80,7 @@ void Reader::Start(StartAt start) {
     if (start == StartAt::kOldest) position = FindOldest(state_, capacity_, chunk_);
     if (position == kNoRecord) position = latest;
     if (position == kNoRecord || position >= tail) continue;  // latest is being replaced: look again
+    if (position % kRecordAlignment != 0 || tail % kRecordAlignment != 0) break;  // corrupt: see below
     std::uint64_t sequence = 0;
     if (!SequenceAt(state_, data_, capacity_, position, sequence)) continue;
     if (start == StartAt::kNext) {
@@ -95,11 +99,18 @@ void Reader::Start(StartAt start) {
   }
   // A writer lapping the whole ring faster than we can look: start at tail
   // and learn the sequence from the first record read.
-  MoveTo(std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire));
+  std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+  if (tail % kRecordAlignment != 0) {
+    KeepAttachedSegments();
+    throw std::invalid_argument("ring \"" + std::string(spec_.Name()) + "\": corrupt positions (tail " +
+                                std::to_string(tail) + " is not a record boundary)");
+  }
+  MoveTo(tail);
   synced_ = false;
 }
 
 int Reader::Lapped() {
+  if (truncations_->load(std::memory_order_relaxed) != truncations_seen_ && Truncation()) return kCorrupt;
   for (int attempt = 0; attempt < 1000; ++attempt) {
     std::uint64_t const oldest = FindOldest(state_, capacity_, chunk_);
     if (oldest == kNoRecord) continue;
@@ -130,9 +141,27 @@ int Reader::Corrupt(std::uint64_t header) {
   return kCorrupt;
 }
 
+bool Reader::Truncation() noexcept {
+  std::uint32_t const now = truncations_->load(std::memory_order_seq_cst);
+  if (!Truncated()) {
+    truncations_seen_ = now;
+    return false;
+  }
+  static std::atomic<bool> logged{false};
+  if (!logged.exchange(true, std::memory_order_relaxed)) {
+    try {
+      detail::Log().error("ring \"{}\": a segment of the ring was truncated by another process while attached; "
+                          "reads fail from now on (kCorrupt)",
+                          spec_.Name());
+    } catch (...) {
+    }
+  }
+  return true;
+}
+
 bool Reader::Wait(std::chrono::nanoseconds timeout) {
   auto tail = [this] { return std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_seq_cst); };
-  if (cursor_ < tail()) return true;
+  if (cursor_ < tail() || Truncated()) return true;  // a truncated ring: Read reports it
   auto const deadline = std::chrono::steady_clock::now() + timeout;
   std::atomic_ref<std::uint32_t> waiters(state_->waiters);
   waiters.fetch_add(1, std::memory_order_seq_cst);
@@ -147,7 +176,7 @@ bool Reader::Wait(std::chrono::nanoseconds timeout) {
   bool ready = false;
   for (;;) {
     std::uint64_t const seen = tail();
-    if (cursor_ < seen) {
+    if (cursor_ < seen || Truncated()) {
       ready = true;
       break;
     }

@@ -23,6 +23,25 @@
 // jumps to the oldest record that is still intact (through the index) and
 // adds the difference of sequence numbers to Lost(): delivered + lost equals
 // what was written while the reader was attached.
+//
+// Untrusted contents: the reader trusts nothing it reads from the ring beyond
+// what it checked at attach (capacity, chunk, max message: copied into the
+// object). Every offset it reads at is cursor % capacity with an 8-aligned
+// cursor, and a record is used only if it lies wholly inside the buffer, is
+// at most MaxMessageSize() long and carries the expected sequence number;
+// positions taken from the State (tail, latest, index[]) must be 8-aligned
+// and are checked against limit and tail before use; a record that ends
+// beyond limit (a frontier that went backwards) is corrupt. When something breaks
+// these rules Read returns kCorrupt and the reader *stays put*: its cursor
+// does not move, so every later Read returns kCorrupt again until the ring
+// is repaired (a writer that takes over rewrites what follows tail) or
+// the reader is destroyed; nothing is delivered from a corrupt record.
+// A far-forward limit looks like a lap: the reader resynchronises through
+// the index, and if no intact record can be found, that Read is kCorrupt.
+// A segment truncated under the reader (circbuf.shm's truncation guard):
+// every Read returns kCorrupt from then on, and Truncated() is true. Cost on
+// the hot path: one relaxed load of a process-local counter per delivered
+// message (and on the empty path), compared with a member.
 module;
 
 #include <atomic>
@@ -111,8 +130,13 @@ class Reader : public IWrapper {
     for (;;) {
       std::uint64_t const header = std::atomic_ref<std::uint64_t>(
           *reinterpret_cast<std::uint64_t*>(data_ + offset_)).load(std::memory_order_acquire);  // [R1]
-      if (Overwritten()) [[unlikely]] return Lapped();
+      // Relaxed: ordered after the header by [R1]'s acquire (see Overwritten).
+      std::uint64_t const limit = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_relaxed);
+      if (cursor_ + capacity_ < limit) [[unlikely]] return Lapped();
       if (header == 0) {
+        if (truncations_->load(std::memory_order_relaxed) != truncations_seen_) [[unlikely]] {
+          if (Truncation()) return kCorrupt;
+        }
         // While waiting, also ask for the line after the header's: a record
         // of more than 56 bytes continues there, and the writer fills it just
         // before it publishes the header, so both lines then travel together.
@@ -121,12 +145,16 @@ class Reader : public IWrapper {
       }
       std::size_t const n = HeaderLength(header);
       if (n == 0) [[unlikely]] {  // padding record: the rest of this lap is unused
-        if ((header & kPaddingFlag) == 0) return Corrupt(header);
+        // Padding ends a lap, so it never starts one (that would loop here).
+        if ((header & kPaddingFlag) == 0 || offset_ == 0) return Corrupt(header);
         cursor_ += capacity_ - offset_;
         offset_ = 0;
         continue;
       }
-      if (offset_ + RecordBytes(n) > capacity_ || n > max_message_ ||
+      // Beyond the buffer, too long, beyond the frontier (the writer stores
+      // limit before it writes a byte below it: [W1] before [W2]), or not the
+      // next sequence number: corrupt.
+      if (offset_ + RecordBytes(n) > capacity_ || n > max_message_ || cursor_ + RecordBytes(n) > limit ||
           (synced_ && HeaderSequence(header) != (expected_ & kSequenceMask))) [[unlikely]] {
         return Corrupt(header);
       }
@@ -139,6 +167,10 @@ class Reader : public IWrapper {
   int Finish(int n) {
     std::atomic_thread_fence(std::memory_order_acquire);  // [R2] pairs with [W1]
     if (Overwritten()) [[unlikely]] return Lapped();
+    // A segment truncated during the copy reads as zeros from the fault on.
+    if (truncations_->load(std::memory_order_relaxed) != truncations_seen_) [[unlikely]] {
+      if (Truncation()) return kCorrupt;
+    }
     Advance(header_, static_cast<std::size_t>(n));
     return n;
   }
@@ -163,6 +195,9 @@ class Reader : public IWrapper {
 
   int Lapped();
   int Corrupt(std::uint64_t header);
+  // Slow path after TruncationEvents() moved: true if one of our segments
+  // was truncated (then every Read is kCorrupt), else remembers the count.
+  bool Truncation() noexcept;
   void MoveTo(std::uint64_t position) noexcept;
   void Start(StartAt start);
 

@@ -159,10 +159,13 @@ void IWrapper::Validate() {
   }
   std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
   std::uint64_t const limit = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire);
-  if (limit % s.chunk != 0 || tail > limit || limit > tail + 2 * s.capacity) {
+  // Positions are record starts or ends: multiples of 8. limit - tail < 2 *
+  // capacity also keeps tail + 2 * capacity from overflowing below.
+  if (tail % kRecordAlignment != 0 || limit % s.chunk != 0 || tail > limit || limit - tail > 2 * s.capacity) {
     throw std::invalid_argument(ring + ": corrupt positions (tail " + std::to_string(tail) + ", limit " +
                                 std::to_string(limit) + ")");
   }
+  truncations_seen_ = truncations_->load(std::memory_order_relaxed);
   capacity_ = s.capacity;
   chunk_ = s.chunk;
   max_message_ = s.max_message;
@@ -183,6 +186,10 @@ WriterStatus IWrapper::GetWriterStatus() const {
     throw std::system_error(errno, std::generic_category(), "fcntl(F_OFD_GETLK) on ring " + Q(spec_.Name()));
   }
   return probe.l_type == F_UNLCK ? WriterStatus::kDead : WriterStatus::kAlive;
+}
+
+bool IWrapper::Truncated() const noexcept {
+  return (state_shm_ && state_shm_->Truncated()) || (data_shm_ && data_shm_->Truncated());
 }
 
 pid_t IWrapper::WriterPid() const noexcept {

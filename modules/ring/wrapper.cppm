@@ -111,6 +111,11 @@ class IWrapper {
     return std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
   }
   [[nodiscard]] State const& SharedState() const noexcept { return *state_; }
+  // True once another process has shrunk (ftruncate) one of the ring's
+  // segments under this attachment (see circbuf.shm's truncation guard):
+  // what this process sees of the ring is no longer the ring. A reader then
+  // returns kCorrupt from every Read. Slow path; sticky.
+  [[nodiscard]] bool Truncated() const noexcept;
 
  protected:
   enum class Role : std::uint8_t { kWriter, kReader };
@@ -132,6 +137,10 @@ class IWrapper {
   std::uint64_t capacity_ = 0;
   std::uint64_t chunk_ = 0;
   std::size_t max_message_ = 0;
+  // TruncationEvents() of circbuf.shm, and the count last seen: when they
+  // differ, some segment of this process was truncated (maybe one of ours).
+  std::atomic<std::uint32_t> const* truncations_ = &TruncationEvents();
+  std::uint32_t truncations_seen_ = 0;
 
  private:
   void AttachAsWriter(mode_t mode, gid_t group);

@@ -108,7 +108,7 @@ void Writer::Recover() {
     std::uint64_t start = kNoRecord;
     for (std::uint64_t k = 0; k < kChunks; ++k) {
       std::uint64_t const e = std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire);
-      if (e != kNoRecord && e < tail && e + capacity_ >= limit_ && (start == kNoRecord || e > start)) start = e;
+      if (e != kNoRecord && e % kRecordAlignment == 0 && e < tail && e + capacity_ >= limit_ && (start == kNoRecord || e > start)) start = e;
     }
     if (start == kNoRecord) {
       if (limit_ > capacity_) throw std::invalid_argument(corrupt + "no index entry below tail " + std::to_string(tail));

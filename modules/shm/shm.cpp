@@ -61,9 +61,11 @@ struct Pending {
   void* header = nullptr;
   void* user = nullptr;
   std::size_t user_bytes = 0;
-  bool unlink = false;  // we created the segment: remove it on failure
+  int guard_slot = GuardAcquire();  // the truncation guard covers each mapping as it is made
+  bool unlink = false;              // we created the segment: remove it on failure
 
   ~Pending() {
+    GuardRelease(guard_slot);
     if (user != nullptr) ::munmap(user, user_bytes);
     if (header != nullptr) ::munmap(header, kPageSize);
     if (fd >= 0) ::close(fd);
@@ -124,6 +126,7 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
                                 " bytes in /dev/shm");
         }
         p.header = MapOrThrow(kPageSize, PROT_READ | PROT_WRITE, p.fd, 0, name_);
+        GuardCoverHeader(p.guard_slot, p.header);
         auto* h = static_cast<SegmentHeader*>(p.header);
         h->version = kSegmentVersion;
         h->header_bytes = static_cast<std::uint32_t>(kPageSize);
@@ -149,7 +152,10 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
     auto const file_bytes = static_cast<std::size_t>(st.st_size);
     std::uint64_t magic = 0;
     if (file_bytes >= kPageSize) {
+      // fstat said the page exists; if the file shrinks from here on, the
+      // guard turns the fault into zeros (magic 0: refused below).
       p.header = MapOrThrow(kPageSize, PROT_READ | PROT_WRITE, p.fd, 0, name_);
+      GuardCoverHeader(p.guard_slot, p.header);
       magic = std::atomic_ref<std::uint64_t>(static_cast<SegmentHeader*>(p.header)->magic)
                   .load(std::memory_order_acquire);  // [S2]
     }
@@ -161,6 +167,7 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
                            "removing it",
                            name_, file_bytes);
         ::shm_unlink(name_.c_str());
+        GuardCoverHeader(p.guard_slot, nullptr);
         if (p.header != nullptr) ::munmap(p.header, kPageSize);
         p.header = nullptr;
         ::close(p.fd);
@@ -228,6 +235,7 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
           .store(kSegmentMagic, std::memory_order_release);  // [S1] pairs with [S2]
     }
     p.user = MapOrThrow(size_, prot, p.fd, static_cast<off_t>(kPageSize), name_);
+    GuardCoverUser(p.guard_slot, p.user, size_, prot);
     if (::flock(p.fd, LOCK_SH) != 0) ThrowErrno(errno, "flock(" + Q(name_) + ", LOCK_SH)");
   } catch (...) {
     if (!created_) RefCountOf(static_cast<SegmentHeader*>(p.header)).fetch_sub(1, std::memory_order_acq_rel);
@@ -236,6 +244,7 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
   header_ = static_cast<SegmentHeader*>(std::exchange(p.header, nullptr));
   user_ = static_cast<std::byte*>(std::exchange(p.user, nullptr));
   fd_ = std::exchange(p.fd, -1);
+  guard_slot_ = std::exchange(p.guard_slot, -1);
   p.unlink = false;
   cleanup.armed = false;
 }
@@ -249,6 +258,7 @@ SharedMemory::SharedMemory(SharedMemory&& other) noexcept
       header_(std::exchange(other.header_, nullptr)),
       user_(std::exchange(other.user_, nullptr)),
       fd_(std::exchange(other.fd_, -1)),
+      guard_slot_(std::exchange(other.guard_slot_, -1)),
       owner_pid_(other.owner_pid_),
       access_(other.access_),
       created_(other.created_),
@@ -263,6 +273,7 @@ SharedMemory& SharedMemory::operator=(SharedMemory&& other) noexcept {
     header_ = std::exchange(other.header_, nullptr);
     user_ = std::exchange(other.user_, nullptr);
     fd_ = std::exchange(other.fd_, -1);
+    guard_slot_ = std::exchange(other.guard_slot_, -1);
     owner_pid_ = other.owner_pid_;
     access_ = other.access_;
     created_ = other.created_;
@@ -286,13 +297,18 @@ void SharedMemory::Detach() noexcept {
                           "detaching without updating the reference count",
                           name_);
     } else {
-      std::uint32_t const left = RefCountOf(header_).fetch_sub(1, std::memory_order_acq_rel) - 1;
+      // A header page that another process truncated away reads as zeros
+      // here (the truncation guard): there is no count left to update.
+      bool const truncated = Truncated();
+      std::uint32_t const left =
+          truncated ? 0 : RefCountOf(header_).fetch_sub(1, std::memory_order_acq_rel) - 1;
+      if (truncated) detail::Log().warn("shared memory {}: was truncated by another process while attached", name_);
       // Converting our shared flock to exclusive succeeds only if no other
       // live attachment exists, in this process or any other.
       if (keep_) {
         detail::Log().info("shared memory {}: detached, kept ({} attachment(s) left)", name_, left);
       } else if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
-        if (left != 0) {
+        if (left != 0 && !truncated) {
           detail::Log().warn("shared memory {}: {} attachment(s) died without detaching; freeing anyway",
                              name_, left);
         }
@@ -313,6 +329,7 @@ void SharedMemory::Detach() noexcept {
       }
     }
   }
+  GuardRelease(std::exchange(guard_slot_, -1));
   ::munmap(user_, size_);
   ::munmap(header_, kPageSize);
   ::close(fd_);  // drops our flock (in a forked copy, the parent's descriptor keeps it)
@@ -320,6 +337,8 @@ void SharedMemory::Detach() noexcept {
   user_ = nullptr;
   header_ = nullptr;
 }
+
+bool SharedMemory::Truncated() const noexcept { return GuardTruncated(guard_slot_); }
 
 std::uint32_t SharedMemory::RefCount() const noexcept {
   return header_ == nullptr ? 0 : RefCountOf(header_).load(std::memory_order_acquire);

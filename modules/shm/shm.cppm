@@ -42,6 +42,14 @@
 //   * A SharedMemory object belongs to the process that constructed it: in a
 //     forked child its destructor only unmaps (the flock is shared with the
 //     parent's descriptor and must not be dropped by the child).
+//
+// Untrusted segments: an attacher checks the file size with fstat before it
+// touches a page (header page first, then magic, version, sizes against the
+// file). A segment that another process truncates *after* it was mapped
+// would raise SIGBUS on the next access; the truncation guard (see
+// InstallTruncationGuard below, installed by the first SharedMemory) turns
+// that fault into zero-filled pages and a flag, Truncated(), that the ring
+// reports as kCorrupt. No system call is added to any hot path.
 module;
 
 #include <sys/types.h>
@@ -195,6 +203,13 @@ class SharedMemory {
   // layout version, corrupt contents): refusing must change nothing.
   void KeepOnDetach() noexcept { keep_ = true; }
 
+  // True once the truncation guard has caught an access to this attachment
+  // beyond the end of its file (another process shrank the segment): the
+  // missing pages now read as zeros in this process only, and the contents
+  // are no longer the segment's. Sticky; re-attach to a re-created segment.
+  // One relaxed load of process-local memory.
+  [[nodiscard]] bool Truncated() const noexcept;
+
   // Bytes of the user region as raw memory.
   [[nodiscard]] std::byte* Data() noexcept { return user_; }
   [[nodiscard]] std::byte const* Data() const noexcept { return user_; }
@@ -232,10 +247,47 @@ class SharedMemory {
   SegmentHeader* header_ = nullptr;
   std::byte* user_ = nullptr;
   int fd_ = -1;
+  int guard_slot_ = -1;  // this attachment's entry in the truncation guard's registry (-1: none)
   pid_t owner_pid_ = 0;
   Access access_ = Access::kReadWrite;
   bool created_ = false;
   bool keep_ = false;
 };
 
+// ---- Truncation guard -----------------------------------------------------------
+//
+// A process-wide SIGBUS handler for segments that another process shrinks
+// (ftruncate) while they are mapped here. The handler looks the faulting
+// address (si_addr) up in a lock-free registry of this process's circbuf
+// mappings; if it lies in one, it maps zero-filled private anonymous pages
+// over the rest of that mapping (MAP_FIXED, with the mapping's protection),
+// flags the attachment as truncated and returns, so the access repeats and
+// reads zeros (a zero record header means "nothing yet" to a reader). Any
+// other SIGBUS goes to the handler that was installed before, or gets the
+// default action (the process dies with SIGBUS, as without the guard).
+//
+// SharedMemory installs it on the first attach in a process, so the promise
+// "a shrunk segment never kills a reader" needs no call from the user. An
+// application that installs its own SIGBUS handler afterwards replaces the
+// guard: call InstallTruncationGuard() again after it (idempotent; the
+// application's handler then receives every fault that is not circbuf's).
+// Zero pages in place of the file is process-local: other processes, the
+// writer included, see the file as it is. Limit: kGuardSlots attachments
+// per process are covered (beyond that a warning is logged and the
+// attachment is unguarded).
+void InstallTruncationGuard();
+inline constexpr std::size_t kGuardSlots = 1024;
+// Truncations the guard has caught in this process, over all segments. A
+// reader compares it with the value it last saw: one relaxed load.
+std::atomic<std::uint32_t> const& TruncationEvents() noexcept;
+
 }  // namespace circbuf
+
+// Not exported: the registry, for the implementation units of circbuf.shm.
+namespace circbuf::shm_impl {
+int GuardAcquire() noexcept;  // a free registry slot, or -1 if all are taken
+void GuardCoverHeader(int slot, void* header) noexcept;
+void GuardCoverUser(int slot, void* user, std::size_t bytes, int prot) noexcept;
+void GuardRelease(int slot) noexcept;  // before the mappings are unmapped
+bool GuardTruncated(int slot) noexcept;
+}  // namespace circbuf::shm_impl

@@ -1,0 +1,199 @@
+// circbuf.shm: the truncation guard (see InstallTruncationGuard in shm.cppm).
+//
+// Synchronization
+//   * The registry is a fixed array of slots in static storage, so the
+//     handler never allocates, locks or follows a pointer that could dangle.
+//     A slot is taken with a CAS on `used`; its ranges are stored (release)
+//     after the mapping exists and cleared before it is unmapped, so the
+//     handler (acquire) only ever sees ranges that are mapped or were mapped
+//     by an attachment that is being torn down in this very process.
+//   * The handler runs on the thread whose access faulted. It sets the
+//     slot's flag and bumps TruncationEvents() (seq_cst) *before* it replaces
+//     the pages, so a thread that reads the zero pages afterwards finds the
+//     flag set (in practice: the mmap's TLB shoot-down is a full barrier;
+//     the C++ model has no notion of it).
+//   * g_previous is written under g_install_mutex before the handler is
+//     installed and never while it is ours.
+module;
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <system_error>
+
+#include "../detail/log.hpp"
+
+module circbuf.shm;
+
+namespace circbuf {
+
+namespace shm_impl {
+
+struct GuardSlot {
+  std::atomic<bool> used{false};
+  std::atomic<std::uintptr_t> header{0};  // header page (kPageSize bytes, read-write); 0: none
+  std::atomic<std::uintptr_t> begin{0};   // user region [begin, end); 0: none
+  std::atomic<std::uintptr_t> end{0};
+  std::atomic<int> prot{PROT_READ};
+  std::atomic<std::uint32_t> truncated{0};
+};
+
+GuardSlot g_slots[kGuardSlots];
+std::atomic<std::size_t> g_slots_high{0};  // slots at and above this were never used
+std::atomic<std::uint32_t> g_truncations{0};
+std::atomic<bool> g_installed{false};
+std::mutex g_install_mutex;
+struct sigaction g_previous {};
+
+// Zero pages over [from, to), with `prot`. Raw system call: async-signal-safe,
+// and no sanitizer interceptor runs inside the handler.
+bool MapZeros(std::uintptr_t from, std::uintptr_t to, int prot) noexcept {
+  long const r = ::syscall(SYS_mmap, from, to - from, prot, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return static_cast<std::uintptr_t>(r) == from;
+}
+
+// The fault is not ours: what would have happened without the guard.
+void Chain(int signal, siginfo_t* info, void* context) noexcept {
+  struct sigaction const& previous = g_previous;
+  if ((previous.sa_flags & SA_SIGINFO) != 0) {
+    if (previous.sa_sigaction != nullptr) {
+      previous.sa_sigaction(signal, info, context);
+      return;
+    }
+  } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+    previous.sa_handler(signal);
+    return;
+  }
+  // Default action. For a fault, returning repeats the access, which now
+  // kills the process with SIGBUS at the right address; a SIGBUS sent with
+  // kill() is raised again (it stays blocked until this handler returns).
+  struct sigaction fallback {};
+  fallback.sa_handler = SIG_DFL;
+  ::sigemptyset(&fallback.sa_mask);
+  ::sigaction(signal, &fallback, nullptr);
+  if (info == nullptr || info->si_code <= 0) ::raise(signal);
+}
+
+void OnSigbus(int signal, siginfo_t* info, void* context) {
+  int const saved_errno = errno;
+  auto const addr = reinterpret_cast<std::uintptr_t>(info != nullptr ? info->si_addr : nullptr);
+  std::size_t const high = g_slots_high.load(std::memory_order_acquire);
+  for (std::size_t i = 0; addr != 0 && i < high; ++i) {
+    GuardSlot& slot = g_slots[i];
+    if (!slot.used.load(std::memory_order_acquire)) continue;
+    std::uintptr_t const header = slot.header.load(std::memory_order_acquire);
+    std::uintptr_t const begin = slot.begin.load(std::memory_order_acquire);
+    std::uintptr_t const end = slot.end.load(std::memory_order_acquire);
+    std::uintptr_t from = 0;
+    std::uintptr_t to = 0;
+    int prot = PROT_READ | PROT_WRITE;
+    if (header != 0 && addr >= header && addr < header + kPageSize) {
+      from = header;
+      to = header + kPageSize;
+    } else if (begin != 0 && addr >= begin && addr < end) {
+      // From the faulting page to the end of the mapping: the file ends
+      // before this page. Pages before it that are also gone fault later
+      // and come here again.
+      from = addr & ~std::uintptr_t{kPageSize - 1};
+      to = (end + kPageSize - 1) & ~std::uintptr_t{kPageSize - 1};
+      prot = slot.prot.load(std::memory_order_relaxed);
+    } else {
+      continue;
+    }
+    slot.truncated.store(1, std::memory_order_seq_cst);
+    g_truncations.fetch_add(1, std::memory_order_seq_cst);
+    if (MapZeros(from, to, prot)) {
+      errno = saved_errno;
+      return;  // the access repeats and reads zeros
+    }
+    break;  // could not patch the mapping: let the fault take its course
+  }
+  errno = saved_errno;
+  Chain(signal, info, context);
+}
+
+int GuardAcquire() noexcept {
+  if (!g_installed.load(std::memory_order_acquire)) {
+    try {
+      InstallTruncationGuard();
+    } catch (std::exception const& e) {
+      detail::Log().error("shared memory: truncation guard not installed: {}", e.what());
+    }
+  }
+  for (std::size_t i = 0; i < kGuardSlots; ++i) {
+    bool expected = false;
+    if (g_slots[i].used.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
+      g_slots[i].truncated.store(0, std::memory_order_relaxed);
+      std::size_t high = g_slots_high.load(std::memory_order_relaxed);
+      while (high < i + 1 && !g_slots_high.compare_exchange_weak(high, i + 1, std::memory_order_acq_rel)) {
+      }
+      return static_cast<int>(i);
+    }
+  }
+  detail::Log().warn("shared memory: {} attachments in this process; the truncation guard covers the first {} only",
+                     kGuardSlots + 1, kGuardSlots);
+  return -1;
+}
+
+void GuardCoverHeader(int slot, void* header) noexcept {
+  if (slot < 0) return;
+  g_slots[slot].header.store(reinterpret_cast<std::uintptr_t>(header), std::memory_order_release);
+}
+
+void GuardCoverUser(int slot, void* user, std::size_t bytes, int prot) noexcept {
+  if (slot < 0) return;
+  GuardSlot& s = g_slots[slot];
+  s.prot.store(prot, std::memory_order_relaxed);
+  s.end.store(reinterpret_cast<std::uintptr_t>(user) + bytes, std::memory_order_release);
+  s.begin.store(reinterpret_cast<std::uintptr_t>(user), std::memory_order_release);
+}
+
+void GuardRelease(int slot) noexcept {
+  if (slot < 0) return;
+  GuardSlot& s = g_slots[slot];
+  s.begin.store(0, std::memory_order_release);
+  s.end.store(0, std::memory_order_release);
+  s.header.store(0, std::memory_order_release);
+  s.used.store(false, std::memory_order_release);
+}
+
+bool GuardTruncated(int slot) noexcept {
+  return slot >= 0 && g_slots[slot].truncated.load(std::memory_order_relaxed) != 0;
+}
+
+}  // namespace shm_impl
+
+void InstallTruncationGuard() {
+  using namespace shm_impl;
+  std::lock_guard<std::mutex> const lock(g_install_mutex);
+  struct sigaction current {};
+  if (::sigaction(SIGBUS, nullptr, &current) != 0) {
+    throw std::system_error(errno, std::generic_category(), "sigaction(SIGBUS)");
+  }
+  if ((current.sa_flags & SA_SIGINFO) != 0 && current.sa_sigaction == &OnSigbus) {
+    g_installed.store(true, std::memory_order_release);
+    return;
+  }
+  struct sigaction ours {};
+  ours.sa_sigaction = &OnSigbus;
+  ours.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+  ::sigemptyset(&ours.sa_mask);
+  g_previous = current;  // ours is not installed now, so the handler does not read it
+  if (::sigaction(SIGBUS, &ours, nullptr) != 0) {
+    throw std::system_error(errno, std::generic_category(), "sigaction(SIGBUS)");
+  }
+  g_installed.store(true, std::memory_order_release);
+  detail::Log().debug("shared memory: truncation guard installed (SIGBUS)");
+}
+
+std::atomic<std::uint32_t> const& TruncationEvents() noexcept { return shm_impl::g_truncations; }
+
+}  // namespace circbuf

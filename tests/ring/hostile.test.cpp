@@ -1,0 +1,221 @@
+// Hostile and corrupted rings: the test plays a hostile (or buggy) writer
+// that maps the ring's segments read-write and scribbles on them, or
+// shrinks them under a reader in another process. Each case must be
+// reported (kCorrupt, or an exception at attach) and nothing may be read
+// outside the mapping or delivered from a broken record.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ring/support.hpp"
+#include "support/expect.hpp"
+
+import circbuf;
+
+namespace cb = circbuf::CircularBuffer;
+using circbuf::kPageSize;
+using circbuf::test::Child;
+using circbuf::test::ErrorOf;
+using circbuf::test::Matches;
+using circbuf::test::Message;
+using circbuf::test::Pipe;
+using circbuf::test::RingName;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr std::uint64_t kCapacity = 4096;
+
+// The hostile side: both segment files mapped read-write, past their
+// circbuf.shm header page.
+class Raw {
+ public:
+  explicit Raw(std::string const& name) {
+    state_ = static_cast<cb::State*>(Map(name, sizeof(cb::State), state_base_));
+    data_ = static_cast<std::byte*>(Map(name + ".data", kCapacity, data_base_));
+  }
+  ~Raw() {
+    ::munmap(state_base_, kPageSize + sizeof(cb::State));
+    ::munmap(data_base_, kPageSize + kCapacity);
+  }
+  Raw(Raw const&) = delete;
+  Raw& operator=(Raw const&) = delete;
+
+  std::uint64_t& Word(std::uint64_t offset) { return *reinterpret_cast<std::uint64_t*>(data_ + offset); }
+  cb::State& State() { return *state_; }
+
+ private:
+  static void* Map(std::string const& name, std::size_t bytes, void*& base) {
+    int const fd = ::shm_open(name.c_str(), O_RDWR, 0);
+    if (fd < 0) throw std::runtime_error("shm_open " + name);
+    base = ::mmap(nullptr, kPageSize + bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (base == MAP_FAILED) throw std::runtime_error("mmap " + name);
+    return static_cast<std::byte*>(base) + kPageSize;
+  }
+  void* state_base_ = nullptr;
+  void* data_base_ = nullptr;
+  cb::State* state_ = nullptr;
+  std::byte* data_ = nullptr;
+};
+
+void Shrink(std::string const& name, off_t bytes) {
+  int const fd = ::shm_open(name.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, bytes), 0);
+  ::close(fd);
+}
+
+int ReadOne(cb::Reader& r) {
+  std::vector<std::byte> buf(cb::kMaxMessageSize);
+  return r.Read(buf);
+}
+
+// Writes messages 0..count-1 of `size` bytes.
+void Fill(cb::Writer& w, int count, std::size_t size) {
+  for (int i = 0; i < count; ++i) w.Write(Message(static_cast<std::uint64_t>(i), size));
+}
+
+}  // namespace
+
+// A record header whose length points past the end of the buffer, or past
+// the largest message: kCorrupt, and the reader stays put (every Read says
+// kCorrupt again, nothing is delivered) until the record is repaired.
+TEST(HostileRing, RecordLengthOutsideTheBufferIsCorruptAndTheReaderStaysPut) {
+  RingName r;
+  cb::Writer w(cb::Spec::Make(r.name, kCapacity));
+  Fill(w, 4, 1000);  // records of 1008 bytes at 0, 1008, 2016, 3024
+  cb::Reader reader(cb::Spec::Make(r.name, 0), {.start = cb::StartAt::kOldest});
+  Raw raw(r.name);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(ReadOne(reader), 1000);
+  std::uint64_t const good = raw.Word(3024);
+  std::uint64_t const position = reader.Position();
+  for (std::uint64_t const bad : {cb::MakeHeader(3, 1500),    // 3024 + 1512 > 4096
+                                  cb::MakeHeader(3, 65535),   // above MaxMessageSize (1776 here)
+                                  cb::MakeHeader(7, 1000)}) {  // not the next sequence number
+    raw.Word(3024) = bad;
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(ReadOne(reader), cb::kCorrupt) << std::hex << bad;
+    int const n = reader.ReadInPlace([&](std::span<std::byte const>) { ADD_FAILURE() << "a corrupt record was shown"; });
+    EXPECT_EQ(n, cb::kCorrupt);
+    EXPECT_EQ(reader.Position(), position);
+    EXPECT_EQ(reader.Delivered(), 3U);
+  }
+  raw.Word(3024) = good;
+  std::vector<std::byte> buf(1000);
+  ASSERT_EQ(reader.Read(buf), 1000);
+  EXPECT_TRUE(Matches(3, buf));
+}
+
+// A padding record where a lap starts would send the reader to the start of
+// the same lap forever. Found by review of Begin (it looped); run in a child
+// so that a regression is a failure, not a hung suite.
+TEST(HostileRing, PaddingAtTheStartOfALapIsCorruptNotALoop) {
+  RingName r;
+  cb::Writer w(cb::Spec::Make(r.name, kCapacity));
+  Fill(w, 1, 100);
+  cb::Reader reader(cb::Spec::Make(r.name, 0), {.start = cb::StartAt::kOldest});
+  ASSERT_EQ(reader.Position(), 0U);
+  Raw raw(r.name);
+  raw.Word(0) = cb::MakePadding(0);
+  Child child([&] { return ReadOne(reader) == cb::kCorrupt ? 0 : 1; });
+  EXPECT_EQ(child.Wait(5s), 0) << "-1: Read did not return";
+}
+
+// limit far ahead (a lap that cannot be resolved: no intact record) and
+// limit behind the records (the frontier went backwards): kCorrupt, stays put.
+TEST(HostileRing, PositionsFarForwardOrBackwardsAreCorrupt) {
+  RingName r;
+  cb::Writer w(cb::Spec::Make(r.name, kCapacity));
+  Fill(w, 3, 200);
+  cb::Reader reader(cb::Spec::Make(r.name, 0), {.start = cb::StartAt::kOldest});
+  Raw raw(r.name);
+  std::atomic_ref<std::uint64_t> limit(raw.State().limit);
+  std::uint64_t const good = limit.load();
+  ASSERT_EQ(ReadOne(reader), 200);
+  for (std::uint64_t const bad : {good + 1000 * kCapacity, std::uint64_t{0}, ~std::uint64_t{0} - 511}) {
+    limit.store(bad);
+    for (int i = 0; i < 2; ++i) EXPECT_EQ(ReadOne(reader), cb::kCorrupt) << "limit " << bad;
+    EXPECT_EQ(reader.Delivered(), 1U);
+  }
+  limit.store(good);
+  EXPECT_EQ(ReadOne(reader), 200);
+}
+
+// Positions that are not record boundaries, or a tail beyond the frontier:
+// refused at attach, and the ring is left as it was.
+TEST(HostileRing, CorruptPositionsAreRefusedAtAttach) {
+  RingName r;
+  cb::Writer w(cb::Spec::Make(r.name, kCapacity));
+  Fill(w, 3, 200);
+  Raw raw(r.name);
+  std::atomic_ref<std::uint64_t> tail(raw.State().tail);
+  std::uint64_t const good = tail.load();
+  for (std::uint64_t const bad : {good + 3, good + 100 * kCapacity, ~std::uint64_t{0} - 7}) {
+    tail.store(bad);
+    std::string const error =
+        ErrorOf<std::invalid_argument>([&] { cb::Reader reader(cb::Spec::Make(r.name, 0)); });
+    EXPECT_NE(error.find("corrupt positions"), std::string::npos) << error;
+  }
+  tail.store(good);
+  cb::Reader reader(cb::Spec::Make(r.name, 0), {.start = cb::StartAt::kOldest});
+  EXPECT_EQ(ReadOne(reader), 200);
+}
+
+// The State says one capacity, the data segment has another size.
+TEST(HostileRing, CapacityThatDisagreesWithTheDataSegmentIsRefused) {
+  RingName r;
+  cb::Writer w(cb::Spec::Make(r.name, kCapacity));
+  Raw raw(r.name);
+  cb::State& s = raw.State();
+  s.capacity = 2 * kCapacity;
+  s.chunk = s.capacity / cb::kChunks;
+  s.max_message = static_cast<std::uint32_t>(cb::MaxMessageFor(s.capacity));
+  std::string const error = ErrorOf<std::length_error>([&] { cb::Reader reader(cb::Spec::Make(r.name, 0)); });
+  EXPECT_NE(error.find(r.name + ".data"), std::string::npos) << error;
+  EXPECT_NE(error.find("exists with 4096 bytes, asked for 8192"), std::string::npos) << error;
+}
+
+// Another process shrinks a segment of the ring under a reader (a separate
+// process): the reader must not die of SIGBUS, and it reports the ring as
+// corrupt from then on (Read: kCorrupt; Wait: true; Truncated()). Checked
+// that it can fail: without the guard's registration the child dies with 135.
+TEST(HostileRing, SegmentShrunkUnderAReaderIsReportedNotSigbus) {
+  for (std::string const which : {".data", ""}) {
+    RingName r;
+    cb::Writer w(cb::Spec::Make(r.name, 16 * kCapacity));
+    Fill(w, 5, 300);
+    Pipe attached;
+    Pipe shrunk;
+    Child reader([&] {
+      cb::Reader rd(cb::Spec::Make(r.name, 0), {.start = cb::StartAt::kOldest});
+      for (int i = 0; i < 5; ++i) {
+        if (ReadOne(rd) != 300) return 10;
+      }
+      if (ReadOne(rd) != cb::kEmpty || rd.Truncated()) return 11;
+      attached.Send();
+      if (shrunk.Receive() < 0) return 12;
+      if (!rd.Wait(10s)) return 13;  // Wait wakes up (the ring changed), Read reports it
+      for (int i = 0; i < 3; ++i) {
+        if (ReadOne(rd) != cb::kCorrupt) return 14;
+      }
+      return rd.Truncated() ? 0 : 15;
+    });
+    ASSERT_EQ(attached.Receive(), '.');
+    Shrink(r.name + which, which.empty() ? 0 : static_cast<off_t>(kPageSize));
+    Fill(w, 5, 300);  // the writer, too, lives through the shrink of its own segments
+    shrunk.Send();
+    EXPECT_EQ(reader.Wait(), 0) << "segment " << r.name + which << " (135 = SIGBUS)";
+  }
+}
