@@ -113,7 +113,17 @@ int Reader::Lapped() {
   if (truncations_->load(std::memory_order_relaxed) != truncations_seen_ && Truncation()) return kCorrupt;
   for (int attempt = 0; attempt < 1000; ++attempt) {
     std::uint64_t const oldest = FindOldest(state_, capacity_, chunk_);
-    if (oldest == kNoRecord) continue;
+    if (oldest == kNoRecord) {
+      // No committed record is intact: the writer has claimed past all of
+      // them (a large record after padding) and not committed it yet -- it
+      // may be slow, or dead until a new writer takes over. Nothing to read
+      // until it commits; the loss is counted exactly then. A limit more
+      // than a capacity past tail is never a write in progress: corrupt.
+      std::uint64_t const limit = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire);
+      std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+      if (tail <= limit && limit - tail < capacity_) return kEmpty;
+      continue;
+    }
     std::uint64_t sequence = 0;
     if (!SequenceAt(state_, data_, capacity_, oldest, sequence)) continue;
     if (synced_) {

@@ -37,7 +37,11 @@
 // is repaired (a writer that takes over rewrites what follows tail) or
 // the reader is destroyed; nothing is delivered from a corrupt record.
 // A far-forward limit looks like a lap: the reader resynchronises through
-// the index, and if no intact record can be found, that Read is kCorrupt.
+// the index, and if no intact record can be found, that Read is kCorrupt --
+// unless limit is less than a capacity past tail: then the writer has claimed
+// a record past every committed one and not committed it yet (it may have
+// died there), and that Read is kEmpty until it, or the writer that takes
+// over, commits one.
 // A segment truncated under the reader (circbuf.shm's truncation guard):
 // every Read returns kCorrupt from then on, and Truncated() is true. Cost on
 // the hot path: one relaxed load of a process-local counter per delivered

@@ -392,3 +392,35 @@ TEST(RingProcesses, RefusedAttachNeverUnlinksTheRing) {
   EXPECT_TRUE(circbuf::test::ShmFileExists(r.name));
   EXPECT_TRUE(circbuf::test::ShmFileExists(r.name + ".data"));
 }
+
+// A writer SIGKILLed after claiming a record that wraps (padding) and
+// reaches past every committed record (found by circbuf-torture): the frontier
+// then says that no committed record is intact. A lapped reader has nothing
+// to read -- kEmpty, not kCorrupt -- until a writer commits again.
+TEST(RingProcesses, ClaimPastEveryRecordThenWriterKilledReaderWaits) {
+  RingName r;
+  auto const spec = cb::Spec::Make(r.name, 8192);  // chunk 1024, largest message 3568
+  Pipe created, go, claimed;
+  Child writer([&]() -> int {
+    cb::Writer w(spec);
+    created.Send();
+    if (go.Receive() != '.') return 1;
+    w.Write(Message(0, 3000));  // positions 0 .. 3008
+    w.Write(Message(1, 2000));  // 3008 .. 5016
+    // 3576 more bytes do not fit before 8192: padding, then the record at
+    // 8192; the frontier moves to 12288, past both records (+ 8192).
+    auto slot = w.Claim(3568);
+    std::memset(slot.data(), 0xEE, slot.size());  // overwrites both in place
+    claimed.Send();
+    for (;;) ::pause();
+  });
+  ASSERT_EQ(created.Receive(), '.');
+  cb::Reader reader(spec, {.start = cb::StartAt::kOldest});
+  go.Send();
+  ASSERT_EQ(claimed.Receive(), '.');
+  writer.Kill(SIGKILL);
+  ASSERT_EQ(writer.Wait(), 128 + SIGKILL);
+  std::vector<std::byte> buf(65535);
+  EXPECT_EQ(reader.Read(buf), cb::kEmpty);  // nothing intact to read: not corrupt
+  EXPECT_EQ(reader.Read(buf), cb::kEmpty);
+}
