@@ -10,7 +10,7 @@
 //       | magic u64 | version u32 | state_bytes u32 | capacity u64      |  header: written once,
 //       | chunk u64 | max_message u32 | reserved u32 | pad ......  128  |  before attachers see it
 //   128 +--------------------------------------------------------------+
-//       | tail u64 | latest u64 | pad ..........................  256  |  commit: writer, per message
+//       | tail u64 | latest u64 | sequence u64 | pad ...........  256  |  commit: writer, per message
 //   256 +--------------------------------------------------------------+
 //       | limit u64 | pad ...... 320 | index[8] u64 ...............384  |  frontier: writer, per chunk
 //   384 +--------------------------------------------------------------+
@@ -32,6 +32,9 @@
 //     tail     end of the last committed record (for Wait, late join and
 //              take-over; readers that are caught up poll record headers instead)
 //     latest   start of the last committed record (kNoRecord before the first)
+//     sequence the sequence number of the next message (stored with tail):
+//              a writer that takes over reads it when the dead writer's
+//              claim has left no committed record intact to read it from
 //     limit    frontier: the writer has written, or may be writing, positions
 //              below limit and no others. It moves in whole chunks
 //              (chunk = capacity / kChunks) and is stored before the writer
@@ -174,7 +177,8 @@ struct State {
   // commit: writer, every message
   std::uint64_t tail;
   std::uint64_t latest;
-  std::byte pad1[kInterference - 16];
+  std::uint64_t sequence;
+  std::byte pad1[kInterference - 24];
   // frontier: writer, once per chunk
   std::uint64_t limit;
   std::byte pad2[56];
@@ -200,6 +204,7 @@ static_assert(offsetof(State, max_message) == 32);
 static_assert(offsetof(State, reserved0) == 36);
 static_assert(offsetof(State, tail) == 128);
 static_assert(offsetof(State, latest) == 136);
+static_assert(offsetof(State, sequence) == 144);
 static_assert(offsetof(State, limit) == 256);
 static_assert(offsetof(State, index) == 320);
 static_assert(offsetof(State, writer_pid) == 384);

@@ -110,12 +110,25 @@ void Writer::Recover() {
       std::uint64_t const e = std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire);
       if (e != kNoRecord && e % kRecordAlignment == 0 && e < tail && e + capacity_ >= limit_ && (start == kNoRecord || e > start)) start = e;
     }
-    if (start == kNoRecord) {
-      if (limit_ > capacity_) throw std::invalid_argument(corrupt + "no index entry below tail " + std::to_string(tail));
+    std::uint64_t const latest = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_relaxed);
+    std::uint64_t const next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_relaxed);
+    bool const overrun = start == kNoRecord && limit_ > capacity_;
+    if (overrun) {
+      // The dead writer claimed a record (after padding) past every committed
+      // one, and may have overwritten them all: no header is left to read
+      // the sequence number from. Continue at tail with the one stored there.
+      if (next == 0 || latest == kNoRecord || latest >= tail || latest % kRecordAlignment != 0) {
+        throw std::invalid_argument(corrupt + "no index entry below tail " + std::to_string(tail));
+      }
+      start = tail;  // nothing for the loop below to read
+      last = latest;
+      seq = next;
+    } else if (start == kNoRecord) {
       start = 0;  // never wrapped: the first record is at 0
     }
     p = start;
-    boundary = (start / chunk_ + 1) * chunk_;  // the entry for start's own boundary is there
+    // The entry for start's own boundary is there (for an overrun: latest's).
+    boundary = ((overrun ? latest : start) / chunk_ + 1) * chunk_;
     while (p < tail) {
       std::uint64_t const off = p % capacity_;
       std::uint64_t const header = LoadWord(data_, off);
@@ -159,6 +172,7 @@ void Writer::Recover() {
   seq_ = seq;
   next_boundary_ = boundary;
   if (last != kNoRecord) std::atomic_ref<std::uint64_t>(state_->latest).store(last, std::memory_order_relaxed);
+  std::atomic_ref<std::uint64_t>(state_->sequence).store(seq, std::memory_order_relaxed);
   if (extra != 0) {
     std::atomic_ref<std::uint64_t>(state_->tail).store(p, std::memory_order_release);
     detail::Log().warn("ring \"{}\": {} message(s) published after the committed tail by a writer that died; "

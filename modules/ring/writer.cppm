@@ -136,8 +136,9 @@ class Writer : public IWrapper {
     pos_ = start + RecordBytes(n);
     offset_ = end;
     ++seq_;
-    // latest is ordered before tail by [W3]'s release.
+    // latest and sequence are ordered before tail by [W3]'s release.
     std::atomic_ref<std::uint64_t>(state_->latest).store(start, std::memory_order_relaxed);
+    std::atomic_ref<std::uint64_t>(state_->sequence).store(seq_, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->tail).store(pos_, std::memory_order_release);  // [W3]
     if (start >= next_boundary_) [[unlikely]] UpdateIndex(start);                       // [W3]
     std::atomic_signal_fence(std::memory_order_seq_cst);  // [W4] compiler-only, see the header

@@ -396,8 +396,9 @@ TEST(RingProcesses, RefusedAttachNeverUnlinksTheRing) {
 // A writer SIGKILLed after claiming a record that wraps (padding) and
 // reaches past every committed record (found by circbuf-torture): the frontier
 // then says that no committed record is intact. A lapped reader has nothing
-// to read -- kEmpty, not kCorrupt -- until a writer commits again.
-TEST(RingProcesses, ClaimPastEveryRecordThenWriterKilledReaderWaits) {
+// to read -- kEmpty, not kCorrupt -- until a new writer takes over and
+// writes; then it counts exactly the messages it lost.
+TEST(RingProcesses, ClaimPastEveryRecordThenWriterKilledReaderWaitsAndHeirContinues) {
   RingName r;
   auto const spec = cb::Spec::Make(r.name, 8192);  // chunk 1024, largest message 3568
   Pipe created, go, claimed;
@@ -423,4 +424,19 @@ TEST(RingProcesses, ClaimPastEveryRecordThenWriterKilledReaderWaits) {
   std::vector<std::byte> buf(65535);
   EXPECT_EQ(reader.Read(buf), cb::kEmpty);  // nothing intact to read: not corrupt
   EXPECT_EQ(reader.Read(buf), cb::kEmpty);
+  {
+    cb::Writer heir(spec);  // takes over although no committed record is intact
+    EXPECT_TRUE(heir.TookOver());
+    EXPECT_EQ(heir.NextSequence(), 2U);
+    WriteRange(heir, 2, 3);
+  }
+  EXPECT_EQ(reader.Read(buf), cb::kLapped);
+  EXPECT_EQ(reader.LastLoss(), 2U);
+  for (std::uint64_t seq = 2; seq < 5; ++seq) {
+    int const n = reader.Read(buf);
+    ASSERT_EQ(n, static_cast<int>(SizeOf(seq, reader.MaxMessageSize()))) << seq;
+    EXPECT_TRUE(Matches(seq, std::span(buf.data(), static_cast<std::size_t>(n))));
+  }
+  EXPECT_EQ(reader.Read(buf), cb::kEmpty);
+  EXPECT_EQ(reader.Delivered() + reader.Lost(), 5U);
 }
