@@ -80,6 +80,7 @@ build_and_run_consumer() {
 smoke_examples() {
   local bin=$1 pids=() rc=0 p
   section "examples: market_data writer, readers (copy, in place), blocking_reader"
+  "$bin/circbuf" rm /example-quotes >/dev/null 2>&1 || true  # left over from a killed run
   "$bin/example_market_data_reader" & pids+=($!)
   "$bin/example_market_data_reader" --in-place & pids+=($!)
   "$bin/example_blocking_reader" /example-quotes 5 & pids+=($!)

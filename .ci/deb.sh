@@ -187,4 +187,6 @@ in_chroot "$root" bash -euo pipefail -c '
   cmake --build /tmp/consumer
   /tmp/consumer/circbuf_roundtrip
 ' _ "$deb" "$src" || die "the package does not install or the consumer fails against it"
+unmount_all
+[[ ! -e $base/usr/bin/circbuf && ! -e $base/usr/include/spdlog ]] || die "the cached chroot $base is no longer clean"
 echo "package leg: $((SECONDS - start)) s"
