@@ -46,6 +46,29 @@ std::string Quoted(std::string_view name) {
   return out + "\"";
 }
 
+// Creates the semaphore file `path` (count 1) unless it exists. glibc's
+// sem_open(O_CREAT) builds it in a named temporary, /dev/shm/sem.XXXXXX, and
+// link()s that into place: a process killed in between leaves the temporary
+// behind for good, and nothing can tell whose it was (found by
+// circbuf-torture). Here it is built in an unnamed file (O_TMPFILE), which
+// vanishes with its process, and linked into place through /proc. False if
+// that is not possible here (no O_TMPFILE on the file system, no /proc):
+// then the caller falls back to sem_open(O_CREAT).
+bool CreateSemaphoreFile(std::string const& path, mode_t mode) {
+  int const fd = ::open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+  if (fd < 0) return false;
+  sem_t initial{};
+  bool ok = ::sem_init(&initial, 1, 1) == 0 &&  // what sem_open(O_CREAT) writes: shared, count 1
+            ::write(fd, &initial, sizeof initial) == static_cast<ssize_t>(sizeof initial) &&
+            ::fchmod(fd, mode) == 0;
+  if (ok) {
+    std::string const self = "/proc/self/fd/" + std::to_string(fd);
+    ok = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0 || errno == EEXIST;
+  }
+  ::close(fd);
+  return ok;
+}
+
 }  // namespace sync_impl
 using namespace sync_impl;
 
@@ -130,12 +153,18 @@ SemaphoreLock& SemaphoreLock::operator=(SemaphoreLock&& other) noexcept {
 }
 
 void SemaphoreLock::Open() {
-  // sem_open with O_CREAT creates the semaphore atomically (count 1) or opens
-  // the existing one. Another process may unlink the name between sem_open
+  // Opens the semaphore, or creates it atomically (count 1) without leaving a
+  // temporary behind if killed. Another process may unlink the name between sem_open
   // and the open of its file (the last user of a segment does, and so does a
   // refused attach): then both are opened again.
   for (int attempt = 0;; ++attempt) {
-    sem_ = ::sem_open(name_.c_str(), O_CREAT, options_.mode, 1U);
+    sem_ = ::sem_open(name_.c_str(), 0);  // an existing one
+    if (sem_ == SEM_FAILED && errno == ENOENT) {
+      // Create it (see CreateSemaphoreFile), then open whatever is there now.
+      sem_ = CreateSemaphoreFile(path_, options_.mode) ? ::sem_open(name_.c_str(), 0)
+                                                       : ::sem_open(name_.c_str(), O_CREAT, options_.mode, 1U);
+      if (sem_ == SEM_FAILED && errno == ENOENT && attempt < 100) continue;  // unlinked meanwhile
+    }
     if (sem_ == SEM_FAILED) {
       sem_ = nullptr;
       ThrowErrno(errno, "sem_open(" + Quoted(name_) + ")");

@@ -1,5 +1,8 @@
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -319,4 +323,39 @@ TEST(SharedMemory, ForkedCopyDoesNotDetachTheParent) {
   ASSERT_EQ(visitor.Wait(), 0);
   EXPECT_TRUE(ShmFileExists(c.name));
   EXPECT_EQ(shm.RefCount(), 1U);
+}
+
+// Creating a segment (and so its semaphore) puts no file into /dev/shm but
+// the segment and sem.NAME. glibc's sem_open(O_CREAT) builds the semaphore in
+// a temporary sem.XXXXXX first, which a SIGKILL at that moment leaves behind
+// for good (found by circbuf-torture); SemaphoreLock avoids it (O_TMPFILE).
+// Watched with inotify in a private /dev/shm (a mount namespace of a child,
+// as root), so that nothing else on the machine creates files there.
+TEST(SharedMemory, CreatingPutsNoTemporaryFileIntoDevShm) {
+  Pipe verdict;
+  Child child([&]() -> int {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0) {
+      return 77;  // not root: nothing to check here
+    }
+    int const watch = ::inotify_init1(IN_NONBLOCK);
+    if (watch < 0 || ::inotify_add_watch(watch, "/dev/shm", IN_CREATE) < 0) return 2;
+    { SharedMemory segment("/tmpcheck", 100); }
+    alignas(inotify_event) char events[4096];
+    ssize_t const got = ::read(watch, events, sizeof events);
+    int strays = 0;
+    for (ssize_t at = 0; at < got;) {
+      auto const* e = reinterpret_cast<inotify_event const*>(events + at);
+      std::string const file = e->len > 0 ? e->name : "";
+      if (file != "tmpcheck" && file != "sem.tmpcheck") {
+        std::fprintf(stderr, "created in /dev/shm: %s\n", file.c_str());
+        ++strays;
+      }
+      at += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+    }
+    return got > 0 && strays == 0 ? 0 : 1;
+  });
+  int const code = child.Wait();
+  if (code == 77) GTEST_SKIP() << "needs root for a private /dev/shm";
+  EXPECT_EQ(code, 0);
 }
