@@ -5,6 +5,7 @@
 # second run.
 #
 #   clang-19 + clang-tools-19 (clang-scan-deps-19) + libclang-rt-19-dev (sanitizers)
+#   libfuzzer-19-dev: the fuzz targets (clang-fuzz preset, .ci/fuzz.sh)
 #   cmake >= 3.28 from bookworm-backports (3.25 in main cannot scan C++ modules)
 #   ninja-build >= 1.11, libgtest-dev, libbenchmark-dev, libspdlog-dev
 #   libcli11-dev (the circbuf tool)
@@ -14,7 +15,7 @@
 #   clang-format-19, clang-tidy-19: .ci/format.sh and .ci/tidy.sh
 set -euo pipefail
 
-packages=(clang-19 clang-tools-19 libclang-rt-19-dev ninja-build
+packages=(clang-19 clang-tools-19 libclang-rt-19-dev libfuzzer-19-dev ninja-build
           libgtest-dev libbenchmark-dev libspdlog-dev libcli11-dev
           libboost-dev iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev python3-matplotlib
           dpkg-dev debootstrap
