@@ -53,7 +53,7 @@ struct Options {
   std::uint64_t capacity = 8192;
   std::uint64_t max_block_ms = 1000;
   std::uint64_t watchdog_ms = 10'000;
-  std::uint64_t reopen_every = 2000;
+  std::uint64_t reopen_every = 500;
   bool verbose = false;
 };
 
@@ -66,7 +66,7 @@ constexpr char const* kUsage =
     "  --seed S          random seed (default: from the clock; always printed)\n"
     "  --max-block-ms MS bound on every create/attach/detach/lock call (default 1000)\n"
     "  --watchdog-ms MS  a participant silent this long is a violation (default 10000)\n"
-    "  --reopen-every N  mean operations between a participant's clean detach + reattach (default 2000)\n";
+    "  --reopen-every N  mean operations between a participant's clean detach + reattach (default 500)\n";
 
 std::vector<Phase> AimsFor(std::uint32_t role) {
   switch (role) {
@@ -130,7 +130,7 @@ class Controller {
     std::printf("circbuf-torture: seed %llu, %llu rounds%s, 1 writer, %d readers, %d lockers, capacity %llu "
                 "(max message %llu), bound %llu ms, watchdog %llu ms, names /%s*\n",
                 static_cast<unsigned long long>(o_.seed), static_cast<unsigned long long>(o_.rounds),
-                o_.seconds > 0 ? (" or " + std::to_string(o_.seconds) + " s").c_str() : "", o_.readers, o_.lockers,
+                o_.seconds > 0 ? (" or " + std::to_string(static_cast<long long>(o_.seconds)) + " s").c_str() : "", o_.readers, o_.lockers,
                 static_cast<unsigned long long>(c.capacity), static_cast<unsigned long long>(c.max_message),
                 static_cast<unsigned long long>(o_.max_block_ms), static_cast<unsigned long long>(o_.watchdog_ms),
                 tag_.c_str());
