@@ -5,7 +5,8 @@
 #     examples (market_data writer + readers, blocking_reader) as a smoke
 #     test; build the standalone project examples/consumer against that
 #     prefix (find_package(circbuf 0.1), import circbuf;) and run it.
-#  2. g++-14: the same inside the Debian 13 chroot of toolchains/gcc-chroot.sh.
+#  2. g++-14: the same (without the tool) inside the Debian 13 chroot of
+#     toolchains/gcc-chroot.sh.
 #     circbuf is built with g++-14 there too: the consumer recompiles the
 #     installed interface units, but links the static library, whose object
 #     code should come from the same compiler and standard library.
@@ -16,8 +17,8 @@
 #   .ci/consumer.sh                 all three
 #   .ci/consumer.sh --leg clang|gcc|fetchcontent
 #
-# Build directories: build/pkg-clang, build/pkg-gcc (kept: incremental),
-# build/pkg-consumer-*, build/pkg-fetchcontent (fresh every run). The install
+# Build directories: build/pkg-clang, build/pkg-gcc, build/pkg-fetchcontent
+# (kept: incremental), build/pkg-consumer-* (fresh every run). The install
 # prefixes are temporary directories, removed on exit. Parallelism: Ninja's
 # default, or CMAKE_BUILD_PARALLEL_LEVEL.
 set -euo pipefail
@@ -30,23 +31,23 @@ fail() { echo "consumer: FAILED: $*" >&2; exit 1; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/circbuf-consumer.XXXXXX")
 trap 'rm -rf -- "$tmp"' EXIT
 
-# circbuf's own build and install: $1 preset, $2 build dir, $3 prefix.
-# CMAKE_INSTALL_PREFIX=/usr as for the Debian package (.ci/deb.sh shares
-# build/pkg-clang); --prefix puts this install elsewhere.
+# circbuf's own build and install: $1 preset, $2 build dir, $3 prefix, $4 ON
+# or OFF: with the tool. CMAKE_INSTALL_PREFIX=/usr as for the Debian package
+# (.ci/deb.sh shares build/pkg-clang); --prefix puts this install elsewhere.
 install_circbuf() {
-  local preset=$1 build=$2 prefix=$3
+  local preset=$1 build=$2 prefix=$3 tool=$4
   section "$preset: build circbuf and install it into $prefix"
   cmake --preset "$preset" -B "$build" -DCIRCBUF_BUILD_TESTS=OFF -DCIRCBUF_BUILD_BENCHMARKS=OFF \
-    -DCIRCBUF_BUILD_TOOLS=ON -DCIRCBUF_BUILD_EXAMPLES=ON -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
+    -DCIRCBUF_BUILD_TOOLS="$tool" -DCIRCBUF_BUILD_EXAMPLES=ON -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
   cmake --build "$build"
   cmake --install "$build" --prefix "$prefix" >/dev/null
-  check_installed "$prefix"
+  check_installed "$prefix" "$tool"
 }
 
 # What an install must hold, and what it must not.
 check_installed() {
-  local prefix=$1 f
-  for f in bin/circbuf include/circbuf/modules/circbuf.cppm include/circbuf/modules/ring/reader.cppm; do
+  local prefix=$1 tool=$2 f
+  for f in include/circbuf/modules/circbuf.cppm include/circbuf/modules/ring/reader.cppm; do
     [[ -f $prefix/$f ]] || fail "not installed: $f"
   done
   for f in libcircbuf.a circbufConfig.cmake circbufConfigVersion.cmake circbufTargets.cmake; do
@@ -60,7 +61,9 @@ check_installed() {
   if grep -rlE '#include *"|detail/' "$prefix/include/circbuf/modules" | grep -q .; then
     fail "an installed interface unit includes a project header"
   fi
-  "$prefix/bin/circbuf" --help >/dev/null || fail "the installed circbuf tool does not run"
+  if [[ $tool == ON ]]; then
+    "$prefix/bin/circbuf" --help >/dev/null || fail "the installed circbuf tool does not run"
+  fi
   echo "installed: $(cd "$prefix" && find . -type f | sort | tr '\n' ' ')"
 }
 
@@ -80,7 +83,7 @@ build_and_run_consumer() {
 smoke_examples() {
   local bin=$1 pids=() rc=0 p
   section "examples: market_data writer, readers (copy, in place), blocking_reader"
-  "$bin/circbuf" rm /example-quotes >/dev/null 2>&1 || true  # left over from a killed run
+  rm -f /dev/shm/example-quotes /dev/shm/example-quotes.data  # left over from a killed run
   "$bin/example_market_data_reader" & pids+=($!)
   "$bin/example_market_data_reader" --in-place & pids+=($!)
   "$bin/example_blocking_reader" /example-quotes 5 & pids+=($!)
@@ -94,7 +97,7 @@ clang_args=(-DCMAKE_CXX_COMPILER=clang++-19)
 
 leg_clang() {
   local prefix=$tmp/prefix-clang start=$SECONDS
-  install_circbuf clang-release build/pkg-clang "$prefix"
+  install_circbuf clang-release build/pkg-clang "$prefix" ON
   smoke_examples build/pkg-clang
   section "clang-19: examples/consumer against $prefix"
   build_and_run_consumer build/pkg-consumer-clang "$prefix" "${clang_args[@]}" \
@@ -104,7 +107,8 @@ leg_clang() {
 
 leg_gcc() {  # inside the Debian 13 chroot
   local prefix=$tmp/prefix-gcc start=$SECONDS
-  install_circbuf gcc-release build/pkg-gcc "$prefix"
+  # Without the tool: the gcc presets of .ci/run build and test it already.
+  install_circbuf gcc-release build/pkg-gcc "$prefix" OFF
   smoke_examples build/pkg-gcc
   section "g++-14: examples/consumer against $prefix"
   build_and_run_consumer build/pkg-consumer-gcc "$prefix" -DCMAKE_CXX_COMPILER=g++-14
@@ -114,8 +118,9 @@ leg_gcc() {  # inside the Debian 13 chroot
 leg_fetchcontent() {
   local build=build/pkg-fetchcontent start=$SECONDS targets extra
   section "clang-19: FetchContent of this tree (examples/fetchcontent)"
-  rm -rf -- "$build"
-  cmake -S examples/fetchcontent -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  # --fresh: a new cache (so the subproject defaults are what is checked),
+  # while unchanged objects are kept.
+  cmake --fresh -S examples/fetchcontent -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DFETCHCONTENT_SOURCE_DIR_CIRCBUF="$src" -DCMAKE_CXX_FLAGS="-Wall -Wextra -Werror" "${clang_args[@]}" \
     -DCMAKE_CXX_COMPILER_CLANG_SCAN_DEPS="$(command -v clang-scan-deps-19)" >/dev/null
   # As a subproject circbuf builds its library only.
