@@ -113,7 +113,12 @@ int Follow(cb::Reader& reader) {
       }
       continue;
     }
-    if (n != cb::kEmpty) throw Error(kNotCircbuf, std::string(reader.GetSpec().Name()) + ": corrupt ring (read failed)");
+    if (n != cb::kEmpty) {
+      throw Error(kNotCircbuf, std::string(reader.GetSpec().Name()) +
+                                   (reader.Truncated() ? ": a segment of the ring was truncated (shrunk) by another "
+                                                         "process while tail was attached; the ring is unusable"
+                                                       : ": corrupt ring (read failed)"));
+    }
     Flush();
     if (closing) break;
     if (reader.Wait(std::chrono::milliseconds(100))) continue;
