@@ -5,13 +5,16 @@
 // to NAME and a Reader attaches to the ring and reads a few messages. Each
 // must succeed or throw std::invalid_argument / std::length_error /
 // std::system_error; no crash, no sanitizer report, no leak, nothing left
-// in /dev/shm.
+// in /dev/shm. With bit 2 of the start byte a Writer then attaches
+// (capacity from the data file's size) and writes a message: the same
+// rules, plus no hang in its recovery of the stream.
 //
 // Input (little-endian; missing bytes read as 0; files are zero beyond their contents):
 //   u32 state file bytes   (mod 4096 + 640 + 129)
 //   u32 state content bytes
 //   u32 data file bytes    (mod 4096 + 16384 + 1)
-//   u8  where the reader starts (mod 3)
+//   u8  bits 0-1: where the reader starts (mod 3); bit 2: then a Writer
+//       attaches too (a take-over of whatever it finds) and writes once
 //   state content, then data content (the rest)
 //
 // CIRCBUF_FUZZ_WRITE_SEEDS=DIR: write the seed corpus into DIR (real rings
@@ -43,6 +46,7 @@ struct Input {
   std::size_t state_file = 0;
   std::size_t data_file = 0;
   cb::StartAt start = cb::StartAt::kLatest;
+  bool writer = false;
   std::span<std::uint8_t const> state;
   std::span<std::uint8_t const> data;
 };
@@ -58,6 +62,7 @@ Input Parse(std::uint8_t const* bytes, std::size_t size) {
   std::size_t state_content = u32(4);
   in.data_file = u32(8) % (kDataFileMax + 1);
   in.start = static_cast<cb::StartAt>((size > 12 ? bytes[12] : 0) % 3);
+  in.writer = (size > 12 ? bytes[12] : 0) & 4;
   std::size_t const header = 13;
   std::size_t const rest = size > header ? size - header : 0;
   if (state_content > rest) state_content = rest;
@@ -114,7 +119,7 @@ void WriteSeeds(std::string const& dir) {
   };
   for (Case const c : {Case{"ring-empty", 4096, 0, 0, 0}, Case{"ring-three", 4096, 3, 100, 1},
                        Case{"ring-wrapped", 4096, 40, 300, 1}, Case{"ring-8k-latest", 8192, 12, 700, 0},
-                       Case{"ring-next", 4096, 5, 9, 2}}) {
+                       Case{"ring-next", 4096, 5, 9, 2}, Case{"ring-writer", 4096, 40, 300, 5}}) {
     RemoveAll(name);
     RemoveAll(name + ".data");
     {
@@ -175,6 +180,17 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* bytes, std::size_t siz
       cb::Reader reader(cb::Spec::Make(name, 0), {.start = in.start});
       if (reader.Capacity() + circbuf::kPageSize != in.data_file) Fail("attached to a ring whose data size disagrees");
       CheckRead(reader, buffer);
+    });
+  }
+  if (in.writer && write_both()) {
+    // A writer attaching to what it finds is a take-over: it recovers the
+    // stream from the index and the records (Writer::Recover), then writes.
+    Refusable([&] {
+      std::uint64_t const capacity =
+          in.data_file > circbuf::kPageSize ? in.data_file - circbuf::kPageSize : cb::kMinCapacity;
+      cb::Writer writer(cb::Spec::Make(name, capacity));
+      std::byte const message[24] = {};
+      writer.Write(message);
     });
   }
   RemoveAll(name);

@@ -117,7 +117,11 @@ void Writer::Recover() {
       // The dead writer claimed a record (after padding) past every committed
       // one, and may have overwritten them all: no header is left to read
       // the sequence number from. Continue at tail with the one stored there.
-      if (next == 0 || latest == kNoRecord || latest >= tail || latest % kRecordAlignment != 0) {
+      // latest is the start of the record that ends at tail: within a
+      // capacity of it (a latest further back would also send the boundary
+      // walk in `take` through every chunk in between).
+      if (next == 0 || latest == kNoRecord || latest >= tail || tail - latest > capacity_ ||
+          latest % kRecordAlignment != 0) {
         throw std::invalid_argument(corrupt + "no index entry below tail " + std::to_string(tail));
       }
       start = tail;  // nothing for the loop below to read

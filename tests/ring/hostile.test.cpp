@@ -4,6 +4,7 @@
 // reported (kCorrupt, or an exception at attach) and nothing may be read
 // outside the mapping or delivered from a broken record.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -218,4 +219,44 @@ TEST(HostileRing, SegmentShrunkUnderAReaderIsReportedNotSigbus) {
     shrunk.Send();
     EXPECT_EQ(reader.Wait(), 0) << "segment " << r.name + which << " (135 = SIGBUS)";
   }
+}
+
+// A writer taking over a ring whose State says: no index entry (an
+// overrun), latest far below tail, and a record published after tail. Its
+// recovery used to walk every chunk boundary from latest to tail (2^41 of
+// them here): a hang (found by review while adding the Writer step to
+// fuzz_attach). It must refuse
+// or continue, quickly.
+TEST(HostileRing, TakeOverOfFarApartPositionsDoesNotHang) {
+  RingName r;
+  Pipe created;
+  Child first([&] {
+    cb::Writer w(cb::Spec::Make(r.name, kCapacity));
+    created.Send();
+    ::pause();
+    return 0;
+  });
+  ASSERT_EQ(created.Receive(), '.');
+  first.Kill();
+  ASSERT_EQ(first.Wait(), 128 + SIGKILL);  // dead without closing: the segments stay
+  {
+    Raw raw(r.name);
+    cb::State& s = raw.State();
+    std::uint64_t const tail = std::uint64_t{1} << 50;  // a multiple of the capacity: offset 0
+    s.tail = tail;
+    s.limit = tail + s.chunk;
+    s.latest = 0;
+    s.sequence = 5;
+    for (auto& e : s.index) e = cb::kNoRecord;
+    raw.Word(0) = cb::MakeHeader(5, 10);  // "published after tail"
+  }
+  Child heir([&] {
+    try {
+      cb::Writer w(cb::Spec::Make(r.name, kCapacity));
+      return 0;
+    } catch (std::invalid_argument const& e) {
+      return std::string(e.what()).find("corrupt state") != std::string::npos ? 0 : 3;
+    }
+  });
+  EXPECT_EQ(heir.Wait(10s), 0) << "-1: the take-over did not finish";
 }
