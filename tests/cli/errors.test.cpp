@@ -45,6 +45,8 @@ struct RawSegment {
     EXPECT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
     ::close(fd);
   }
+  RawSegment(RawSegment const&) = delete;
+  RawSegment& operator=(RawSegment const&) = delete;
   ~RawSegment() {
     ::unlink(("/dev/shm" + name).c_str());
     ::unlink(("/dev/shm/sem." + name.substr(1)).c_str());

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,14 +36,14 @@ void WriteMessages(cb::Writer& writer, int count) {
 
 TEST(CliInspect, LsShowsALiveRing) {
   std::string const name = UniqueName("clils");
-  cb::Writer writer(cb::Spec::Make(name, 64 * 1024));
+  cb::Writer writer(cb::Spec::Make(name, std::uint64_t{64} * 1024));
   WriteMessages(writer, 42);
   auto const r = Circbuf({"ls", name});
   ASSERT_EQ(r.code, 0) << r.err;
   auto const lines = Lines(r.out);
   ASSERT_EQ(lines.size(), 2U) << r.out;
   EXPECT_EQ(lines[0].rfind("NAME", 0), 0U) << lines[0];
-  std::string const row = lines[1];
+  std::string const& row = lines[1];
   EXPECT_EQ(row.rfind(name, 0), 0U) << row;
   EXPECT_NE(row.find("64.0 KiB"), std::string::npos) << row;
   EXPECT_NE(row.find(std::to_string(::getpid()) + " alive"), std::string::npos) << row;

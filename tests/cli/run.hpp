@@ -64,8 +64,10 @@ struct Options {
 // A running `circbuf ARGS...`. The destructor SIGKILLs it if still running.
 class Tool {
  public:
-  explicit Tool(std::vector<std::string> const& args, Options options = {}) {
-    int in[2], out[2], err[2];
+  explicit Tool(std::vector<std::string> const& args, Options const& options = {}) {
+    int in[2];
+    int out[2];
+    int err[2];
     if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) std::abort();
     std::fflush(nullptr);
     pid_ = ::fork();
@@ -77,8 +79,11 @@ class Tool {
       if (options.uid != 0 && (::setgid(options.uid) != 0 || ::setuid(options.uid) != 0)) ::_exit(126);
       char const* binary = options.binary.empty() ? CIRCBUF_TOOL : options.binary.c_str();
       std::vector<char*> argv;
+      // execv takes char* const[] for C compatibility and never writes through it.
+      // NOLINTBEGIN(cppcoreguidelines-pro-type-const-cast)
       argv.push_back(const_cast<char*>(binary));
       for (auto const& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      // NOLINTEND(cppcoreguidelines-pro-type-const-cast)
       argv.push_back(nullptr);
       ::execv(binary, argv.data());
       ::_exit(127);
@@ -226,7 +231,7 @@ struct Result {
 
 // Runs `circbuf ARGS...` to its end with `input` on stdin.
 inline Result Circbuf(std::vector<std::string> const& args, std::string_view input = {},
-                  std::chrono::milliseconds timeout = std::chrono::seconds(20), Options options = {}) {
+                  std::chrono::milliseconds timeout = std::chrono::seconds(20), Options const& options = {}) {
   Tool tool(args, options);
   tool.Write(input);
   int const code = tool.Wait(timeout);

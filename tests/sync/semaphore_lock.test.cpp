@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -25,8 +26,11 @@ namespace {
 
 // Removes the semaphore when a test ends, however it ends.
 struct Cleanup {
-  std::string name;
+  explicit Cleanup(std::string n) : name(std::move(n)) {}
+  Cleanup(Cleanup const&) = delete;
+  Cleanup& operator=(Cleanup const&) = delete;
   ~Cleanup() { SemaphoreLock::Remove(name); }
+  std::string name;
 };
 
 void ExpectInvalidName(std::string const& name, std::string const& needle) {
@@ -109,7 +113,8 @@ TEST(SemaphoreLock, ScopedGuardAndStdUniqueLock) {
 TEST(SemaphoreLock, TimedAcquireReportsTimeoutWhileAnotherProcessHolds) {
   Cleanup c{UniqueName("sem")};
   SemaphoreLock lock(c.name);
-  Pipe held, release;
+  Pipe held;
+  Pipe release;
   Child child([&] {
     SemaphoreLock mine(c.name);
     mine.Acquire();
@@ -199,7 +204,8 @@ TEST(SemaphoreLock, WaiterSurvivesTheNameBeingUnlinkedWhileHeld) {
   Cleanup c{UniqueName("sem")};
   SemaphoreLock first(c.name);
   first.Acquire();
-  Pipe waiting, got;
+  Pipe waiting;
+  Pipe got;
   Child waiter([&] {
     SemaphoreLock mine(c.name);
     waiting.Send();
@@ -232,6 +238,7 @@ TEST(SemaphoreLock, ForkedCopyNeverReleasesTheParentsLock) {
     try {
       lock.Release();
     } catch (std::logic_error const&) {
+      return 0;  // the copy knows that this process does not hold the lock
     }
     return 0;
   });

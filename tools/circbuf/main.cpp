@@ -16,7 +16,9 @@ import circbuf;
 
 namespace tool = circbuf::tool;
 
-int main(int argc, char** argv) {
+namespace {
+
+int Run(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);  // a closed pipe is EPIPE on write, handled where we write
   CLI::App app("circbuf: single-writer, multi-reader broadcast rings in shared memory", "circbuf");
   app.require_subcommand(1);
@@ -67,4 +69,19 @@ int main(int argc, char** argv) {
     }
   }
   return tool::kUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // What Run lets through (std::bad_alloc while setting up, a CLI11 error
+  // outside parse) is still one line on stderr and an exit code, not abort().
+  try {
+    return Run(argc, argv);
+  } catch (std::exception const& e) {
+    std::fprintf(stderr, "circbuf: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "circbuf: unknown error\n");
+  }
+  return tool::kSystem;
 }
