@@ -3,6 +3,7 @@ module;
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -47,6 +48,21 @@ void InitState(std::span<std::byte> region, std::uint64_t capacity) {
   for (auto& entry : s->index) entry = kNoRecord;
   s->writer_state = static_cast<std::uint32_t>(WriterState::kNone);
   std::atomic_ref<std::uint64_t>(s->magic).store(kRingMagic, std::memory_order_release);
+}
+
+// Empties a ring whose data segment is new (all zero) without moving any
+// position backwards: tail and limit go to the next lap start at or after
+// limit, nothing is committed (latest and index[] kNoRecord), and the
+// sequence numbers continue. Each intermediate state passes Validate's test
+// (tail <= limit <= tail + 2 capacity). Writer::Recover continues from there.
+void ResetPositions(State& s) {
+  std::uint64_t const capacity = s.capacity;
+  std::uint64_t const limit = std::atomic_ref<std::uint64_t>(s.limit).load(std::memory_order_relaxed);
+  std::uint64_t const fresh = (std::max<std::uint64_t>(limit, 1) + capacity - 1) / capacity * capacity;
+  std::atomic_ref<std::uint64_t>(s.latest).store(kNoRecord, std::memory_order_relaxed);
+  for (auto& entry : s.index) std::atomic_ref<std::uint64_t>(entry).store(kNoRecord, std::memory_order_relaxed);
+  std::atomic_ref<std::uint64_t>(s.limit).store(fresh, std::memory_order_release);
+  std::atomic_ref<std::uint64_t>(s.tail).store(fresh, std::memory_order_release);
 }
 
 }  // namespace wrapper_impl
@@ -98,11 +114,29 @@ void IWrapper::AttachAsWriter(mode_t mode, gid_t group) {
   // created first and the state second; an existing state is checked first,
   // so that a capacity mismatch is reported as the ring's.
   if (SharedMemory::Exists(spec_.Name())) {
-    state_shm_.emplace(spec_.Name(), sizeof(State), ShmOptions{.open = OpenMode::kAttach, .mode = mode, .group = group});
-    state_ = state_shm_->AsStruct<State>();
-    Validate();
+    try {
+      state_shm_.emplace(spec_.Name(), sizeof(State), ShmOptions{.open = OpenMode::kAttach, .mode = mode, .group = group});
+    } catch (std::system_error const& e) {
+      // Removed meanwhile, or unfinished by a creator that died (the attach
+      // removed it): create the ring below.
+      if (e.code().value() != ENOENT) throw;
+    }
+    if (state_shm_) {
+      state_ = state_shm_->AsStruct<State>();
+      Validate();
+    }
   }
-  data_shm_.emplace(DataName(spec_), spec_.capacity, ShmOptions{.mode = mode, .group = group});
+  // A state without its data segment: the last process out of the ring
+  // unlinks NAME.data, then NAME, and was killed in between. Its positions
+  // describe records that are gone, so when the data segment has to be
+  // created, they are moved on to an empty lap (see ResetPositions), inside
+  // the data segment's `initialize`: no reader can attach to the new data
+  // and start from the old positions.
+  State* const orphan = state_;
+  data_shm_.emplace(DataName(spec_), spec_.capacity,
+                    ShmOptions{.mode = mode, .group = group, .initialize = [orphan](std::span<std::byte>) {
+                                 if (orphan != nullptr) ResetPositions(*orphan);
+                               }});
   if (!state_shm_) {
     std::uint64_t const capacity = spec_.capacity;
     state_shm_.emplace(spec_.Name(), sizeof(State),

@@ -112,8 +112,14 @@ void Writer::Recover() {
     }
     std::uint64_t const latest = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_relaxed);
     std::uint64_t const next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_relaxed);
-    bool const overrun = start == kNoRecord && limit_ > capacity_;
-    if (overrun) {
+    // A ring whose data segment was created anew (IWrapper::AttachAsWriter,
+    // ResetPositions): nothing committed, continue at tail.
+    bool const reset = start == kNoRecord && latest == kNoRecord && tail == limit_ && tail % capacity_ == 0;
+    bool const overrun = start == kNoRecord && limit_ > capacity_ && !reset;
+    if (reset) {
+      start = tail;
+      seq = next;
+    } else if (overrun) {
       // The dead writer claimed a record (after padding) past every committed
       // one, and may have overwritten them all: no header is left to read
       // the sequence number from. Continue at tail with the one stored there.
@@ -132,7 +138,7 @@ void Writer::Recover() {
     }
     p = start;
     // The entry for start's own boundary is there (for an overrun: latest's).
-    boundary = ((overrun ? latest : start) / chunk_ + 1) * chunk_;
+    boundary = reset ? tail : ((overrun ? latest : start) / chunk_ + 1) * chunk_;
     while (p < tail) {
       std::uint64_t const off = p % capacity_;
       std::uint64_t const header = LoadWord(data_, off);
@@ -146,7 +152,7 @@ void Writer::Recover() {
       }
       take(p, header);
     }
-    if (p != tail || last == kNoRecord) {
+    if (p != tail || (last == kNoRecord && !reset)) {
       throw std::invalid_argument(corrupt + "records from position " + std::to_string(start) + " end at " +
                                   std::to_string(p) + ", not at tail " + std::to_string(tail));
     }

@@ -440,3 +440,43 @@ TEST(RingProcesses, ClaimPastEveryRecordThenWriterKilledReaderWaitsAndHeirContin
   EXPECT_EQ(reader.Read(buf), cb::kEmpty);
   EXPECT_EQ(reader.Delivered() + reader.Lost(), 5U);
 }
+
+// The last process out of a ring unlinks NAME.data, then NAME. One SIGKILLed
+// in between (found by circbuf-torture) leaves the state without its data; a
+// writer that attached the state then created an empty data segment and
+// refused the ring: "corrupt state: records from position X end at X + 8192,
+// not at tail". It must start the data afresh and continue the sequence.
+TEST(RingProcesses, StateWithoutItsDataSegmentIsTakenOverWithFreshData) {
+  RingName r;
+  auto const spec = cb::Spec::Make(r.name, 8192);
+  Pipe wrote;
+  Child writer([&]() -> int {
+    cb::Writer w(spec);
+    WriteRange(w, 0, 100);  // several laps
+    wrote.Send();
+    for (;;) ::pause();
+  });
+  ASSERT_EQ(wrote.Receive(), '.');
+  writer.Kill(SIGKILL);
+  ASSERT_EQ(writer.Wait(), 128 + SIGKILL);
+  ASSERT_TRUE(circbuf::SharedMemory::Remove(r.name + ".data"));  // the last one out, killed before NAME
+  cb::Writer heir(spec);
+  EXPECT_EQ(heir.NextSequence(), 100U);
+  cb::Reader early(spec, {.start = cb::StartAt::kOldest});
+  WriteRange(heir, 100, 20);
+  cb::Reader late(spec, {.start = cb::StartAt::kOldest});
+  std::vector<std::byte> buf(65535);
+  for (cb::Reader* reader : {&early, &late}) {
+    std::uint64_t delivered = 0;
+    for (int n; (n = reader->Read(buf)) != cb::kEmpty;) {
+      if (n == cb::kLapped) continue;
+      ASSERT_GT(n, 0);
+      std::uint64_t const seq = reader->NextSequence() - 1;
+      EXPECT_GE(seq, 100U);
+      EXPECT_TRUE(Matches(seq, std::span(buf.data(), static_cast<std::size_t>(n)))) << seq;
+      ++delivered;
+    }
+    EXPECT_EQ(reader->NextSequence(), 120U);
+    EXPECT_GT(delivered, 0U);
+  }
+}
