@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <exception>
 #include <optional>
+#include <stdexcept>
 #include <random>
 #include <span>
 #include <string>
@@ -89,6 +90,36 @@ class Participant {
     }
   }
 
+  // A refused take-over: what the ring looks like, for the report.
+  void DumpRing() {
+    auto read = [](std::string const& file, std::vector<std::uint64_t>& words) {
+      FILE* f = std::fopen(file.c_str(), "rb");
+      if (f == nullptr) return;
+      std::fseek(f, 4096, SEEK_SET);
+      words.resize(std::fread(words.data(), 8, words.size(), f));
+      std::fclose(f);
+    };
+    std::vector<std::uint64_t> state(640 / 8), data(config_.capacity / 8);
+    read("/dev/shm" + std::string(config_.ring), state);
+    read("/dev/shm" + std::string(config_.ring) + ".data", data);
+    if (state.size() < 80 || data.size() < config_.capacity / 8) return;
+    std::fprintf(stderr, "ring dump: tail %llu latest %llu sequence %llu limit %llu writer_state %llu\n  index:",
+                 (unsigned long long)state[16], (unsigned long long)state[17], (unsigned long long)state[18],
+                 (unsigned long long)state[32], (unsigned long long)(state[48] >> 32));
+    for (int k = 0; k < 8; ++k) std::fprintf(stderr, " %llu", (unsigned long long)state[40 + k]);
+    std::fprintf(stderr, "\n  headers from offset 0:");
+    for (std::uint64_t off = 0; off < config_.capacity && off < 1024;) {
+      std::uint64_t const h = data[off / 8];
+      std::fprintf(stderr, " [%llu: seq %llu len %llu%s]", (unsigned long long)off,
+                   (unsigned long long)((h >> 16) & 0x7fffffffffffULL), (unsigned long long)(h & 0xffff),
+                   (h >> 63) != 0 ? " P" : "");
+      std::uint64_t const n = h & 0xffff;
+      if (n == 0) break;
+      off += 8 + ((n + 7) & ~std::uint64_t{7});
+    }
+    std::fprintf(stderr, "\n");
+  }
+
   // ---- writer ----------------------------------------------------------------------
   void RunWriter() {
     auto const spec = cb::Spec::Make(config_.ring, config_.capacity);
@@ -98,7 +129,12 @@ class Participant {
       Enter(kWriterOpen);
       bool const existed = SharedMemory::Exists(config_.ring);
       std::optional<cb::Writer> w;
-      Timed(kOpWriterOpen, [&] { w.emplace(spec); });
+      try {
+        Timed(kOpWriterOpen, [&] { w.emplace(spec); });
+      } catch (std::invalid_argument const&) {
+        DumpRing();
+        throw;
+      }
       slot_.writer_opens.fetch_add(1, std::memory_order_relaxed);
       if (w->TookOver()) slot_.took_over.fetch_add(1, std::memory_order_relaxed);
       if (!existed) slot_.ring_created.fetch_add(1, std::memory_order_relaxed);

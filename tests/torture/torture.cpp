@@ -251,6 +251,9 @@ class Controller {
       Violation("round " + std::to_string(round) + ": " + Who(victim) + " had exited before the kill (status " +
                 std::to_string(status) + "): " + s.message);
     }
+    if (o_.verbose) {
+      std::printf("  round %llu: killed %s\n", static_cast<unsigned long long>(round), Who(victim).c_str());
+    }
     if (s.role == kRoleReader) Harvest(victim);
     Spawn(victim);
     WaitReady(victim);
