@@ -54,6 +54,12 @@ void* MapOrThrow(std::size_t bytes, int prot, int fd, off_t offset, std::string 
   return p;
 }
 
+// The segment file is now shorter than the header page and `user_bytes`.
+bool FileShrunk(int fd, std::size_t user_bytes) noexcept {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 && static_cast<std::size_t>(st.st_size) < kPageSize + user_bytes;
+}
+
 // Owns the pieces of a half-built attachment; undoes them unless released.
 struct Pending {
   std::string const& name;
@@ -297,9 +303,11 @@ void SharedMemory::Detach() noexcept {
                           "detaching without updating the reference count",
                           name_);
     } else {
-      // A header page that another process truncated away reads as zeros
-      // here (the truncation guard): there is no count left to update.
-      bool const truncated = Truncated();
+      // A header page that another process truncated away has no count left
+      // to update. Asked with fstat (a slow path) before touching the page:
+      // no fault at all, not even one for the guard (a fault inside an
+      // atomic read-modify-write deadlocks ThreadSanitizer's runtime).
+      bool const truncated = Truncated() || FileShrunk(fd_, size_);
       std::uint32_t const left =
           truncated ? 0 : RefCountOf(header_).fetch_sub(1, std::memory_order_acq_rel) - 1;
       if (truncated) detail::Log().warn("shared memory {}: was truncated by another process while attached", name_);
