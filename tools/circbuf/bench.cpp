@@ -18,7 +18,6 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <exception>
 #include <functional>
 #include <span>
@@ -112,7 +111,7 @@ bool RunPair(Shared& shared, std::function<void()> const& child, std::function<b
   shared.abort.store(0);
   std::fflush(nullptr);
   pid_t const pid = ::fork();
-  if (pid < 0) throw Error(kSystem, std::string("fork: ") + std::strerror(errno));
+  if (pid < 0) throw Error(kSystem, std::string("fork: ") + ErrnoText(errno));
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     int code = 0;
@@ -267,7 +266,7 @@ int RunBench() {
   }
   InstallStopHandlers();
   void* mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) throw Error(kSystem, std::string("mmap: ") + std::strerror(errno));
+  if (mem == MAP_FAILED) throw Error(kSystem, std::string("mmap: ") + ErrnoText(errno));
   auto* shared = new (mem) Shared{};
   bool const pinned = Pin(g_bench.cpus[0]);
   if (!pinned) std::fprintf(stderr, "circbuf bench: cannot pin to CPU %d; running unpinned\n", g_bench.cpus[0]);

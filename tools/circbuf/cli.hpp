@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 namespace CLI {
@@ -47,6 +48,9 @@ class Error : public std::runtime_error {
 
 // Exit code for an errno value (ENOENT -> kNoSuchBuffer, EACCES -> kPermission, ...).
 int ExitForErrno(int error);
+// The text of errno value `error`, as strerror gives it, but thread-safe
+// (libstdc++ uses strerror_r; std::strerror shares one buffer).
+inline std::string ErrnoText(int error) { return std::generic_category().message(error); }
 // Maps whatever a library call threw to an Error; rethrows Error as is. Call
 // from a catch block. std::invalid_argument means "not circbuf / corrupt"
 // here: names are validated before any library call (CheckRingName).

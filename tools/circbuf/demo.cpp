@@ -148,7 +148,7 @@ int RunDemo() {
   auto const spec = cb::Spec::Make(name, ParseCapacity(g_demo.capacity));
   InstallStopHandlers();
   void* mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) throw Error(kSystem, std::string("mmap: ") + std::strerror(errno));
+  if (mem == MAP_FAILED) throw Error(kSystem, std::string("mmap: ") + ErrnoText(errno));
   auto* shared = new (mem) Shared{};
   bool const tty = IsTerminal(STDOUT_FILENO);
   std::uint64_t seq = 0;
@@ -163,7 +163,7 @@ int RunDemo() {
     std::vector<pid_t> children;
     for (int i = 0; i < kReaders; ++i) {
       pid_t const pid = ::fork();
-      if (pid < 0) throw Error(kSystem, std::string("fork: ") + std::strerror(errno));
+      if (pid < 0) throw Error(kSystem, std::string("fork: ") + ErrnoText(errno));
       if (pid == 0) {
         ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // the writer died: stop and detach
         int code = 0;

@@ -2,7 +2,6 @@
 // attaches, so listing never changes a reference count).
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -54,9 +53,9 @@ void PrintJson(std::vector<SegmentInfo const*> const& rows) {
   std::printf("[");
   char const* sep = "\n";
   for (auto const* s : rows) {
-    std::printf("%s  {\"name\": %s, \"kind\": %s", sep, JsonString(s->name).c_str(), JsonString(KindName(*s)).c_str());
+    std::printf(R"(%s  {"name": %s, "kind": %s)", sep, JsonString(s->name).c_str(), JsonString(KindName(*s)).c_str());
     if (s->open_errno != 0) {
-      std::printf(", \"error\": %s}", JsonString(std::strerror(s->open_errno)).c_str());
+      std::printf(", \"error\": %s}", JsonString(ErrnoText(s->open_errno)).c_str());
     } else if (s->kind == Kind::kRing) {
       std::printf(", \"layout_version\": %u, \"capacity\": %llu, \"writer_pid\": %d, \"writer\": %s, "
                   "\"attached\": %u, \"messages\": %llu, \"tail\": %llu, \"data_segment\": %s, \"stale\": %s}",
@@ -65,7 +64,7 @@ void PrintJson(std::vector<SegmentInfo const*> const& rows) {
                   static_cast<unsigned long long>(s->tail), s->has_data ? "true" : "false",
                   Stale(*s) == "no" ? "false" : "true");
     } else {
-      std::printf(", \"layout_version\": %u, \"bytes\": %llu, \"attached\": %u, \"stale\": %s}",
+      std::printf(R"(, "layout_version": %u, "bytes": %llu, "attached": %u, "stale": %s})",
                   s->kind == Kind::kRingOther ? s->ring_version : s->segment_version,
                   static_cast<unsigned long long>(s->user_bytes), s->refcount, s->stale ? "true" : "false");
     }
@@ -105,7 +104,7 @@ int RunLs() {
       name = name.substr(0, kNameWidth - 4) + "~(" + std::to_string(long_names.size()) + ")";
     }
     if (s->open_errno != 0) {
-      table.Add({name, "?", std::strerror(s->open_errno), "?", "?", "?"});
+      table.Add({name, "?", ErrnoText(s->open_errno), "?", "?", "?"});
     } else if (s->kind == Kind::kRing) {
       table.Add({name, HumanBytes(static_cast<double>(s->capacity)), Writer(*s), std::to_string(s->refcount),
                  std::to_string(s->messages), Stale(*s)});

@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <span>
 #include <string>
 #include <thread>
@@ -54,7 +53,7 @@ bool ReadBlock(std::vector<char>& block, std::size_t& n) {
       if (StopRequested()) return false;
       continue;
     }
-    throw Error(kSystem, std::string("reading stdin: ") + std::strerror(errno));
+    throw Error(kSystem, std::string("reading stdin: ") + ErrnoText(errno));
   }
 }
 

@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -41,14 +40,14 @@ struct StdoutClosed {};
 void Out(void const* data, std::size_t n) {
   if (n != 0 && std::fwrite(data, 1, n, stdout) != n) {
     if (errno == EPIPE) throw StdoutClosed{};
-    throw Error(kSystem, std::string("writing stdout: ") + std::strerror(errno));
+    throw Error(kSystem, std::string("writing stdout: ") + ErrnoText(errno));
   }
 }
 
 void Flush() {
   if (std::fflush(stdout) != 0) {
     if (errno == EPIPE) throw StdoutClosed{};
-    throw Error(kSystem, std::string("writing stdout: ") + std::strerror(errno));
+    throw Error(kSystem, std::string("writing stdout: ") + ErrnoText(errno));
   }
 }
 
