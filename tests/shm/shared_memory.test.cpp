@@ -356,6 +356,6 @@ TEST(SharedMemory, CreatingPutsNoTemporaryFileIntoDevShm) {
     return got > 0 && strays == 0 ? 0 : 1;
   });
   int const code = child.Wait();
-  if (code == 77) GTEST_SKIP() << "needs root for a private /dev/shm";
+  if (code == 77) GTEST_SKIP() << "no private /dev/shm here (needs root and a mount namespace; not in a chroot)";
   EXPECT_EQ(code, 0);
 }
