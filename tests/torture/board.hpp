@@ -61,11 +61,11 @@ enum Phase : std::uint32_t {
 };
 
 inline char const* PhaseName(std::uint32_t phase) {
-  static constexpr char const* kNames[] = {
-      "starting",     "writer-open", "writer-idle",  "write",       "claimed",   "commit",
-      "writer-close", "reader-open", "read",         "check",       "wait",      "reader-close",
-      "lock-open",    "lock-acquire", "lock-held",   "lock-release", "lock-close", "shm-open",
-      "shm-init",     "shm-held",    "shm-close",    "stopped"};
+  static constexpr char const* kNames[] = {"starting",     "writer-open",  "writer-idle", "write",        "claimed",
+                                           "commit",       "writer-close", "reader-open", "read",         "check",
+                                           "wait",         "reader-close", "lock-open",   "lock-acquire", "lock-held",
+                                           "lock-release", "lock-close",   "shm-open",    "shm-init",     "shm-held",
+                                           "shm-close",    "stopped"};
   static_assert(sizeof kNames / sizeof kNames[0] == kPhaseCount);
   return phase < kPhaseCount ? kNames[phase] : "?";
 }
@@ -82,8 +82,8 @@ enum Op : std::uint32_t {
   kOpCount
 };
 inline char const* OpName(std::uint32_t op) {
-  static constexpr char const* kNames[] = {"Writer()", "~Writer()", "Reader()", "~Reader()",
-                                           "SemaphoreLock::Acquire", "SharedMemory()", "~SharedMemory()"};
+  static constexpr char const* kNames[] = {
+      "Writer()", "~Writer()", "Reader()", "~Reader()", "SemaphoreLock::Acquire", "SharedMemory()", "~SharedMemory()"};
   static_assert(sizeof kNames / sizeof kNames[0] == kOpCount);
   return op < kOpCount ? kNames[op] : "?";
 }

@@ -12,9 +12,9 @@
 #include <cstdio>
 #include <exception>
 #include <optional>
-#include <stdexcept>
 #include <random>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -208,8 +208,8 @@ class Participant {
           std::uint64_t const total = board_.final_total.load(std::memory_order_acquire);
           if (total != 0 && c.next >= total - 1) {
             if (c.next != total - 1) {
-              Fail("reader: expects sequence " + std::to_string(c.next) + " but only " +
-                   std::to_string(total - 1) + " were written");
+              Fail("reader: expects sequence " + std::to_string(c.next) + " but only " + std::to_string(total - 1) +
+                   " were written");
             }
             break;
           }
@@ -232,8 +232,8 @@ class Participant {
                  " + delivered " + std::to_string(c.delivered) + " + lost " + std::to_string(c.lost) + " = " +
                  std::to_string(c.next) + " was due");
           }
-          if (char const* why = Check(config_.seed, seq, std::span(buf.data(), static_cast<std::size_t>(n)),
-                                      config_.max_message)) {
+          if (char const* why =
+                  Check(config_.seed, seq, std::span(buf.data(), static_cast<std::size_t>(n)), config_.max_message)) {
             Fail("reader: message " + std::to_string(seq) + " (" + std::to_string(n) + " bytes): " + why);
           }
           ++c.delivered;
@@ -262,8 +262,8 @@ class Participant {
           Fail("reader: Read returned " + std::to_string(n) + (n == cb::kCorrupt ? " (kCorrupt)" : "") +
                " at position " + std::to_string(r->Position()) + ", expecting sequence " +
                std::to_string(r->NextSequence()) + "; tail " + std::to_string(r->PublishedTail()) + ", limit " +
-               std::to_string(std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(st.limit)).load()) + ", writer " +
-               (r->GetWriterStatus() == cb::WriterStatus::kAlive ? "alive" : "not alive"));
+               std::to_string(std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(st.limit)).load()) +
+               ", writer " + (r->GetWriterStatus() == cb::WriterStatus::kAlive ? "alive" : "not alive"));
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
         first = false;

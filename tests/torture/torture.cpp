@@ -72,8 +72,7 @@ std::vector<Phase> AimsFor(std::uint32_t role) {
   switch (role) {
     case kRoleWriter: return {kWriterOpen, kWriterIdle, kWriting, kClaimed, kCommitting, kWriterClose};
     case kRoleReader: return {kReaderOpen, kReading, kChecking, kReaderWait, kReaderClose};
-    default:
-      return {kLockOpen, kLockAcquire, kLockHeld, kLockRelease, kShmOpen, kShmInit, kShmHeld, kShmClose};
+    default: return {kLockOpen, kLockAcquire, kLockHeld, kLockRelease, kShmOpen, kShmInit, kShmHeld, kShmClose};
   }
 }
 
@@ -130,10 +129,10 @@ class Controller {
     std::printf("circbuf-torture: seed %llu, %llu rounds%s, 1 writer, %d readers, %d lockers, capacity %llu "
                 "(max message %llu), bound %llu ms, watchdog %llu ms, names /%s*\n",
                 static_cast<unsigned long long>(o_.seed), static_cast<unsigned long long>(o_.rounds),
-                o_.seconds > 0 ? (" or " + std::to_string(static_cast<long long>(o_.seconds)) + " s").c_str() : "", o_.readers, o_.lockers,
-                static_cast<unsigned long long>(c.capacity), static_cast<unsigned long long>(c.max_message),
-                static_cast<unsigned long long>(o_.max_block_ms), static_cast<unsigned long long>(o_.watchdog_ms),
-                tag_.c_str());
+                o_.seconds > 0 ? (" or " + std::to_string(static_cast<long long>(o_.seconds)) + " s").c_str() : "",
+                o_.readers, o_.lockers, static_cast<unsigned long long>(c.capacity),
+                static_cast<unsigned long long>(c.max_message), static_cast<unsigned long long>(o_.max_block_ms),
+                static_cast<unsigned long long>(o_.watchdog_ms), tag_.c_str());
     std::fflush(stdout);
     start_ns_ = NowNs();
     // The writer first, so that the ring exists before the readers attach.
@@ -281,13 +280,12 @@ class Controller {
   void CheckAccounting(int slot, Counts const& c, char const* when) {
     std::string const who = Who(slot) + ", " + when + " Reader #" + std::to_string(c.incarnation);
     if (c.next < c.start || c.delivered + c.lost != c.next - c.start) {
-      Violation(who + ": delivered " + std::to_string(c.delivered) + " + lost " + std::to_string(c.lost) +
-                " != next " + std::to_string(c.next) + " - start " + std::to_string(c.start));
+      Violation(who + ": delivered " + std::to_string(c.delivered) + " + lost " + std::to_string(c.lost) + " != next " +
+                std::to_string(c.next) + " - start " + std::to_string(c.start));
     }
     if (c.delivered != c.lib_delivered || c.lost != c.lib_lost) {
-      Violation(who + ": Reader::Delivered/Lost " + std::to_string(c.lib_delivered) + "/" +
-                std::to_string(c.lib_lost) + " differ from its own counts " + std::to_string(c.delivered) + "/" +
-                std::to_string(c.lost));
+      Violation(who + ": Reader::Delivered/Lost " + std::to_string(c.lib_delivered) + "/" + std::to_string(c.lib_lost) +
+                " differ from its own counts " + std::to_string(c.delivered) + "/" + std::to_string(c.lost));
     }
     std::uint64_t const high = board_.slots[0].writer_high.load(std::memory_order_acquire);
     if (c.next > high) {
@@ -373,7 +371,7 @@ class Controller {
         leftovers_.push_back(f);
         Violation("left in /dev/shm after everyone is gone: " + f);
       } else if (LooksLikeSemTemporary(f) && !temporaries_before_.contains(f)) {
-        struct stat st {};
+        struct stat st{};
         if (::stat(("/dev/shm/" + f).c_str(), &st) != 0) continue;  // someone else's, in flight
         auto const mtime = static_cast<std::uint64_t>(st.st_mtim.tv_sec);
         if (mtime + 1 < static_cast<std::uint64_t>(start_wall_)) continue;
@@ -428,7 +426,8 @@ class Controller {
         worst = std::max(worst, board_.slots[i].max_block_ns[op].load());
         count += board_.slots[i].ops[op].load();
       }
-      std::printf("    %-24s %9.3f ms over %llu calls\n", OpName(op), Ms(worst), static_cast<unsigned long long>(count));
+      std::printf("    %-24s %9.3f ms over %llu calls\n", OpName(op), Ms(worst),
+                  static_cast<unsigned long long>(count));
     }
     std::printf("  /dev/shm after the end: %zu circbuf leftovers, %zu glibc sem_open temporaries%s\n",
                 leftovers_.size(), temporaries_.size(),
