@@ -136,7 +136,8 @@ SemaphoreLock& SemaphoreLock::operator=(SemaphoreLock&& other) noexcept {
     if (held_ && owner_pid_ == ::getpid()) {
       try {
         Release();
-      } catch (...) {
+      } catch (std::exception const& e) {
+        detail::Log().error("semaphore {}: release in move-assignment failed: {}", name_, e.what());
       }
     }
     Close();
@@ -227,7 +228,8 @@ bool SemaphoreLock::AcquireImpl(Attempt attempt, std::chrono::steady_clock::time
     }
     // 2. Is the file we locked still the one the name points to? The last
     //    user of a segment unlinks the name while holding the lock.
-    struct stat mine {}, named {};
+    struct stat mine {};
+    struct stat named {};
     if (::fstat(fd_, &mine) != 0 || ::stat(path_.c_str(), &named) != 0 ||
         mine.st_ino != named.st_ino || mine.st_dev != named.st_dev) {
       ::flock(fd_, LOCK_UN);

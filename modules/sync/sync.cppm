@@ -109,7 +109,9 @@ class SemaphoreLock {
     explicit Guard(SemaphoreLock& lock) : lock_(&lock) { lock_->Acquire(); }
     // Adopts a lock that the caller already holds (after TryAcquireFor).
     Guard(SemaphoreLock& lock, std::adopt_lock_t /*unused*/) : lock_(&lock) {}
-    ~Guard() {
+    // Release throws only if the lock is not held (checked here) or sem_post
+    // fails, which means a broken semaphore: std::terminate is the answer.
+    ~Guard() {  // NOLINT(bugprone-exception-escape)
       if (lock_->Held()) lock_->Release();
     }
     Guard(Guard const&) = delete;

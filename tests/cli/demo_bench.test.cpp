@@ -30,7 +30,9 @@ bool ReaderRow(std::string const& out, std::string const& reader, unsigned long 
                unsigned long long& lost) {
   for (auto const& line : Lines(out)) {
     std::istringstream in(line);
-    std::string name, bytes_value, bytes_unit;
+    std::string name;
+    std::string bytes_value;
+    std::string bytes_unit;
     if (in >> name && name == reader && in >> received >> bytes_value >> bytes_unit >> lost) return true;
   }
   return false;
@@ -42,7 +44,8 @@ TEST(CliDemo, CompletesAndTheSlowReaderLoses) {
   std::string const name = UniqueName("clidemo");
   auto const r = Circbuf({"demo", "--seconds", "1", "--capacity", "256KiB", "--name", name}, {}, 60s);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
-  unsigned long long received = 0, lost = 0;
+  unsigned long long received = 0;
+  unsigned long long lost = 0;
   ASSERT_TRUE(ReaderRow(r.out, "slow", received, lost)) << r.out;
   EXPECT_GT(received, 0U);
   EXPECT_GT(lost, 0U) << "the slow reader must be lapped: " << r.out;

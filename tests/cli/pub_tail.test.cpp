@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -30,6 +31,9 @@ namespace {
 
 // Removes the ring's files whatever happens in the test.
 struct Cleanup {
+  explicit Cleanup(std::string n) : name(std::move(n)) {}
+  Cleanup(Cleanup const&) = delete;
+  Cleanup& operator=(Cleanup const&) = delete;
   std::string name;
   ~Cleanup() {
     for (std::string const suffix : {"", ".data"}) {
@@ -67,7 +71,8 @@ double CpuSeconds(pid_t pid) {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::istringstream fields(text.substr(text.rfind(')') + 2));
   std::string field;
-  std::uint64_t utime = 0, stime = 0;
+  std::uint64_t utime = 0;
+  std::uint64_t stime = 0;
   for (int i = 3; fields >> field; ++i) {
     if (i == 14) utime = std::stoull(field);
     if (i == 15) {

@@ -22,6 +22,9 @@ namespace {
 // Runs argv (PATH lookup) with stdout and stderr as ours; its exit status, or -1.
 int Spawn(std::vector<std::string> const& args, bool quiet) {
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
+  // posix_spawnp takes char* const[] for C compatibility and never writes through it.
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
   for (auto const& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
