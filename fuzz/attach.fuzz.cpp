@@ -97,6 +97,7 @@ void CheckRead(cb::Reader& reader, std::vector<std::byte>& buffer) {
 }
 
 void WriteSeeds(std::string const& dir) {
+  ::mkdir(dir.c_str(), 0755);  // may exist already
   std::string const name = NameFor("seed");
   auto encode = [&](std::vector<std::uint8_t> const& state, std::vector<std::uint8_t> const& data, int start) {
     std::vector<std::uint8_t> const s = Trimmed(state);

@@ -50,10 +50,10 @@ namespace {
 constexpr std::size_t kPositions = 11;
 constexpr std::size_t kMaxOps = 256;
 constexpr std::size_t kPositionOffset[kPositions] = {
-    offsetof(cb::State, tail),         offsetof(cb::State, latest),       offsetof(cb::State, limit),
-    offsetof(cb::State, index) + 0,    offsetof(cb::State, index) + 8,    offsetof(cb::State, index) + 16,
-    offsetof(cb::State, index) + 24,   offsetof(cb::State, index) + 32,   offsetof(cb::State, index) + 40,
-    offsetof(cb::State, index) + 48,   offsetof(cb::State, index) + 56};
+    offsetof(cb::State, tail),       offsetof(cb::State, latest),     offsetof(cb::State, limit),
+    offsetof(cb::State, index) + 0,  offsetof(cb::State, index) + 8,  offsetof(cb::State, index) + 16,
+    offsetof(cb::State, index) + 24, offsetof(cb::State, index) + 32, offsetof(cb::State, index) + 40,
+    offsetof(cb::State, index) + 48, offsetof(cb::State, index) + 56};
 
 // A Reader that shows where its data mapping is, to check ReadInPlace's view.
 class FuzzReader : public cb::Reader {
@@ -215,6 +215,7 @@ void Run(Bytes& in) {
 }
 
 void WriteSeeds(std::string const& dir) {
+  ::mkdir(dir.c_str(), 0755);  // may exist already
   std::string const name = NameFor("seed");
   struct Case {
     char const* file;
@@ -225,10 +226,10 @@ void WriteSeeds(std::string const& dir) {
     int reads;
     bool rewrite;  // then push limit far ahead and rewrite a header
   };
-  for (Case const c : {Case{"empty", 4096, 0, 0, 0, 2, false}, Case{"few-oldest", 4096, 4, 100, 1, 6, false},
-                       Case{"wrapped-oldest", 4096, 30, 250, 1, 20, false},
-                       Case{"wrapped-latest", 4160, 25, 333, 0, 4, false},
-                       Case{"rewrites", 4096, 10, 200, 1, 3, true}}) {
+  for (Case const c :
+       {Case{"empty", 4096, 0, 0, 0, 2, false}, Case{"few-oldest", 4096, 4, 100, 1, 6, false},
+        Case{"wrapped-oldest", 4096, 30, 250, 1, 20, false}, Case{"wrapped-latest", 4160, 25, 333, 0, 4, false},
+        Case{"rewrites", 4096, 10, 200, 1, 3, true}}) {
     RemoveAll(name);
     RemoveAll(name + ".data");
     std::vector<std::uint8_t> out;

@@ -29,7 +29,7 @@ namespace circbuf::fuzz {
 inline std::string NameFor(char const* tag) { return "/cbfuzz-" + std::string(tag) + "-" + std::to_string(::getpid()); }
 
 inline bool PathExists(std::string const& path) {
-  struct stat st {};
+  struct stat st{};
   return ::stat(path.c_str(), &st) == 0;
 }
 
@@ -63,7 +63,7 @@ inline std::vector<std::uint8_t> ReadSegment(std::string const& name) {
   std::vector<std::uint8_t> bytes;
   int const fd = ::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return bytes;
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd, &st) == 0) {
     bytes.resize(static_cast<std::size_t>(st.st_size));
     if (::pread(fd, bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) bytes.clear();
@@ -78,7 +78,7 @@ class RawMapping {
   explicit RawMapping(std::string const& name) {
     int const fd = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
     if (fd < 0) return;
-    struct stat st {};
+    struct stat st{};
     if (::fstat(fd, &st) == 0 && st.st_size > 0) {
       bytes_ = static_cast<std::size_t>(st.st_size);
       void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

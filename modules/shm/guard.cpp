@@ -51,7 +51,7 @@ std::atomic<std::size_t> g_slots_high{0};  // slots at and above this were never
 std::atomic<std::uint32_t> g_truncations{0};
 std::atomic<bool> g_installed{false};
 std::mutex g_install_mutex;
-struct sigaction g_previous {};
+struct sigaction g_previous{};
 
 // Zero pages over [from, to), with `prot`. Raw system call: async-signal-safe,
 // and no sanitizer interceptor runs inside the handler.
@@ -75,7 +75,7 @@ void Chain(int signal, siginfo_t* info, void* context) noexcept {
   // Default action. For a fault, returning repeats the access, which now
   // kills the process with SIGBUS at the right address; a SIGBUS sent with
   // kill() is raised again (it stays blocked until this handler returns).
-  struct sigaction fallback {};
+  struct sigaction fallback{};
   fallback.sa_handler = SIG_DFL;
   ::sigemptyset(&fallback.sa_mask);
   ::sigaction(signal, &fallback, nullptr);
@@ -174,7 +174,7 @@ bool GuardTruncated(int slot) noexcept {
 void InstallTruncationGuard() {
   using namespace shm_impl;
   std::lock_guard<std::mutex> const lock(g_install_mutex);
-  struct sigaction current {};
+  struct sigaction current{};
   if (::sigaction(SIGBUS, nullptr, &current) != 0) {
     throw std::system_error(errno, std::generic_category(), "sigaction(SIGBUS)");
   }
@@ -182,7 +182,7 @@ void InstallTruncationGuard() {
     g_installed.store(true, std::memory_order_release);
     return;
   }
-  struct sigaction ours {};
+  struct sigaction ours{};
   ours.sa_sigaction = &OnSigbus;
   ours.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
   ::sigemptyset(&ours.sa_mask);

@@ -108,7 +108,8 @@ TEST(HostileRing, RecordLengthOutsideTheBufferIsCorruptAndTheReaderStaysPut) {
                                   cb::MakeHeader(7, 1000)}) {  // not the next sequence number
     raw.Word(3024) = bad;
     for (int i = 0; i < 3; ++i) EXPECT_EQ(ReadOne(reader), cb::kCorrupt) << std::hex << bad;
-    int const n = reader.ReadInPlace([&](std::span<std::byte const>) { ADD_FAILURE() << "a corrupt record was shown"; });
+    int const n =
+        reader.ReadInPlace([&](std::span<std::byte const>) { ADD_FAILURE() << "a corrupt record was shown"; });
     EXPECT_EQ(n, cb::kCorrupt);
     EXPECT_EQ(reader.Position(), position);
     EXPECT_EQ(reader.Delivered(), 3U);
@@ -165,8 +166,7 @@ TEST(HostileRing, CorruptPositionsAreRefusedAtAttach) {
   std::uint64_t const good = tail.load();
   for (std::uint64_t const bad : {good + 3, good + 100 * kCapacity, ~std::uint64_t{0} - 7}) {
     tail.store(bad);
-    std::string const error =
-        ErrorOf<std::invalid_argument>([&] { cb::Reader reader(cb::Spec::Make(r.name, 0)); });
+    std::string const error = ErrorOf<std::invalid_argument>([&] { cb::Reader reader(cb::Spec::Make(r.name, 0)); });
     EXPECT_NE(error.find("corrupt positions"), std::string::npos) << error;
   }
   tail.store(good);

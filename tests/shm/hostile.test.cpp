@@ -68,8 +68,11 @@ int SigbusExit() { return 128 + SIGBUS; }
 
 TEST(HostileSegment, FileSizeThatDisagreesWithTheHeaderIsRefused) {
   Cleanup c;
-  { SharedMemory keep(c.name, 8192, {.open = OpenMode::kCreate}); keep.KeepOnDetach();
-    ASSERT_EQ(keep.RefCount(), 1U); }
+  {
+    SharedMemory keep(c.name, 8192, {.open = OpenMode::kCreate});
+    keep.KeepOnDetach();
+    ASSERT_EQ(keep.RefCount(), 1U);
+  }
   for (off_t const bytes : {off_t{kPageSize + 4096}, off_t{kPageSize + 3 * 8192}}) {
     Shrink(c.name, bytes);
     std::string const error =
@@ -80,8 +83,9 @@ TEST(HostileSegment, FileSizeThatDisagreesWithTheHeaderIsRefused) {
   }
   // Shorter than the header page: not even a header to read.
   Shrink(c.name, 100);
-  EXPECT_NE(ErrorOf<std::invalid_argument>([&] { SharedMemory s(c.name, 0, {.open = OpenMode::kAttach}); })
-                .find("not a circbuf segment (100 bytes"),
+  EXPECT_NE(ErrorOf<std::invalid_argument>([&] {
+              SharedMemory s(c.name, 0, {.open = OpenMode::kAttach});
+            }).find("not a circbuf segment (100 bytes"),
             std::string::npos);
 }
 
@@ -163,7 +167,7 @@ TEST(HostileSegment, OtherSigbusStillKillsTheProcess) {
 TEST(HostileSegment, PreviousSigbusHandlerIsChained) {
   Cleanup c;
   Child child([&] {
-    struct sigaction mine {};
+    struct sigaction mine{};
     mine.sa_handler = [](int) { ::_exit(42); };
     ::sigemptyset(&mine.sa_mask);
     ::sigaction(SIGBUS, &mine, nullptr);
