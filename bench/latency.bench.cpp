@@ -12,8 +12,10 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "support/harness.hpp"
@@ -36,7 +38,7 @@ void CacheLineRoundTrip(benchmark::State& state) {
   auto* pong = cbb::MapShared<Line>();
   cbb::Process echo(cbb::g_cpus.echo, [&] {
     for (std::uint64_t expect = 1;; ++expect) {
-      std::uint64_t v;
+      std::uint64_t v = 0;
       while ((v = ping->value.load(std::memory_order_acquire)) < expect) {
       }
       if (v == ~std::uint64_t{0}) return 0;
@@ -69,7 +71,7 @@ void CacheLineRoundTrip(benchmark::State& state) {
 void Register(std::string const& name, std::function<cbb::Transport()> make, std::size_t payload,
               std::int64_t round_trips) {
   benchmark::RegisterBenchmark(("latency/" + name + "/" + std::to_string(payload)).c_str(),
-                               [make, payload](benchmark::State& state) {
+                               [make = std::move(make), payload](benchmark::State& state) {
                                  cbb::Transport const t = make();
                                  if (!t.make_main) {
                                    state.SkipWithError("transport unavailable on this machine");

@@ -11,8 +11,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "support/harness.hpp"
@@ -42,13 +44,13 @@ void Memcpy(benchmark::State& state) {
     offset += (size + 7) & ~std::size_t{7};
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * size));
-  state.counters["GB_per_s"] = benchmark::Counter(static_cast<double>(state.iterations() * size) / 1e9,
-                                                  benchmark::Counter::kIsRate);
+  state.counters["GB_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * size) / 1e9, benchmark::Counter::kIsRate);
 }
 
 void Register(std::string const& name, std::function<cbb::Transport()> make, std::size_t payload) {
   benchmark::RegisterBenchmark(("throughput/" + name + "/" + std::to_string(payload)).c_str(),
-                               [make, payload](benchmark::State& state) {
+                               [make = std::move(make), payload](benchmark::State& state) {
                                  cbb::Transport const t = make();
                                  if (!t.make_main) {
                                    state.SkipWithError("transport unavailable on this machine");

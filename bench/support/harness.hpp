@@ -51,8 +51,9 @@ inline Cpus g_cpus;
 
 // Removes every argument that starts with `prefix` from argv and calls
 // take(value) with the text after it (so Google Benchmark never sees it).
+// `take` is a small lambda, taken by value.
 template <class Take>
-void TakeFlag(int& argc, char** argv, std::string_view prefix, Take&& take) {
+void TakeFlag(int& argc, char** argv, std::string_view prefix, Take take) {
   int out = 0;
   for (int i = 0; i < argc; ++i) {
     std::string_view const a = argv[i];
@@ -172,24 +173,8 @@ void Unmap(T* p) {
 // A forked child pinned to `cpu`; SIGKILLed if still running when destroyed.
 class Process {
  public:
-  Process(int cpu, std::function<int()> const& body) {
-    std::fflush(nullptr);
-    pid_t const parent = ::getpid();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      // A benchmark killed mid-run must not leave a child spinning forever.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(91);
-      Pin(cpu);
-      int code = 90;
-      try {
-        code = body();
-      } catch (std::exception const& e) {
-        std::fprintf(stderr, "bench child: %s\n", e.what());
-      }
-      std::fflush(nullptr);
-      ::_exit(code);
-    }
+  Process(int cpu, std::function<int()> const& body) : parent_(::getpid()), pid_(FlushAndFork()) {
+    if (pid_ == 0) RunChild(cpu, body);
   }
   ~Process() {
     if (pid_ > 0) {
@@ -207,7 +192,28 @@ class Process {
   }
 
  private:
-  pid_t pid_ = -1;
+  // Buffered output is flushed first, so that the child does not print it again.
+  static pid_t FlushAndFork() {
+    std::fflush(nullptr);
+    return ::fork();
+  }
+  [[noreturn]] void RunChild(int cpu, std::function<int()> const& body) const {
+    // A benchmark killed mid-run must not leave a child spinning forever.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent_) ::_exit(91);
+    Pin(cpu);
+    int code = 90;
+    try {
+      code = body();
+    } catch (std::exception const& e) {
+      std::fprintf(stderr, "bench child: %s\n", e.what());
+    }
+    std::fflush(nullptr);
+    ::_exit(code);
+  }
+
+  pid_t parent_;  // the process that made this one (before pid_: initialised first)
+  pid_t pid_;
 };
 
 // ---- Hot-path audit (target: no system call, no page fault) -------------------------
@@ -226,7 +232,7 @@ struct Audit {
 };
 inline Audit* g_audit = nullptr;
 
-inline void OnSigsys(int, siginfo_t*, void* context) {
+inline void OnSigsys(int /*signal*/, siginfo_t* /*info*/, void* context) {
   if (g_audit != nullptr) g_audit->syscalls.fetch_add(1, std::memory_order_relaxed);
   auto* uc = static_cast<ucontext_t*>(context);
   uc->uc_mcontext.gregs[REG_RAX] = -ENOSYS;
@@ -242,7 +248,7 @@ inline rusage Usage() {
 // only faults are counted).
 inline bool BeginAudit(Audit& a) {
   g_audit = &a;
-  struct sigaction sa {};
+  struct sigaction sa{};
   sa.sa_sigaction = OnSigsys;
   sa.sa_flags = SA_SIGINFO;
   ::sigaction(SIGSYS, &sa, nullptr);
@@ -255,8 +261,8 @@ inline bool BeginAudit(Audit& a) {
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
   };
   sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
-  bool const ok = ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
-                  ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
+  bool const ok =
+      ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
   a.installed = ok ? 1 : 0;
   rusage const ru = Usage();
   a.minor_faults = static_cast<std::uint64_t>(ru.ru_minflt);
@@ -282,7 +288,7 @@ class Endpoint {
   // (non-blocking transports). Blocking transports wait inside.
   virtual std::size_t Receive(std::span<std::byte> out) = 0;
   // Messages lost by this receiver so far (lossy transports only).
-  virtual std::uint64_t Lost() const { return 0; }
+  [[nodiscard]] virtual std::uint64_t Lost() const { return 0; }
 };
 using Factory = std::function<std::unique_ptr<Endpoint>()>;
 
@@ -301,8 +307,7 @@ inline std::size_t ReceiveSpin(Endpoint& e, std::span<std::byte> out) {
 
 // Ping-pong: `state`'s iterations are round trips. If `audit` is given, the
 // echo process runs its loop under the hot-path audit.
-inline void RunRoundTrips(benchmark::State& state, Transport const& t, std::size_t payload,
-                          Audit* audit = nullptr) {
+inline void RunRoundTrips(benchmark::State& state, Transport const& t, std::size_t payload, Audit* audit = nullptr) {
   auto* ready = MapShared<std::atomic<int>>();
   Process echo(g_cpus.echo, [&] {
     auto ep = t.make_echo();
@@ -363,7 +368,10 @@ struct ThroughputResult {
 
 inline void RunThroughput(benchmark::State& state, Transport const& t, std::size_t payload,
                           std::chrono::milliseconds duration) {
-  std::uint64_t sent_total = 0, received_total = 0, bytes_total = 0, lost_total = 0;
+  std::uint64_t sent_total = 0;
+  std::uint64_t received_total = 0;
+  std::uint64_t bytes_total = 0;
+  std::uint64_t lost_total = 0;
   double seconds_total = 0;
   for (auto _ : state) {
     auto* r = MapShared<ThroughputResult>();
@@ -371,7 +379,8 @@ inline void RunThroughput(benchmark::State& state, Transport const& t, std::size
       auto ep = t.make_echo();
       std::vector<std::byte> buf(65536);
       r->ready.store(1);
-      std::uint64_t n_msgs = 0, n_bytes = 0;
+      std::uint64_t n_msgs = 0;
+      std::uint64_t n_bytes = 0;
       for (;;) {
         std::size_t const n = ep->Receive(buf);
         if (n == 1) break;
@@ -421,8 +430,9 @@ inline void RunThroughput(benchmark::State& state, Transport const& t, std::size
   state.counters["delivered_GB_per_s"] = static_cast<double>(bytes_total) / seconds_total / 1e9;
   state.counters["sent_msgs_per_s"] = static_cast<double>(sent_total) / seconds_total;
   state.counters["loss_fraction"] =
-      sent_total == 0 ? 0.0 : static_cast<double>(sent_total - std::min(sent_total, received_total)) /
-                                  static_cast<double>(sent_total);
+      sent_total == 0
+          ? 0.0
+          : static_cast<double>(sent_total - std::min(sent_total, received_total)) / static_cast<double>(sent_total);
   state.counters["lost_reported"] = static_cast<double>(lost_total);
 }
 

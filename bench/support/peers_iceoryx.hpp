@@ -77,23 +77,23 @@ namespace circbuf::bench {
 // is the largest user payload it takes, the chunk header is added by RouDi).
 // Counts: each direction may hold up to 256 chunks in its subscriber's queue,
 // plus chunks of the previous run until RouDi has cleaned up its ports.
-inline constexpr char kRouDiConfig[] =
-    "[general]\n"
-    "version = 1\n"
-    "\n"
-    "[[segment]]\n"
-    "\n"
-    "[[segment.mempool]]\n"
-    "size = 128\n"
-    "count = 2048\n"
-    "\n"
-    "[[segment.mempool]]\n"
-    "size = 2048\n"
-    "count = 2048\n"
-    "\n"
-    "[[segment.mempool]]\n"
-    "size = 65536\n"
-    "count = 1024\n";
+inline constexpr char kRouDiConfig[] = R"([general]
+version = 1
+
+[[segment]]
+
+[[segment.mempool]]
+size = 128
+count = 2048
+
+[[segment.mempool]]
+size = 2048
+count = 2048
+
+[[segment.mempool]]
+size = 65536
+count = 1024
+)";
 
 inline constexpr char kRouDiSocket[] = "/tmp/roudi";     // its Unix socket
 inline constexpr char kRouDiLock[] = "/tmp/roudi.lock";  // flocked while it runs
@@ -130,12 +130,12 @@ inline void SweepStaleRuntimeFiles() {
   ::sigemptyset(&signals);
   ::sigaddset(&signals, SIGTERM);
   ::sigaddset(&signals, SIGCHLD);
-  ::sigprocmask(SIG_BLOCK, &signals, nullptr);
+  ::pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (::getppid() != benchmark) ::kill(::getpid(), SIGTERM);  // died before prctl
   pid_t const roudi = ::fork();
   if (roudi == 0) {
-    ::sigprocmask(SIG_UNBLOCK, &signals, nullptr);
+    ::pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // should the keeper itself be killed
     cpu_set_t all;                       // not the one CPU the benchmark pinned itself to
     CPU_ZERO(&all);
@@ -158,7 +158,7 @@ inline void SweepStaleRuntimeFiles() {
     if (sig == SIGTERM) break;
   }
   bool const orphaned = ::getppid() != benchmark;
-  if (orphaned) ::sleep(3);
+  if (orphaned) std::this_thread::sleep_for(std::chrono::seconds(3));
   ::kill(roudi, SIGTERM);
   ::waitpid(roudi, &status, 0);
   if (orphaned) SweepStaleRuntimeFiles();
@@ -294,6 +294,8 @@ class IoxRuntime final : public iox::runtime::PoshRuntimeImpl {
     return runtime;
   }
   ~IoxRuntime() override { Current() = nullptr; }  // then ~PoshRuntimeImpl deregisters from RouDi
+  IoxRuntime(IoxRuntime const&) = delete;
+  IoxRuntime& operator=(IoxRuntime const&) = delete;
 
  private:
   explicit IoxRuntime(iox::RuntimeName_t const& name)
@@ -302,7 +304,9 @@ class IoxRuntime final : public iox::runtime::PoshRuntimeImpl {
     static IoxRuntime* current = nullptr;
     return current;
   }
-  static iox::runtime::PoshRuntime& Factory(iox::cxx::optional<iox::RuntimeName_t const*>) noexcept {
+  // The signature is iceoryx's factory type (PoshRuntime::factory_t): the optional by value.
+  // NOLINTNEXTLINE(performance-unnecessary-value-param)
+  static iox::runtime::PoshRuntime& Factory(iox::cxx::optional<iox::RuntimeName_t const*> /*name*/) noexcept {
     if (Current() == nullptr) {
       std::fprintf(stderr, "iceoryx: no runtime in this process\n");
       std::abort();
@@ -325,8 +329,7 @@ class IoxEndpoint final : public Endpoint {
     }
     if (!wait_for_peer) return;
     auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!publisher_.hasSubscribers() ||
-           subscriber_.getSubscriptionState() != iox::SubscribeState::SUBSCRIBED) {
+    while (!publisher_.hasSubscribers() || subscriber_.getSubscriptionState() != iox::SubscribeState::SUBSCRIBED) {
       if (std::chrono::steady_clock::now() > deadline) {
         throw std::runtime_error("iceoryx: peer not connected within 10 s (RouDi discovery)");
       }
@@ -334,6 +337,8 @@ class IoxEndpoint final : public Endpoint {
     }
   }
   ~IoxEndpoint() override { waitset_.reset(); }  // before the subscriber it is attached to
+  IoxEndpoint(IoxEndpoint const&) = delete;
+  IoxEndpoint& operator=(IoxEndpoint const&) = delete;
 
   void Send(std::span<std::byte const> m) override {
     for (auto start = std::chrono::steady_clock::time_point{};;) {
@@ -371,7 +376,7 @@ class IoxEndpoint final : public Endpoint {
       waitset_->wait();         // blocking flavour: sleep until the queue has data
     }
   }
-  std::uint64_t Lost() const override { return lost_; }
+  [[nodiscard]] std::uint64_t Lost() const override { return lost_; }
 
  private:
   static iox::capro::ServiceDescription Service(std::string const& run, char const* event) {

@@ -10,9 +10,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdint>
-#include <array>
 #include <cstring>
 #include <memory>
 #include <span>
@@ -36,14 +36,15 @@ inline std::string UniqueName(std::string_view what) {
 class RingEndpoint final : public Endpoint {
  public:
   RingEndpoint(cb::Spec const& out, cb::Spec const& in)
-      : writer_(out), reader_(cb::Spec::Make(in.Name(), 0), {.start = cb::StartAt::kNext,
-                                                              .wait_for_buffer = std::chrono::seconds(10)}) {}
+      : writer_(out),
+        reader_(cb::Spec::Make(in.Name(), 0),
+                {.start = cb::StartAt::kNext, .wait_for_buffer = std::chrono::seconds(10)}) {}
   void Send(std::span<std::byte const> m) override { writer_.Write(m); }
   std::size_t Receive(std::span<std::byte> out) override {
     int const n = reader_.Read(out);
     return n > 0 ? static_cast<std::size_t>(n) : 0;  // kLapped: counted in Lost(), next Read resumes
   }
-  std::uint64_t Lost() const override { return reader_.Lost(); }
+  [[nodiscard]] std::uint64_t Lost() const override { return reader_.Lost(); }
 
  private:
   cb::Writer writer_;
@@ -55,7 +56,7 @@ class RingSender final : public Endpoint {
  public:
   explicit RingSender(cb::Spec const& spec) : writer_(spec) {}
   void Send(std::span<std::byte const> m) override { writer_.Write(m); }
-  std::size_t Receive(std::span<std::byte>) override { return 0; }
+  std::size_t Receive(std::span<std::byte> /*out*/) override { return 0; }
 
  private:
   cb::Writer writer_;
@@ -63,14 +64,14 @@ class RingSender final : public Endpoint {
 class RingReceiver final : public Endpoint {
  public:
   explicit RingReceiver(cb::Spec const& spec)
-      : reader_(cb::Spec::Make(spec.Name(), 0), {.start = cb::StartAt::kOldest,
-                                                  .wait_for_buffer = std::chrono::seconds(10)}) {}
-  void Send(std::span<std::byte const>) override {}
+      : reader_(cb::Spec::Make(spec.Name(), 0),
+                {.start = cb::StartAt::kOldest, .wait_for_buffer = std::chrono::seconds(10)}) {}
+  void Send(std::span<std::byte const> /*message*/) override {}
   std::size_t Receive(std::span<std::byte> out) override {
     int const n = reader_.Read(out);
     return n > 0 ? static_cast<std::size_t>(n) : 0;
   }
-  std::uint64_t Lost() const override { return reader_.Lost(); }
+  [[nodiscard]] std::uint64_t Lost() const override { return reader_.Lost(); }
 
  private:
   cb::Reader reader_;
@@ -108,8 +109,9 @@ class StreamEndpoint final : public Endpoint {
     if (spin_) ::fcntl(in_, F_SETFL, ::fcntl(in_, F_GETFL) | O_NONBLOCK);
   }
   void Send(std::span<std::byte const> m) override {
-    auto const n = static_cast<std::uint32_t>(m.size());
-    iovec iov[2] = {{const_cast<std::uint32_t*>(&n), 4}, {const_cast<std::byte*>(m.data()), m.size()}};
+    auto n = static_cast<std::uint32_t>(m.size());  // not const: iovec's base is a void*
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast): writev only reads; iovec has no const variant
+    iovec iov[2] = {{&n, 4}, {const_cast<std::byte*>(m.data()), m.size()}};
     iovec* next = iov;
     int count = 2;
     while (count > 0) {
@@ -138,7 +140,7 @@ class StreamEndpoint final : public Endpoint {
   }
 
  private:
-  bool ReadExactly(void* p, std::size_t n, bool may_be_empty) {
+  bool ReadExactly(void* p, std::size_t n, bool may_be_empty) const {
     auto* c = static_cast<char*>(p);
     std::size_t got = 0;
     while (got < n) {
@@ -161,9 +163,8 @@ inline Transport PipeTransport(bool spin) {
   auto fds = std::make_shared<std::array<int, 4>>();
   if (::pipe(fds->data()) != 0 || ::pipe(fds->data() + 2) != 0) std::abort();
   for (int& fd : *fds) ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
-  return {spin ? "pipe (busy-poll)" : "pipe", [fds, spin] {
-            return std::make_unique<StreamEndpoint>((*fds)[1], (*fds)[2], spin);
-          },
+  return {spin ? "pipe (busy-poll)" : "pipe",
+          [fds, spin] { return std::make_unique<StreamEndpoint>((*fds)[1], (*fds)[2], spin); },
           [fds, spin] { return std::make_unique<StreamEndpoint>((*fds)[3], (*fds)[0], spin); },
           [fds] {
             for (int fd : *fds) ::close(fd);
@@ -198,6 +199,8 @@ class MqEndpoint final : public Endpoint {
     ::mq_close(out_);
     ::mq_close(in_);
   }
+  MqEndpoint(MqEndpoint const&) = delete;
+  MqEndpoint& operator=(MqEndpoint const&) = delete;
   void Send(std::span<std::byte const> m) override {
     while (::mq_send(out_, reinterpret_cast<char const*>(m.data()), m.size(), 0) != 0) {
       if (errno != EINTR && errno != EAGAIN) std::abort();
