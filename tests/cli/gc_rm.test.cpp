@@ -7,6 +7,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -17,10 +18,10 @@ import circbuf;
 
 namespace cb = circbuf::CircularBuffer;
 using circbuf::test::Child;
-using circbuf::test::Pipe;
 using circbuf::test::Circbuf;
-using circbuf::test::ShmFileExists;
+using circbuf::test::Pipe;
 using circbuf::test::SemFileExists;
+using circbuf::test::ShmFileExists;
 using circbuf::test::UniqueName;
 
 namespace {
@@ -28,8 +29,7 @@ namespace {
 // A writer and a reader of `name` in two child processes, until killed.
 struct LiveRing {
   explicit LiveRing(std::string n)
-      : name(std::move(n)),
-        writer([this] {
+      : name(std::move(n)), writer([this] {
           cb::Writer w(cb::Spec::Make(name, 8192));
           w.Write(std::as_bytes(std::span("x", 1)));
           ready.Send();
@@ -45,11 +45,13 @@ struct LiveRing {
     });
     EXPECT_EQ(ready.Receive(), '.');
   }
+  LiveRing(LiveRing const&) = delete;
+  LiveRing& operator=(LiveRing const&) = delete;
   void KillAll() {
     writer.Kill();
-    reader->Kill();
+    if (reader) reader->Kill();
     writer.Wait();
-    reader->Wait();
+    if (reader) reader->Wait();
   }
   ~LiveRing() {
     KillAll();
@@ -59,12 +61,11 @@ struct LiveRing {
   std::string name;
   Pipe ready;
   Child writer;
-  std::optional<Child> reader;
+  std::optional<Child> reader;  // started once the writer has made the ring
 };
 
 bool RingFilesExist(std::string const& name) {
-  return ShmFileExists(name) || ShmFileExists(name + ".data") || SemFileExists(name) ||
-         SemFileExists(name + ".data");
+  return ShmFileExists(name) || ShmFileExists(name + ".data") || SemFileExists(name) || SemFileExists(name + ".data");
 }
 
 }  // namespace

@@ -13,9 +13,9 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <string>
 #include <system_error>
 #include <thread>
-#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -130,8 +130,11 @@ TEST(RingProcesses, StressEveryByteCheckedAndLossExact) {
   std::uint64_t const total = EnvOr("CIRCBUF_STRESS_MESSAGES", kSanitized ? 60'000 : 200'000);
   auto const spec = cb::Spec::Make(r.name, 4 << 20);
   constexpr int kReaders = 4;
-  Tally* tally = SharedAnonymous<Tally>(kReaders);
-  Pipe writer_ready, go, readers_ready, victim_ready;
+  auto* tally = SharedAnonymous<Tally>(kReaders);
+  Pipe writer_ready;
+  Pipe go;
+  Pipe readers_ready;
+  Pipe victim_ready;
   Child writer([&] {
     cb::Writer w(spec);
     writer_ready.Send();
@@ -143,11 +146,10 @@ TEST(RingProcesses, StressEveryByteCheckedAndLossExact) {
   std::vector<std::unique_ptr<Child>> readers;
   for (int i = 0; i < kReaders; ++i) {
     bool const slow = i == kReaders - 1;
-    readers.push_back(std::make_unique<Child>([&, i, slow] {
-      return ReadAll(spec, total, tally[i], readers_ready, slow ? 200us : 0us, 50);
-    }));
+    readers.push_back(std::make_unique<Child>(
+        [&, i, slow] { return ReadAll(spec, total, tally[i], readers_ready, slow ? 200us : 0us, 50); }));
   }
-  Tally* victim_tally = SharedAnonymous<Tally>();
+  auto* victim_tally = SharedAnonymous<Tally>();
   Child victim([&] { return ReadAll(spec, total, *victim_tally, victim_ready, 0us, 1); });
   for (int i = 0; i < kReaders; ++i) ASSERT_EQ(readers_ready.Receive(), '.');
   ASSERT_EQ(victim_ready.Receive(), '.');
@@ -175,7 +177,8 @@ TEST(RingProcesses, WriterKilledMidClaimShowsNothingTornAndANewWriterTakesOver) 
   RingName r;
   auto const spec = cb::Spec::Make(r.name, 4 << 20);  // the 100 messages fit without a lap
   cb::Reader* reader = nullptr;
-  Pipe created, claimed;
+  Pipe created;
+  Pipe claimed;
   Child writer([&]() -> int {
     cb::Writer w(spec);
     created.Send();
@@ -221,7 +224,7 @@ TEST(RingProcesses, WriterKilledMidClaimShowsNothingTornAndANewWriterTakesOver) 
 TEST(RingProcesses, WritersKilledAtRandomMomentsNeverTearAMessage) {
   RingName r;
   auto const spec = cb::Spec::Make(r.name, 1 << 18);
-  Tally* tally = SharedAnonymous<Tally>();
+  auto* tally = SharedAnonymous<Tally>();
   auto* done = SharedAnonymous<std::atomic<std::uint64_t>>();  // total written, +1; 0 while running
   auto first = std::make_unique<cb::Writer>(spec);  // keeps the ring until the reader holds it
   Pipe ready;
@@ -285,7 +288,8 @@ TEST(RingProcesses, BlockingWaitSleepsUntilAMessageAndTimesOut) {
   RingName r;
   auto const spec = cb::Spec::Make(r.name, 1 << 16);
   cb::Writer w(spec);
-  Pipe timed_out, got;
+  Pipe timed_out;
+  Pipe got;
   Child reader([&] {
     cb::Reader rd(spec, {.start = cb::StartAt::kNext});
     auto const start = std::chrono::steady_clock::now();
@@ -313,12 +317,13 @@ TEST(RingProcesses, ReaderMapsTheDataReadOnly) {
   cb::Writer w(spec);
   w.Write(Message(0, 64));
   Child faulty([&] {
-    struct sigaction dfl {};
+    struct sigaction dfl{};
     dfl.sa_handler = SIG_DFL;
     ::sigaction(SIGSEGV, &dfl, nullptr);  // sanitizers install their own handler
     cb::Reader rd(spec);
     (void)rd.ReadInPlace([](std::span<std::byte const> view) {
-      const_cast<std::byte&>(view[0]) = std::byte{0xFF};  // must fault
+      // The point of the test: a write through the read-only view must fault.
+      const_cast<std::byte&>(view[0]) = std::byte{0xFF};  // NOLINT(cppcoreguidelines-pro-type-const-cast)
     });
     return 0;
   });
@@ -356,8 +361,7 @@ TEST(RingProcesses, SecondWriterInAnotherProcessIsRefusedWithItsPid) {
       cb::Writer again(spec);
     } catch (std::system_error const& e) {
       std::string const what = e.what();
-      return e.code().value() == EBUSY && what.find("pid " + std::to_string(::getppid())) != std::string::npos ? 0
-                                                                                                             : 2;
+      return e.code().value() == EBUSY && what.find("pid " + std::to_string(::getppid())) != std::string::npos ? 0 : 2;
     }
     return 1;
   });
@@ -401,7 +405,9 @@ TEST(RingProcesses, RefusedAttachNeverUnlinksTheRing) {
 TEST(RingProcesses, ClaimPastEveryRecordThenWriterKilledReaderWaitsAndHeirContinues) {
   RingName r;
   auto const spec = cb::Spec::Make(r.name, 8192);  // chunk 1024, largest message 3568
-  Pipe created, go, claimed;
+  Pipe created;
+  Pipe go;
+  Pipe claimed;
   Child writer([&]() -> int {
     cb::Writer w(spec);
     created.Send();
@@ -468,7 +474,7 @@ TEST(RingProcesses, StateWithoutItsDataSegmentIsTakenOverWithFreshData) {
   std::vector<std::byte> buf(65535);
   for (cb::Reader* reader : {&early, &late}) {
     std::uint64_t delivered = 0;
-    for (int n; (n = reader->Read(buf)) != cb::kEmpty;) {
+    for (int n = reader->Read(buf); n != cb::kEmpty; n = reader->Read(buf)) {
       if (n == cb::kLapped) continue;
       ASSERT_GT(n, 0);
       std::uint64_t const seq = reader->NextSequence() - 1;

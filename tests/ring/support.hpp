@@ -34,13 +34,13 @@ inline std::size_t SizeOf(std::uint64_t seq, std::size_t max) {
 // Contents of message `seq`: the sequence number (as much of it as fits),
 // then a pattern that depends on seq and the byte's index.
 inline void Fill(std::uint64_t seq, std::span<std::byte> out) {
-  std::uint8_t const base = static_cast<std::uint8_t>(Mix(seq ^ 0x5555));
+  auto const base = static_cast<std::uint8_t>(Mix(seq ^ 0x5555));
   for (std::size_t i = 0; i < out.size(); ++i) out[i] = std::byte(static_cast<std::uint8_t>(base + i * 131));
   std::memcpy(out.data(), &seq, std::min<std::size_t>(8, out.size()));
 }
 
 inline bool Matches(std::uint64_t seq, std::span<std::byte const> got) {
-  std::uint8_t const base = static_cast<std::uint8_t>(Mix(seq ^ 0x5555));
+  auto const base = static_cast<std::uint8_t>(Mix(seq ^ 0x5555));
   std::uint64_t prefix = 0;
   std::size_t const k = std::min<std::size_t>(8, got.size());
   std::memcpy(&prefix, got.data(), k);
@@ -62,6 +62,9 @@ inline std::vector<std::byte> Message(std::uint64_t seq, std::size_t size) {
 // test ends, however it ends.
 struct RingName {
   std::string name = UniqueName("ring");
+  RingName() = default;
+  RingName(RingName const&) = delete;
+  RingName& operator=(RingName const&) = delete;
   ~RingName() {
     for (std::string const& n : {name, name + ".data"}) {
       ::shm_unlink(n.c_str());

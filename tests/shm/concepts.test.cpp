@@ -23,10 +23,15 @@ struct WithAtomics {
   std::atomic<std::uint64_t> position;
   std::uint32_t flags;
 };
+// Not trivially copyable: its copy constructor is user-provided.
 struct NonTrivial {
-  NonTrivial() : value(1) {}
-  NonTrivial(NonTrivial const&) : value(2) {}
-  int value;
+  NonTrivial() = default;
+  NonTrivial(NonTrivial const& /*other*/) : value(2) {}
+  NonTrivial(NonTrivial&&) = delete;
+  NonTrivial& operator=(NonTrivial const&) = delete;
+  NonTrivial& operator=(NonTrivial&&) = delete;
+  ~NonTrivial() = default;
+  int value = 1;
 };
 struct Huge {
   char bytes[16];

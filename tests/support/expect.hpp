@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 
 namespace circbuf::test {
 
@@ -9,7 +10,7 @@ namespace circbuf::test {
 template <class E>
 std::string ErrorOf(auto&& action) {
   try {
-    action();
+    std::forward<decltype(action)>(action)();
   } catch (E const& e) {
     return e.what();
   }

@@ -22,16 +22,15 @@ namespace circbuf::test {
 // "/cbt-<tag>-<pid>-<n>": unique per process and call, so tests can run in parallel.
 inline std::string UniqueName(std::string_view tag) {
   static std::atomic<int> counter{0};
-  return "/cbt-" + std::string(tag) + "-" + std::to_string(::getpid()) + "-" +
-         std::to_string(counter.fetch_add(1));
+  return "/cbt-" + std::string(tag) + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
 }
 
 inline bool ShmFileExists(std::string_view name) {
-  struct stat st {};
+  struct stat st{};
   return ::stat(("/dev/shm/" + std::string(name.substr(1))).c_str(), &st) == 0;
 }
 inline bool SemFileExists(std::string_view name) {
-  struct stat st {};
+  struct stat st{};
   return ::stat(("/dev/shm/sem." + std::string(name.substr(1))).c_str(), &st) == 0;
 }
 
@@ -50,7 +49,9 @@ class Pipe {
   void Send(char c = '.') const {
     if (::write(fds_[1], &c, 1) != 1) std::terminate();
   }
-  // The next byte, or -1 on timeout / end of file.
+  // The next byte, or -1 on timeout / end of file. Not [[nodiscard]]: a child
+  // that only waits for its cue may ignore what the cue was (`go.Receive();`).
+  // NOLINTNEXTLINE(modernize-use-nodiscard)
   int Receive(std::chrono::milliseconds timeout = std::chrono::seconds(30)) const {
     pollfd p{fds_[0], POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return -1;
@@ -67,21 +68,9 @@ class Pipe {
 // GoogleTest's machinery. The destructor SIGKILLs a child still running.
 class Child {
  public:
-  explicit Child(std::function<int()> const& body) {
-    std::fflush(nullptr);
-    pid_ = ::fork();
+  explicit Child(std::function<int()> const& body) : pid_(FlushAndFork()) {
     if (pid_ < 0) std::terminate();
-    if (pid_ == 0) {
-      int code = 99;
-      try {
-        code = body();
-      } catch (std::exception const& e) {
-        std::fprintf(stderr, "child %d: exception: %s\n", ::getpid(), e.what());
-      } catch (...) {
-      }
-      std::fflush(nullptr);
-      ::_exit(code);
-    }
+    if (pid_ == 0) RunChild(body);
   }
   ~Child() {
     if (!reaped_) {
@@ -107,6 +96,24 @@ class Child {
   }
 
  private:
+  // Buffered output is flushed first, so that the child does not print it again.
+  static pid_t FlushAndFork() {
+    std::fflush(nullptr);
+    return ::fork();
+  }
+  [[noreturn]] static void RunChild(std::function<int()> const& body) {
+    int code = 99;
+    try {
+      code = body();
+    } catch (std::exception const& e) {
+      std::fprintf(stderr, "child %d: exception: %s\n", ::getpid(), e.what());
+    } catch (...) {
+      std::fprintf(stderr, "child %d: exception of an unknown type\n", ::getpid());
+    }
+    std::fflush(nullptr);
+    ::_exit(code);
+  }
+
   bool Reap(bool block) {
     int status = 0;
     pid_t const r = ::waitpid(pid_, &status, block ? 0 : WNOHANG);
@@ -116,7 +123,7 @@ class Child {
     return true;
   }
 
-  pid_t pid_ = -1;
+  pid_t pid_;
   bool reaped_ = false;
   int status_ = -1;
 };
