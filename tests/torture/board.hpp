@@ -194,7 +194,7 @@ inline std::uint64_t Checksum(std::uint64_t seq, std::byte const* p, std::size_t
   std::uint64_t h = Mix(seq ^ 0xc0ffee);
   std::size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    std::uint64_t w;
+    std::uint64_t w = 0;
     std::memcpy(&w, p + i, 8);
     h = Mix(h ^ w);
   }
@@ -206,7 +206,7 @@ inline std::uint64_t Checksum(std::uint64_t seq, std::byte const* p, std::size_t
 // Fills `out` (size SizeOf(seed, seq, max)) with message `seq`. `split` is
 // called once in the middle (the writer dawdles there between Claim and Commit).
 template <class Split>
-void Fill(std::uint64_t seed, std::uint64_t seq, std::span<std::byte> out, Split&& split) {
+void Fill(std::uint64_t seed, std::uint64_t seq, std::span<std::byte> out, Split const& split) {
   std::uint64_t const base = Mix(seed ^ (seq * 0x9e3779b97f4a7c15ULL));
   std::size_t const n = out.size();
   if (n < 16) {
@@ -219,7 +219,7 @@ void Fill(std::uint64_t seed, std::uint64_t seq, std::span<std::byte> out, Split
     out[i] = std::byte(BodyByte(base, i));
     if (i == n / 2) split();
   }
-  if (n <= 17) split();
+  if (n == 16) split();  // the loop above has no byte n / 2 to stop at
   std::uint64_t const sum = Checksum(seq, out.data(), n - 8);
   std::memcpy(out.data() + n - 8, &sum, 8);
 }

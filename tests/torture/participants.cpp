@@ -18,6 +18,8 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "torture/board.hpp"
@@ -66,11 +68,21 @@ class Participant {
   }
   [[nodiscard]] bool Stopping() const { return board_.stop.load(std::memory_order_acquire) != 0; }
 
-  // Runs a call whose duration is bounded, records it, and checks the bound.
+  // Runs a call whose duration is bounded, records it, checks the bound, and
+  // returns what the call returned. A call that throws is not recorded.
   template <class Fn>
-  void Timed(Op op, Fn&& fn) {
+  decltype(auto) Timed(Op op, Fn&& fn) {
     std::uint64_t const start = NowNs();
-    fn();
+    if constexpr (std::is_void_v<std::invoke_result_t<Fn>>) {
+      std::forward<Fn>(fn)();
+      Took(op, start);
+    } else {
+      decltype(auto) result = std::forward<Fn>(fn)();
+      Took(op, start);
+      return result;
+    }
+  }
+  void Took(Op op, std::uint64_t start) {
     std::uint64_t const took = NowNs() - start;
     StoreMax(slot_.max_block_ns[op], took);
     slot_.ops[op].fetch_add(1, std::memory_order_relaxed);
@@ -84,7 +96,7 @@ class Participant {
   // Operations until the next clean detach: uniform in 1 .. 2 * mean.
   std::uint64_t Budget() { return 1 + Random(2 * config_.reopen_every); }
   // Spins (without sleeping, so the step stays short but killable) for up to `us`.
-  void Dawdle(std::uint64_t us) {
+  static void Dawdle(std::uint64_t us) {
     std::uint64_t const until = NowNs() + us * 1000;
     while (NowNs() < until) {
     }
@@ -99,7 +111,8 @@ class Participant {
       words.resize(std::fread(words.data(), 8, words.size(), f));
       std::fclose(f);
     };
-    std::vector<std::uint64_t> state(640 / 8), data(config_.capacity / 8);
+    std::vector<std::uint64_t> state(640 / 8);
+    std::vector<std::uint64_t> data(config_.capacity / 8);
     read("/dev/shm" + std::string(config_.ring), state);
     read("/dev/shm" + std::string(config_.ring) + ".data", data);
     if (state.size() < 80 || data.size() < config_.capacity / 8) return;
@@ -128,43 +141,45 @@ class Participant {
     while (!Stopping()) {
       Enter(kWriterOpen);
       bool const existed = SharedMemory::Exists(config_.ring);
-      std::optional<cb::Writer> w;
-      try {
-        Timed(kOpWriterOpen, [&] { w.emplace(spec); });
-      } catch (std::invalid_argument const&) {
-        DumpRing();
-        throw;
-      }
+      std::optional<cb::Writer> holder;  // destroyed (timed) at the end of the round
+      cb::Writer& w = Timed(kOpWriterOpen, [&]() -> cb::Writer& {
+        try {
+          return holder.emplace(spec);
+        } catch (std::invalid_argument const&) {
+          DumpRing();
+          throw;
+        }
+      });
       slot_.writer_opens.fetch_add(1, std::memory_order_relaxed);
-      if (w->TookOver()) slot_.took_over.fetch_add(1, std::memory_order_relaxed);
+      if (w.TookOver()) slot_.took_over.fetch_add(1, std::memory_order_relaxed);
       if (!existed) slot_.ring_created.fetch_add(1, std::memory_order_relaxed);
-      if (w->MaxMessageSize() != config_.max_message) Fail("writer: unexpected MaxMessageSize");
+      if (w.MaxMessageSize() != config_.max_message) Fail("writer: unexpected MaxMessageSize");
       slot_.ready.store(1, std::memory_order_release);
       std::uint64_t const budget = Budget();
       for (std::uint64_t k = 0; k < budget && !Stopping(); ++k) {
         Enter(kWriterIdle);
-        std::uint64_t const seq = w->NextSequence();
+        std::uint64_t const seq = w.NextSequence();
         std::size_t const n = SizeOf(config_.seed, seq, config_.max_message);
         StoreMax(slot_.writer_high, seq + 1);  // before it can be committed
         if (Random(2) == 0) {
           Fill(config_.seed, seq, std::span(buf.data(), n), no_split);
           Enter(kWriting);
-          w->Write(std::span<std::byte const>(buf.data(), n));
+          w.Write(std::span<std::byte const>(buf.data(), n));
         } else {
-          auto claimed = w->Claim(n);
+          auto claimed = w.Claim(n);
           Enter(kClaimed);
           std::uint64_t const dawdle = Random(8) == 0 ? Random(300) : 0;
           Fill(config_.seed, seq, claimed, [&] { Dawdle(dawdle); });
           Enter(kCommitting);
-          w->Commit(n);
+          w.Commit(n);
         }
         slot_.messages_written.fetch_add(1, std::memory_order_relaxed);
         Enter(kWriterIdle);
         if ((k & 15) == 0) std::this_thread::sleep_for(std::chrono::microseconds(Random(200)));
       }
-      if (Stopping()) board_.final_total.store(w->NextSequence() + 1, std::memory_order_release);
+      if (Stopping()) board_.final_total.store(w.NextSequence() + 1, std::memory_order_release);
       Enter(kWriterClose);
-      Timed(kOpWriterClose, [&] { w.reset(); });
+      Timed(kOpWriterClose, [&] { holder.reset(); });  // w is gone from here on
     }
   }
 
@@ -185,9 +200,11 @@ class Participant {
     while (!Stopping()) {
       Enter(kReaderOpen);
       auto const start = static_cast<cb::StartAt>(Random(3));
-      std::optional<cb::Reader> r;
+      std::optional<cb::Reader> holder;  // destroyed (timed) at the end of the round
+      cb::Reader* opened = nullptr;
       try {
-        Timed(kOpReaderOpen, [&] { r.emplace(spec, cb::ReaderOptions{.start = start}); });
+        opened = &Timed(kOpReaderOpen,
+                        [&]() -> cb::Reader& { return holder.emplace(spec, cb::ReaderOptions{.start = start}); });
       } catch (std::system_error const& e) {
         if (e.code().value() != ENOENT) throw;
         // The writer is dead and the last reader left, so the ring is gone
@@ -196,8 +213,9 @@ class Participant {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
         continue;
       }
+      cb::Reader& r = *opened;
       c.incarnation = ++objects;
-      c.start = c.next = r->NextSequence();
+      c.start = c.next = r.NextSequence();
       c.delivered = c.lost = c.lib_delivered = c.lib_lost = 0;
       Publish(c);
       slot_.ready.store(1, std::memory_order_release);
@@ -217,10 +235,10 @@ class Participant {
           break;
         }
         Enter(kReading);
-        int const n = r->Read(buf);
+        int const n = r.Read(buf);
         if (n > 0) {
           Enter(kChecking);
-          std::uint64_t const seq = r->NextSequence() - 1;
+          std::uint64_t const seq = r.NextSequence() - 1;
           if (first && seq != c.start && c.start == 0) {
             // Reader::Start's documented fallback (no intact record to start
             // from): NextSequence() is 0 until the first record tells it.
@@ -240,35 +258,37 @@ class Participant {
           c.next = seq + 1;
         } else if (n == cb::kLapped) {
           slot_.laps.fetch_add(1, std::memory_order_relaxed);
-          std::uint64_t const loss = r->LastLoss();
-          if (first && loss == 0 && r->NextSequence() != c.start && c.start == 0) {
+          std::uint64_t const loss = r.LastLoss();
+          if (first && loss == 0 && r.NextSequence() != c.start && c.start == 0) {
             // The same fallback, resynchronised by its first lap.
             slot_.unsynced_starts.fetch_add(1, std::memory_order_relaxed);
-            c.start = c.next = r->NextSequence();
+            c.start = c.next = r.NextSequence();
           } else {
             c.lost += loss;
             c.next += loss;
-            if (r->NextSequence() != c.next) {
+            if (r.NextSequence() != c.next) {
               Fail("reader: after a lap of " + std::to_string(loss) + " the reader expects " +
-                   std::to_string(r->NextSequence()) + ", own count says " + std::to_string(c.next));
+                   std::to_string(r.NextSequence()) + ", own count says " + std::to_string(c.next));
             }
           }
         } else if (n == cb::kEmpty) {
           Enter(kReaderWait);
-          (void)r->Wait(std::chrono::milliseconds(2));
+          (void)r.Wait(std::chrono::milliseconds(2));
           continue;  // nothing changed
         } else {
-          cb::State const& st = r->SharedState();
+          cb::State const& st = r.SharedState();
           Fail("reader: Read returned " + std::to_string(n) + (n == cb::kCorrupt ? " (kCorrupt)" : "") +
-               " at position " + std::to_string(r->Position()) + ", expecting sequence " +
-               std::to_string(r->NextSequence()) + "; tail " + std::to_string(r->PublishedTail()) + ", limit " +
+               " at position " + std::to_string(r.Position()) + ", expecting sequence " +
+               std::to_string(r.NextSequence()) + "; tail " + std::to_string(r.PublishedTail()) + ", limit " +
+               // atomic_ref<T const> is C++26; load() only reads the shared field.
+               // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
                std::to_string(std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(st.limit)).load()) +
-               ", writer " + (r->GetWriterStatus() == cb::WriterStatus::kAlive ? "alive" : "not alive"));
+               ", writer " + (r.GetWriterStatus() == cb::WriterStatus::kAlive ? "alive" : "not alive"));
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
         first = false;
-        c.lib_delivered = r->Delivered();
-        c.lib_lost = r->Lost();
+        c.lib_delivered = r.Delivered();
+        c.lib_lost = r.Lost();
         if (c.lib_delivered != c.delivered || c.lib_lost != c.lost) {
           Fail("reader: library counts delivered " + std::to_string(c.lib_delivered) + ", lost " +
                std::to_string(c.lib_lost) + "; own counts " + std::to_string(c.delivered) + ", " +
@@ -284,7 +304,7 @@ class Participant {
       c.delivered = c.lost = c.lib_delivered = c.lib_lost = 0;
       Publish(c);
       Enter(kReaderClose);
-      Timed(kOpReaderClose, [&] { r.reset(); });
+      Timed(kOpReaderClose, [&] { holder.reset(); });  // r is gone from here on
     }
   }
 
@@ -293,21 +313,21 @@ class Participant {
     while (!Stopping()) {
       if (Random(2) == 0) {
         Enter(kLockOpen);
-        std::optional<SemaphoreLock> lock;
-        lock.emplace(config_.lock);
+        std::optional<SemaphoreLock> holder;  // destroyed in its own phase (kLockClose)
+        SemaphoreLock& lock = holder.emplace(config_.lock);
         Enter(kLockAcquire);
-        Timed(kOpLockAcquire, [&] { lock->Acquire(); });
-        if (lock->Recovered()) slot_.lock_recovered.fetch_add(1, std::memory_order_relaxed);
+        Timed(kOpLockAcquire, [&] { lock.Acquire(); });
+        if (lock.Recovered()) slot_.lock_recovered.fetch_add(1, std::memory_order_relaxed);
         Enter(kLockHeld);
         slot_.ready.store(1, std::memory_order_release);
         Dawdle(Random(500));
         Enter(kLockRelease);
-        lock->Release();
+        lock.Release();
         Enter(kLockClose);
-        lock.reset();
+        holder.reset();  // lock is gone from here on
       } else {
         Enter(kShmOpen);
-        std::optional<SharedMemory> shm;
+        std::optional<SharedMemory> holder;  // destroyed (timed) in kShmClose
         std::uint64_t const dawdle = Random(300);
         ShmOptions options;
         options.initialize = [&](std::span<std::byte> region) {
@@ -316,13 +336,14 @@ class Participant {
           region[0] = std::byte{1};
           Enter(kShmOpen);
         };
-        Timed(kOpShmOpen, [&] { shm.emplace(config_.segment, 4096, std::move(options)); });
+        SharedMemory& shm = Timed(
+            kOpShmOpen, [&]() -> SharedMemory& { return holder.emplace(config_.segment, 4096, std::move(options)); });
         Enter(kShmHeld);
         slot_.ready.store(1, std::memory_order_release);
-        if (shm->Data()[0] != std::byte{1}) Fail("locker: attached to a segment whose initialize never ran");
+        if (shm.Data()[0] != std::byte{1}) Fail("locker: attached to a segment whose initialize never ran");
         Dawdle(Random(1000));
         Enter(kShmClose);
-        Timed(kOpShmClose, [&] { shm.reset(); });
+        Timed(kOpShmClose, [&] { holder.reset(); });  // shm is gone from here on
       }
     }
   }

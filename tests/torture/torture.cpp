@@ -99,8 +99,8 @@ double Ms(std::uint64_t ns) { return static_cast<double>(ns) / 1e6; }
 
 class Controller {
  public:
-  Controller(Options const& o, Board& board, int board_fd) : o_(o), board_(board), board_fd_(board_fd), rng_(o.seed) {
-    slots_ = 1 + o.readers + o.lockers;
+  Controller(Options const& o, Board& board, int board_fd)
+      : o_(o), board_(board), board_fd_(board_fd), rng_(o.seed), slots_(1 + o.readers + o.lockers) {
     pids_.assign(static_cast<std::size_t>(slots_), -1);
     incarnations_.assign(static_cast<std::size_t>(slots_), 0);
     char exe[4096];
@@ -190,7 +190,7 @@ class Controller {
     pids_[static_cast<std::size_t>(slot)] = pid;
   }
 
-  std::string Who(int slot) const {
+  [[nodiscard]] std::string Who(int slot) const {
     Slot const& s = board_.slots[slot];
     char const* role = s.role == kRoleWriter ? "writer" : s.role == kRoleReader ? "reader" : "locker";
     return std::string(role) + " (slot " + std::to_string(slot) + ", pid " +
@@ -405,23 +405,27 @@ class Controller {
                 static_cast<unsigned long long>(w.ring_created.load()),
                 static_cast<unsigned long long>(w.messages_written.load()),
                 static_cast<unsigned long long>(total == 0 ? 0 : total - 1));
-    std::uint64_t laps = 0, unsynced = 0, recovered = 0;
+    std::uint64_t laps = 0;
+    std::uint64_t unsynced = 0;
+    std::uint64_t recovered = 0;
     for (int i = 0; i < slots_; ++i) {
       laps += board_.slots[i].laps.load();
       unsynced += board_.slots[i].unsynced_starts.load();
       recovered += board_.slots[i].lock_recovered.load();
     }
+    std::uint64_t const delivered = delivered_ + killed_delivered_;
+    std::uint64_t const lost = lost_ + killed_lost_;
     std::printf("  readers: %llu Reader objects closed cleanly + %llu killed; delivered %llu (all checked), lost "
                 "%llu (counted), %llu laps, %llu unsynced starts\n",
                 static_cast<unsigned long long>(closed_readers_), static_cast<unsigned long long>(killed_readers_),
-                static_cast<unsigned long long>(delivered_ + killed_delivered_),
-                static_cast<unsigned long long>(lost_ + killed_lost_), static_cast<unsigned long long>(laps),
-                static_cast<unsigned long long>(unsynced));
+                static_cast<unsigned long long>(delivered), static_cast<unsigned long long>(lost),
+                static_cast<unsigned long long>(laps), static_cast<unsigned long long>(unsynced));
     std::printf("  lockers: %llu acquisitions took over a lock whose holder died\n",
                 static_cast<unsigned long long>(recovered));
     std::printf("  max blocking (bound %llu ms):\n", static_cast<unsigned long long>(o_.max_block_ms));
     for (std::uint32_t op = 0; op < kOpCount; ++op) {
-      std::uint64_t worst = 0, count = 0;
+      std::uint64_t worst = 0;
+      std::uint64_t count = 0;
       for (int i = 0; i < slots_; ++i) {
         worst = std::max(worst, board_.slots[i].max_block_ns[op].load());
         count += board_.slots[i].ops[op].load();
@@ -447,7 +451,7 @@ class Controller {
   Board& board_;
   int board_fd_;
   std::mt19937_64 rng_;
-  int slots_ = 0;
+  int slots_;
   std::string exe_;
   std::string tag_;
   std::vector<pid_t> pids_;
@@ -475,14 +479,17 @@ bool ParseNumber(char const* text, std::uint64_t& out) {
 
 int Main(int argc, char** argv) {
   Options o;
-  int slot = -1, board_fd = -1;
+  int slot = -1;
+  int board_fd = -1;
   std::uint64_t incarnation = 0;
-  for (int i = 1; i < argc; ++i) {
+  bool usage_error = false;
+  for (int i = 1; i < argc && !usage_error; ++i) {
     std::string_view const a = argv[i];
     auto number = [&](std::uint64_t& out) {
       if (i + 1 >= argc || !ParseNumber(argv[i + 1], out)) {
         std::fprintf(stderr, "circbuf-torture: %s needs a number\n%s", argv[i], kUsage);
-        std::exit(2);
+        usage_error = true;  // the loop stops; exit status 2 below
+        return;
       }
       ++i;
     };
@@ -527,6 +534,7 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
+  if (usage_error) return 2;
   if (slot >= 0) {
     void* p = ::mmap(nullptr, sizeof(Board), PROT_READ | PROT_WRITE, MAP_SHARED, board_fd, 0);
     if (p == MAP_FAILED || slot >= kMaxSlots) return 3;
