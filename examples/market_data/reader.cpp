@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     std::int64_t spread_sum = 0;
     bool writer_gone = false;
     for (;;) {
-      int n;
+      int n = 0;  // what the read below returns
       if (in_place) {
         // The view is shared memory the writer may overwrite at any moment:
         // copy what is needed out of it, and trust the copy only if the call
