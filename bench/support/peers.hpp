@@ -51,11 +51,9 @@ inline std::vector<Peer> Peers([[maybe_unused]] std::size_t payload) {
   std::vector<Peer> peers;
 #if CIRCBUF_HAVE_BOOST
   for (bool const spin : {true, false}) {
-    peers.push_back({spin ? "boost-mq-spin" : "boost-mq",
-                     [spin, payload] {
-                       return EchoDiesWithParent(BoostMqTransport(spin, payload, BoostMqDepth(payload)));
-                     },
-                     spin});
+    peers.push_back(
+        {spin ? "boost-mq-spin" : "boost-mq",
+         [spin, payload] { return EchoDiesWithParent(BoostMqTransport(spin, payload, BoostMqDepth(payload))); }, spin});
   }
 #endif
 #if CIRCBUF_HAVE_ICEORYX

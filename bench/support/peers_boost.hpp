@@ -91,8 +91,7 @@ inline Transport BoostMqTransport(bool spin, std::size_t payload, std::size_t ma
     bip::message_queue::remove(b->c_str());
     return {"", nullptr, nullptr};
   }
-  return {spin ? "boost-mq-spin" : "boost-mq",
-          [a, b, spin] { return std::make_unique<BoostMqEndpoint>(*a, *b, spin); },
+  return {spin ? "boost-mq-spin" : "boost-mq", [a, b, spin] { return std::make_unique<BoostMqEndpoint>(*a, *b, spin); },
           [a, b, spin] { return std::make_unique<BoostMqEndpoint>(*b, *a, spin); },
           [a, b] {
             bip::message_queue::remove(a->c_str());

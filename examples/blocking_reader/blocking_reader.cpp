@@ -47,10 +47,9 @@ int main(int argc, char** argv) {
   std::string const name = argc > 1 ? argv[1] : "/example-quotes";
   int const idle_limit_s = argc > 2 ? std::atoi(argv[2]) : 10;
   try {
-    cb::Reader reader(cb::Spec::Make(name, 0),
-                      {.start = cb::StartAt::kNext, .wait_for_buffer = 30s});
-    std::printf("attached to %s (%llu bytes, %s)\n", name.c_str(),
-                static_cast<unsigned long long>(reader.Capacity()), Describe(reader.GetWriterStatus()));
+    cb::Reader reader(cb::Spec::Make(name, 0), {.start = cb::StartAt::kNext, .wait_for_buffer = 30s});
+    std::printf("attached to %s (%llu bytes, %s)\n", name.c_str(), static_cast<unsigned long long>(reader.Capacity()),
+                Describe(reader.GetWriterStatus()));
 
     std::vector<std::byte> buffer(256);  // grows to the largest message seen
     std::uint64_t bytes = 0;
@@ -98,9 +97,8 @@ int main(int argc, char** argv) {
         break;
       }
     }
-    std::printf("read %llu messages (%llu bytes), lost %llu\n",
-                static_cast<unsigned long long>(reader.Delivered()), static_cast<unsigned long long>(bytes),
-                static_cast<unsigned long long>(reader.Lost()));
+    std::printf("read %llu messages (%llu bytes), lost %llu\n", static_cast<unsigned long long>(reader.Delivered()),
+                static_cast<unsigned long long>(bytes), static_cast<unsigned long long>(reader.Lost()));
   } catch (std::exception const& e) {
     // e.g. std::system_error ENOENT: no ring appeared within 30 s.
     std::fprintf(stderr, "blocking_reader: %s\n", e.what());

@@ -28,15 +28,13 @@ constexpr uid_t kNobody = 65534;  // Debian's nobody / nogroup
 constexpr gid_t kNogroup = 65534;
 
 struct stat StatOf(std::string const& path) {
-  struct stat st {};
+  struct stat st{};
   EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
   return st;
 }
 
 // Becomes nobody:nogroup with no supplementary groups. Returns false on failure.
-bool BecomeNobody() {
-  return ::setgroups(0, nullptr) == 0 && ::setgid(kNogroup) == 0 && ::setuid(kNobody) == 0;
-}
+bool BecomeNobody() { return ::setgroups(0, nullptr) == 0 && ::setgid(kNogroup) == 0 && ::setuid(kNobody) == 0; }
 
 }  // namespace
 

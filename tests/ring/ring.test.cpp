@@ -68,7 +68,6 @@ struct Model {
   }
 };
 
-
 }  // namespace
 
 TEST(RingSpec, ValidatesNameAndCapacityAndRoundsUpTo64) {
@@ -76,14 +75,16 @@ TEST(RingSpec, ValidatesNameAndCapacityAndRoundsUpTo64) {
   EXPECT_EQ(cb::Spec::Make("/a", 4097).capacity, 4160U);
   EXPECT_EQ(cb::Spec::Make("/a", 52428800).capacity, 52428800U);
   EXPECT_STREQ(cb::Spec::Make("/quotes", 8192).name, "/quotes");
-  EXPECT_NE(ErrorOf<std::length_error>([] { cb::Spec::Make("/a", 1); }).find("capacity 1 bytes: must be 4096 .. 52428800"),
-            std::string::npos);
+  EXPECT_NE(
+      ErrorOf<std::length_error>([] { cb::Spec::Make("/a", 1); }).find("capacity 1 bytes: must be 4096 .. 52428800"),
+      std::string::npos);
   EXPECT_NE(ErrorOf<std::length_error>([] { cb::Spec::Make("/a", 52428801); }).find("capacity 52428801 bytes"),
             std::string::npos);
   EXPECT_NE(ErrorOf<std::invalid_argument>([] { cb::Spec::Make("nope", 4096); }).find("must start with '/'"),
             std::string::npos);
-  EXPECT_NE(ErrorOf<std::invalid_argument>([] { cb::Spec::Make("/" + std::string(247, 'n'), 4096); })
-                .find("too long (248 characters); at most 247"),
+  EXPECT_NE(ErrorOf<std::invalid_argument>([] {
+              cb::Spec::Make("/" + std::string(247, 'n'), 4096);
+            }).find("too long (248 characters); at most 247"),
             std::string::npos);
   EXPECT_NE(ErrorOf<std::length_error>([] { cb::Writer w(cb::Spec::Make("/cbt-zero", 0)); }).find("needs a capacity"),
             std::string::npos);
@@ -156,8 +157,9 @@ TEST(RingWriter, RefusesBadSizesAndLeavesTheRingUnchanged) {
   EXPECT_NE(ErrorOf<std::length_error>([&] { w.Write({}); }).find("message of 0 bytes: must be 1 .. 1776"),
             std::string::npos);
   EXPECT_NE(ErrorOf<std::length_error>([&] { w.Write(big); }).find("message of 65536 bytes"), std::string::npos);
-  EXPECT_NE(ErrorOf<std::length_error>([&] { w.Write(std::span(big.data(), 1777)); })
-                .find("must be 1 .. 1776 in a ring of this capacity"),
+  EXPECT_NE(ErrorOf<std::length_error>([&] {
+              w.Write(std::span(big.data(), 1777));
+            }).find("must be 1 .. 1776 in a ring of this capacity"),
             std::string::npos);
   EXPECT_THROW((void)w.Claim(0), std::length_error);
   EXPECT_THROW(w.Commit(1), std::logic_error);  // nothing claimed
