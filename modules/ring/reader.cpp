@@ -164,6 +164,7 @@ bool Reader::Truncation() noexcept {
                           "reads fail from now on (kCorrupt)",
                           spec_.Name());
     } catch (...) {
+      logged.store(false, std::memory_order_relaxed);  // not logged (noexcept here): a later call tries again
     }
   }
   return true;
@@ -180,8 +181,8 @@ bool Reader::Wait(std::chrono::nanoseconds timeout) {
   // increment of waiters and wake us. Without it (old kernel, seccomp, a
   // writer that could not register) we sleep in slices of 1 ms, bounding the
   // cost of a wake-up lost to store-load reordering.
-  bool fenced = (std::atomic_ref<std::uint32_t>(state_->writer_flags).load(std::memory_order_acquire) &
-                 kWriterFenced) != 0;
+  bool fenced =
+      (std::atomic_ref<std::uint32_t>(state_->writer_flags).load(std::memory_order_acquire) & kWriterFenced) != 0;
   if (fenced && ::syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0) fenced = false;
   bool ready = false;
   for (;;) {
@@ -196,8 +197,8 @@ bool Reader::Wait(std::chrono::nanoseconds timeout) {
     if (!fenced) slice = std::min<std::chrono::nanoseconds>(slice, std::chrono::milliseconds(1));
     timespec const ts{static_cast<time_t>(slice.count() / 1'000'000'000),
                       static_cast<long>(slice.count() % 1'000'000'000)};
-    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&state_->tail), FUTEX_WAIT,
-              static_cast<std::uint32_t>(seen), &ts, nullptr, 0);
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&state_->tail), FUTEX_WAIT, static_cast<std::uint32_t>(seen),
+              &ts, nullptr, 0);
   }
   waiters.fetch_sub(1, std::memory_order_seq_cst);
   return ready;

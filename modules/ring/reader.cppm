@@ -53,6 +53,7 @@ module;
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <utility>
 
 export module circbuf.ring:reader;
 
@@ -81,6 +82,7 @@ class Reader : public IWrapper {
   // ring), std::length_error (capacity mismatch), std::invalid_argument (not
   // a circbuf ring, other layout version, corrupt state).
   explicit Reader(Spec const& spec, ReaderOptions options = {});
+  ~Reader() = default;
   Reader(Reader const&) = delete;
   Reader& operator=(Reader const&) = delete;
 
@@ -109,7 +111,7 @@ class Reader : public IWrapper {
   int ReadInPlace(Fn&& fn) {
     int const n = Begin();
     if (n <= 0) return n;
-    fn(std::span<std::byte const>(data_ + offset_ + kHeaderBytes, static_cast<std::size_t>(n)));
+    std::forward<Fn>(fn)(std::span<std::byte const>(data_ + offset_ + kHeaderBytes, static_cast<std::size_t>(n)));
     return Finish(n);
   }
 
@@ -132,11 +134,12 @@ class Reader : public IWrapper {
   // outcome (<= 0). Skips padding records.
   int Begin() {
     for (;;) {
-      std::uint64_t const header = std::atomic_ref<std::uint64_t>(
-          *reinterpret_cast<std::uint64_t*>(data_ + offset_)).load(std::memory_order_acquire);  // [R1]
+      std::uint64_t const header = std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data_ + offset_))
+                                       .load(std::memory_order_acquire);  // [R1]
       // Relaxed: ordered after the header by [R1]'s acquire (see Overwritten).
       std::uint64_t const limit = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_relaxed);
-      if (cursor_ + capacity_ < limit) [[unlikely]] return Lapped();
+      if (cursor_ + capacity_ < limit) [[unlikely]]
+        return Lapped();
       if (header == 0) {
         if (truncations_->load(std::memory_order_relaxed) != truncations_seen_) [[unlikely]] {
           if (Truncation()) return kCorrupt;
@@ -170,7 +173,8 @@ class Reader : public IWrapper {
   // After the payload was copied or looked at: was it intact throughout?
   int Finish(int n) {
     std::atomic_thread_fence(std::memory_order_acquire);  // [R2] pairs with [W1]
-    if (Overwritten()) [[unlikely]] return Lapped();
+    if (Overwritten()) [[unlikely]]
+      return Lapped();
     // A segment truncated during the copy reads as zeros from the fault on.
     if (truncations_->load(std::memory_order_relaxed) != truncations_seen_) [[unlikely]] {
       if (Truncation()) return kCorrupt;

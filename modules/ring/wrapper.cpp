@@ -115,7 +115,8 @@ void IWrapper::AttachAsWriter(mode_t mode, gid_t group) {
   // so that a capacity mismatch is reported as the ring's.
   if (SharedMemory::Exists(spec_.Name())) {
     try {
-      state_shm_.emplace(spec_.Name(), sizeof(State), ShmOptions{.open = OpenMode::kAttach, .mode = mode, .group = group});
+      state_shm_.emplace(spec_.Name(), sizeof(State),
+                         ShmOptions{.open = OpenMode::kAttach, .mode = mode, .group = group});
     } catch (std::system_error const& e) {
       // Removed meanwhile, or unfinished by a creator that died (the attach
       // removed it): create the ring below.
@@ -167,7 +168,7 @@ void IWrapper::AttachAsReader(std::chrono::milliseconds wait_for_buffer) {
   state_ = state_shm_->AsStruct<State>();
   Validate();
   data_shm_.emplace(DataName(spec_), capacity_, ShmOptions{.open = OpenMode::kAttach, .access = Access::kReadOnly});
-  data_ = const_cast<std::byte*>(std::as_const(*data_shm_).Data());  // mapped PROT_READ: never written
+  data_ = data_shm_->Data();  // mapped PROT_READ: a Reader never writes through it
 }
 
 // Treats the shared header as untrusted: everything the hot paths rely on is
@@ -207,11 +208,11 @@ void IWrapper::Validate() {
 }
 
 WriterStatus IWrapper::GetWriterStatus() const {
-  auto const state = static_cast<WriterState>(
-      std::atomic_ref<std::uint32_t>(state_->writer_state).load(std::memory_order_acquire));
+  auto const state =
+      static_cast<WriterState>(std::atomic_ref<std::uint32_t>(state_->writer_state).load(std::memory_order_acquire));
   if (state == WriterState::kNone) return WriterStatus::kNone;
   if (state == WriterState::kClosed) return WriterStatus::kClosed;
-  struct flock probe {};
+  struct flock probe{};
   probe.l_type = F_WRLCK;
   probe.l_whence = SEEK_SET;
   probe.l_start = 0;

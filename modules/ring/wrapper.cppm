@@ -33,6 +33,9 @@ import :layout;
 namespace circbuf::CircularBuffer {
 
 inline std::uint64_t LoadWord(std::byte const* ring, std::uint64_t offset) noexcept {
+  // std::atomic_ref<T const> arrives only in C++26; a load never writes (the
+  // reader's data segment is even mapped PROT_READ).
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
   auto* word = reinterpret_cast<std::uint64_t*>(const_cast<std::byte*>(ring + offset));
   return std::atomic_ref<std::uint64_t>(*word).load(std::memory_order_relaxed);
 }
@@ -45,7 +48,7 @@ inline void StoreWord(std::byte* ring, std::uint64_t offset, std::uint64_t value
 inline void CopyToRing(std::byte* ring, std::uint64_t offset, std::byte const* src, std::size_t n) noexcept {
   std::size_t const full = n / 8;
   for (std::size_t i = 0; i < full; ++i) {
-    std::uint64_t word;
+    std::uint64_t word = 0;  // overwritten whole by the memcpy: the compiler drops the store
     std::memcpy(&word, src + i * 8, 8);
     StoreWord(ring, offset + i * 8, word);
   }
@@ -117,13 +120,17 @@ class IWrapper {
   // returns kCorrupt from every Read. Slow path; sticky.
   [[nodiscard]] bool Truncated() const noexcept;
 
+  IWrapper(IWrapper const&) = delete;
+  IWrapper& operator=(IWrapper const&) = delete;
+
  protected:
   enum class Role : std::uint8_t { kWriter, kReader };
   IWrapper(Spec const& spec, Role role, mode_t mode, gid_t group, std::chrono::milliseconds wait_for_buffer);
   ~IWrapper() = default;
-  IWrapper(IWrapper const&) = delete;
-  IWrapper& operator=(IWrapper const&) = delete;
 
+  // state_shm_ is engaged from the end of the constructor on (which throws
+  // otherwise); Writer and Reader call this only after it.
+  // NOLINTNEXTLINE(bugprone-unchecked-optional-access)
   [[nodiscard]] int StateHandle() const noexcept { return state_shm_->NativeHandle(); }
   // After refusing what it attached to: leave the segments this object did
   // not create exactly as they were (never unlink them on the way out).

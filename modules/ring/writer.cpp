@@ -23,7 +23,7 @@ namespace circbuf::CircularBuffer {
 namespace writer_impl {
 
 bool LockRange(int fd, short type) {
-  struct flock lock {};
+  struct flock lock{};
   lock.l_type = type;
   lock.l_whence = SEEK_SET;
   lock.l_start = 0;
@@ -48,14 +48,14 @@ Writer::Writer(Spec const& spec, WriterOptions options)
     throw std::system_error(error, std::generic_category(), "fcntl(F_OFD_SETLK) on " + ring);
   }
   try {
-    auto const previous = static_cast<WriterState>(
-        std::atomic_ref<std::uint32_t>(state_->writer_state).load(std::memory_order_acquire));
+    auto const previous =
+        static_cast<WriterState>(std::atomic_ref<std::uint32_t>(state_->writer_state).load(std::memory_order_acquire));
     pid_t const previous_pid = WriterPid();
     Recover();
     took_over_ = previous == WriterState::kActive;
     if (took_over_) {
-      detail::Log().warn("{}: writer pid {} died; taking over at position {}, sequence {}", ring, previous_pid,
-                         pos_, seq_);
+      detail::Log().warn("{}: writer pid {} died; taking over at position {}, sequence {}", ring, previous_pid, pos_,
+                         seq_);
     }
     // Asymmetric fence for Reader::Wait (see [W4]): registered once here so
     // that a sleeping reader's membarrier reaches this process.
@@ -106,9 +106,11 @@ void Writer::Recover() {
   };
   if (tail != 0) {
     std::uint64_t start = kNoRecord;
-    for (std::uint64_t k = 0; k < kChunks; ++k) {
-      std::uint64_t const e = std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire);
-      if (e != kNoRecord && e % kRecordAlignment == 0 && e < tail && e + capacity_ >= limit_ && (start == kNoRecord || e > start)) start = e;
+    for (std::uint64_t& entry : state_->index) {
+      std::uint64_t const e = std::atomic_ref<std::uint64_t>(entry).load(std::memory_order_acquire);
+      if (e != kNoRecord && e % kRecordAlignment == 0 && e < tail && e + capacity_ >= limit_ &&
+          (start == kNoRecord || e > start))
+        start = e;
     }
     std::uint64_t const latest = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_relaxed);
     std::uint64_t const next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_relaxed);

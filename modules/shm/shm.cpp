@@ -34,12 +34,14 @@ namespace shm_impl {
 
 std::string Q(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
-std::string const& CheckedName(std::string const& name, std::size_t size, ShmOptions const& options) {
+// The name again, for the lock's constructor (the member initialiser list
+// has to check it first).
+std::string_view CheckedName(std::string const& name, std::size_t size, ShmOptions const& options) {
   ValidateName(name, "shared memory");
   bool const any_size = options.open == OpenMode::kAttach && size == 0;
   if (!any_size && (size == 0 || size > kMaxSegmentSize)) {
-    throw std::length_error("shared memory " + Q(name) + ": size " + std::to_string(size) +
-                            " bytes: must be 1 .. " + std::to_string(kMaxSegmentSize));
+    throw std::length_error("shared memory " + Q(name) + ": size " + std::to_string(size) + " bytes: must be 1 .. " +
+                            std::to_string(kMaxSegmentSize));
   }
   return name;
 }
@@ -56,12 +58,16 @@ void* MapOrThrow(std::size_t bytes, int prot, int fd, off_t offset, std::string 
 
 // The segment file is now shorter than the header page and `user_bytes`.
 bool FileShrunk(int fd, std::size_t user_bytes) noexcept {
-  struct stat st {};
+  struct stat st{};
   return ::fstat(fd, &st) == 0 && static_cast<std::size_t>(st.st_size) < kPageSize + user_bytes;
 }
 
 // Owns the pieces of a half-built attachment; undoes them unless released.
 struct Pending {
+  explicit Pending(std::string const& segment) : name(segment) {}
+  Pending(Pending const&) = delete;
+  Pending& operator=(Pending const&) = delete;
+
   std::string const& name;
   int fd = -1;
   void* header = nullptr;
@@ -81,17 +87,23 @@ struct Pending {
 
 // Disarmed on success; on failure removes the lock's name when no segment exists.
 struct UnlinkLockIfNoSegment {
+  UnlinkLockIfNoSegment(std::string const& segment, SemaphoreLock& segment_lock) : name(segment), lock(segment_lock) {}
+  UnlinkLockIfNoSegment(UnlinkLockIfNoSegment const&) = delete;
+  UnlinkLockIfNoSegment& operator=(UnlinkLockIfNoSegment const&) = delete;
+  ~UnlinkLockIfNoSegment() {
+    if (!armed) return;
+    // On the way out of a failed constructor: a second error must not
+    // replace the first, so it is only logged.
+    try {
+      if (!SharedMemory::Exists(name)) lock.Unlink();
+    } catch (std::exception const& e) {
+      detail::Log().warn("shared memory {}: lock name not removed: {}", name, e.what());
+    }
+  }
+
   std::string const& name;
   SemaphoreLock& lock;
   bool armed = true;
-  ~UnlinkLockIfNoSegment() {
-    if (armed && !SharedMemory::Exists(name)) {
-      try {
-        lock.Unlink();
-      } catch (...) {
-      }
-    }
-  }
 };
 
 }  // namespace shm_impl
@@ -122,14 +134,15 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
         if (options.group != kKeepGroup && ::fchown(p.fd, static_cast<uid_t>(-1), options.group) != 0) {
           ThrowErrno(errno, "shared memory " + Q(name_) + ": cannot give it to group " + std::to_string(options.group));
         }
-        ::fchmod(p.fd, options.mode);  // exactly the mode asked for, whatever the umask (after fchown: it may clear bits)
+        ::fchmod(p.fd,
+                 options.mode);  // exactly the mode asked for, whatever the umask (after fchown: it may clear bits)
         std::size_t const total = kPageSize + size;
         if (::ftruncate(p.fd, static_cast<off_t>(total)) != 0) {
           ThrowErrno(errno, "ftruncate(" + Q(name_) + ", " + std::to_string(total) + ")");
         }
         if (int const error = ::posix_fallocate(p.fd, 0, static_cast<off_t>(total)); error != 0) {
-          ThrowErrno(error, "shared memory " + Q(name_) + ": cannot reserve " + std::to_string(total) +
-                                " bytes in /dev/shm");
+          ThrowErrno(error,
+                     "shared memory " + Q(name_) + ": cannot reserve " + std::to_string(total) + " bytes in /dev/shm");
         }
         p.header = MapOrThrow(kPageSize, PROT_READ | PROT_WRITE, p.fd, 0, name_);
         GuardCoverHeader(p.guard_slot, p.header);
@@ -153,7 +166,7 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
       if (errno == ENOENT && options.open != OpenMode::kAttach) continue;  // removed meanwhile
       ThrowErrno(errno, "shm_open(" + Q(name_) + ")");
     }
-    struct stat st {};
+    struct stat st{};
     if (::fstat(p.fd, &st) != 0) ThrowErrno(errno, "fstat(" + Q(name_) + ")");
     auto const file_bytes = static_cast<std::size_t>(st.st_size);
     std::uint64_t magic = 0;
@@ -190,16 +203,15 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
     }
     auto* h = static_cast<SegmentHeader*>(p.header);
     if (h->version != kSegmentVersion) {
-      throw std::invalid_argument("shared memory " + Q(name_) + ": layout version " +
-                                  std::to_string(h->version) + ", this library reads version " +
-                                  std::to_string(kSegmentVersion));
+      throw std::invalid_argument("shared memory " + Q(name_) + ": layout version " + std::to_string(h->version) +
+                                  ", this library reads version " + std::to_string(kSegmentVersion));
     }
     if (h->header_bytes != kPageSize || h->user_bytes == 0 || h->user_bytes > kMaxSegmentSize ||
         file_bytes != kPageSize + h->user_bytes) {
       throw std::invalid_argument("shared memory " + Q(name_) + ": corrupt header (header " +
                                   std::to_string(h->header_bytes) + " bytes, user region " +
-                                  std::to_string(h->user_bytes) + " bytes, file " +
-                                  std::to_string(file_bytes) + " bytes)");
+                                  std::to_string(h->user_bytes) + " bytes, file " + std::to_string(file_bytes) +
+                                  " bytes)");
     }
     if (size != 0 && size != h->user_bytes) {
       throw std::length_error("shared memory " + Q(name_) + ": exists with " + std::to_string(h->user_bytes) +
@@ -230,10 +242,13 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
       // asked for a read-only one, while the lock still keeps attachers out.
       void* init = MapOrThrow(size_, PROT_READ | PROT_WRITE, p.fd, static_cast<off_t>(kPageSize), name_);
       struct Unmap {
+        Unmap(void* address, std::size_t bytes) : p(address), n(bytes) {}
+        Unmap(Unmap const&) = delete;
+        Unmap& operator=(Unmap const&) = delete;
+        ~Unmap() { ::munmap(p, n); }
         void* p;
         std::size_t n;
-        ~Unmap() { ::munmap(p, n); }
-      } unmap{init, size_};
+      } const unmap{init, size_};
       options.initialize(std::span<std::byte>(static_cast<std::byte*>(init), size_));
     }
     if (created_) {
@@ -308,8 +323,7 @@ void SharedMemory::Detach() noexcept {
       // no fault at all, not even one for the guard (a fault inside an
       // atomic read-modify-write deadlocks ThreadSanitizer's runtime).
       bool const truncated = Truncated() || FileShrunk(fd_, size_);
-      std::uint32_t const left =
-          truncated ? 0 : RefCountOf(header_).fetch_sub(1, std::memory_order_acq_rel) - 1;
+      std::uint32_t const left = truncated ? 0 : RefCountOf(header_).fetch_sub(1, std::memory_order_acq_rel) - 1;
       if (truncated) detail::Log().warn("shared memory {}: was truncated by another process while attached", name_);
       // Converting our shared flock to exclusive succeeds only if no other
       // live attachment exists, in this process or any other.
@@ -317,8 +331,7 @@ void SharedMemory::Detach() noexcept {
         detail::Log().info("shared memory {}: detached, kept ({} attachment(s) left)", name_, left);
       } else if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
         if (left != 0 && !truncated) {
-          detail::Log().warn("shared memory {}: {} attachment(s) died without detaching; freeing anyway",
-                             name_, left);
+          detail::Log().warn("shared memory {}: {} attachment(s) died without detaching; freeing anyway", name_, left);
         }
         ::shm_unlink(name_.c_str());
         try {
@@ -366,7 +379,7 @@ void SharedMemory::CheckView(std::size_t bytes, bool is_const, char const* what)
 bool SharedMemory::Exists(std::string_view name) {
   ValidateName(name, "shared memory");
   std::string const path = "/dev/shm/" + std::string(name.substr(1));
-  struct stat st {};
+  struct stat st{};
   return ::stat(path.c_str(), &st) == 0;
 }
 

@@ -74,7 +74,7 @@ export namespace circbuf {
 inline constexpr std::size_t kCacheLineSize = 64;
 inline constexpr std::size_t kPageSize = 4096;
 // Largest user region of one segment: the 50 MiB ring data limit.
-inline constexpr std::size_t kMaxSegmentSize = 50U * 1024U * 1024U;
+inline constexpr std::size_t kMaxSegmentSize = std::size_t{50} * 1024 * 1024;
 
 // ---- What may live in shared memory ------------------------------------------
 //
@@ -97,17 +97,15 @@ template <class U>
 inline constexpr bool kIsStdAtomic<std::atomic<U>> = true;
 
 template <class T>
-concept LockFreeAtomic =
-    kIsStdAtomic<std::remove_cv_t<T>> && std::remove_cv_t<T>::is_always_lock_free;
+concept LockFreeAtomic = kIsStdAtomic<std::remove_cv_t<T>> && std::remove_cv_t<T>::is_always_lock_free;
 
 template <class T>
 concept Storable =
     std::is_object_v<T> && !std::is_pointer_v<std::remove_all_extents_t<T>> &&
     !std::is_member_pointer_v<std::remove_all_extents_t<T>> &&
     std::is_standard_layout_v<std::remove_all_extents_t<T>> &&
-    (LockFreeAtomic<std::remove_all_extents_t<T>> ||
-     (!kIsStdAtomic<std::remove_cv_t<std::remove_all_extents_t<T>>> &&
-      std::is_trivially_copyable_v<std::remove_all_extents_t<T>>)) &&
+    (LockFreeAtomic<std::remove_all_extents_t<T>> || (!kIsStdAtomic<std::remove_cv_t<std::remove_all_extents_t<T>>> &&
+                                                      std::is_trivially_copyable_v<std::remove_all_extents_t<T>>)) &&
     alignof(T) <= kPageSize;
 
 // ---- Segment header ------------------------------------------------------------
@@ -166,7 +164,9 @@ struct ShmOptions {
   // Runs once, in the creating process, on the zeroed user region, while the
   // segment's lock is still held: an attacher never sees the region before
   // it has run. If it throws, the segment is removed and the error propagates.
-  std::function<void(std::span<std::byte>)> initialize{};
+  // The `{}` is not redundant: without a default member initializer clang's
+  // -Wmissing-designated-field-initializers flags every ShmOptions{.open = ...}.
+  std::function<void(std::span<std::byte>)> initialize{};  // NOLINT(readability-redundant-member-init)
 };
 
 class SharedMemory {
