@@ -43,10 +43,10 @@ constexpr std::uint64_t kCapacity = 4096;
 // circbuf.shm header page.
 class Raw {
  public:
-  explicit Raw(std::string const& name) {
-    state_ = static_cast<cb::State*>(Map(name, sizeof(cb::State), state_base_));
-    data_ = static_cast<std::byte*>(Map(name + ".data", kCapacity, data_base_));
-  }
+  // The bases are declared (and zeroed) before the pointers that Map sets them with.
+  explicit Raw(std::string const& name)
+      : state_(static_cast<cb::State*>(Map(name, sizeof(cb::State), state_base_))),
+        data_(static_cast<std::byte*>(Map(name + ".data", kCapacity, data_base_))) {}
   ~Raw() {
     ::munmap(state_base_, kPageSize + sizeof(cb::State));
     ::munmap(data_base_, kPageSize + kCapacity);

@@ -44,14 +44,17 @@ namespace {
 
 struct Cleanup {
   std::string name = UniqueName("hostile");
+  Cleanup() = default;
   ~Cleanup() { SharedMemory::Remove(name); }
+  Cleanup(Cleanup const&) = delete;
+  Cleanup& operator=(Cleanup const&) = delete;
 };
 
 // Shrinks the segment file `name` to `bytes`, as a hostile or buggy process would.
 void Shrink(std::string const& name, off_t bytes) {
   int const fd = ::shm_open(name.c_str(), O_RDWR, 0);
-  ASSERT_GE(fd, 0) << std::strerror(errno);
-  ASSERT_EQ(::ftruncate(fd, bytes), 0) << std::strerror(errno);
+  ASSERT_GE(fd, 0) << std::generic_category().message(errno);
+  ASSERT_EQ(::ftruncate(fd, bytes), 0) << std::generic_category().message(errno);
   ::close(fd);
 }
 
@@ -73,7 +76,7 @@ TEST(HostileSegment, FileSizeThatDisagreesWithTheHeaderIsRefused) {
     keep.KeepOnDetach();
     ASSERT_EQ(keep.RefCount(), 1U);
   }
-  for (off_t const bytes : {off_t{kPageSize + 4096}, off_t{kPageSize + 3 * 8192}}) {
+  for (off_t const bytes : {off_t{kPageSize + 4096}, off_t{kPageSize + (std::size_t{3} * 8192)}}) {
     Shrink(c.name, bytes);
     std::string const error =
         ErrorOf<std::invalid_argument>([&] { SharedMemory s(c.name, 0, {.open = OpenMode::kAttach}); });
@@ -95,7 +98,7 @@ TEST(HostileSegment, FileSizeThatDisagreesWithTheHeaderIsRefused) {
 TEST(HostileSegment, SegmentShrunkAfterMappingReadsZerosInsteadOfSigbus) {
   for (off_t const keep_bytes : {off_t{kPageSize + 4096}, off_t{0}}) {
     Cleanup c;
-    SharedMemory owner(c.name, 64 * 1024);
+    SharedMemory owner(c.name, std::size_t{64} * 1024);
     std::fill_n(owner.Data(), owner.Size(), std::byte{0x5a});
     Pipe attached;
     Pipe shrunk;
@@ -126,7 +129,7 @@ TEST(HostileSegment, SegmentShrunkAfterMappingReadsZerosInsteadOfSigbus) {
 // a shrunk segment does not die either (its writes no longer reach anyone).
 TEST(HostileSegment, WritableAttachmentKeepsWorkingAfterTheShrink) {
   Cleanup c;
-  SharedMemory owner(c.name, 16 * 1024);
+  SharedMemory owner(c.name, std::size_t{16} * 1024);
   Pipe attached;
   Pipe shrunk;
   Child writer([&] {
@@ -153,11 +156,11 @@ TEST(HostileSegment, OtherSigbusStillKillsTheProcess) {
     SharedMemory shm(c.name, 4096);  // installs the guard
     std::string const other = c.name + "-other";
     int const fd = ::shm_open(other.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
-    if (fd < 0 || ::ftruncate(fd, 2 * 4096) != 0) return 10;
-    void* p = ::mmap(nullptr, 2 * 4096, PROT_READ, MAP_SHARED, fd, 0);
+    if (fd < 0 || ::ftruncate(fd, off_t{2} * 4096) != 0) return 10;
+    void* p = ::mmap(nullptr, std::size_t{2} * 4096, PROT_READ, MAP_SHARED, fd, 0);
     ::shm_unlink(other.c_str());
     if (p == MAP_FAILED || ::ftruncate(fd, 0) != 0) return 11;
-    (void)Touch(static_cast<std::byte const*>(p), 2 * 4096);
+    (void)Touch(static_cast<std::byte const*>(p), std::size_t{2} * 4096);
     return 12;  // not reached
   });
   EXPECT_EQ(child.Wait(), SigbusExit());
@@ -197,7 +200,7 @@ TEST(HostileSegment, DevShmTooSmallFailsAtCreationWithEnospc) {
     std::string const name = UniqueName("nospace");
     std::string error;
     try {
-      SharedMemory shm(name, 4 * 1024 * 1024);
+      SharedMemory shm(name, std::size_t{4} * 1024 * 1024);
       return 10;  // created: the test fails
     } catch (std::system_error const& e) {
       if (e.code().value() != ENOSPC) return 11;
@@ -214,7 +217,7 @@ TEST(HostileSegment, DevShmTooSmallFailsAtCreationWithEnospc) {
     if (entries != 0) return 15;
     std::fprintf(stderr, "refused as expected: %s\n", error.c_str());
     // Something that fits still works.
-    SharedMemory small(name, 64 * 1024);
+    SharedMemory small(name, std::size_t{64} * 1024);
     return small.Created() ? 0 : 16;
   });
   int const code = child.Wait();

@@ -16,8 +16,8 @@
 
 #include <gtest/gtest.h>
 
-#include "support/process.hpp"
 #include "support/expect.hpp"
+#include "support/process.hpp"
 
 import circbuf.shm;
 
@@ -43,11 +43,13 @@ struct Record {
 // Removes the segment and its lock when a test ends, however it ends.
 struct Cleanup {
   std::string name = UniqueName("shm");
+  Cleanup() = default;
   ~Cleanup() { SharedMemory::Remove(name); }
+  Cleanup(Cleanup const&) = delete;
+  Cleanup& operator=(Cleanup const&) = delete;
 };
 
 bool NothingLeft(std::string const& name) { return !ShmFileExists(name) && !SemFileExists(name); }
-
 
 }  // namespace
 
@@ -57,7 +59,7 @@ TEST(SharedMemory, CreatesSegmentWithHeaderPageModeAndRefCountOne) {
   EXPECT_TRUE(shm.Created());
   EXPECT_EQ(shm.Size(), 1000U);
   EXPECT_EQ(shm.RefCount(), 1U);
-  struct stat st {};
+  struct stat st{};
   ASSERT_EQ(::fstat(shm.NativeHandle(), &st), 0);
   EXPECT_EQ(static_cast<std::size_t>(st.st_size), kPageSize + 1000);
   EXPECT_EQ(st.st_mode & 0777, 0600U);
@@ -67,7 +69,7 @@ TEST(SharedMemory, CreatesSegmentWithHeaderPageModeAndRefCountOne) {
 TEST(SharedMemory, ModeCanBeChosen) {
   Cleanup c;
   SharedMemory shm(c.name, 64, {.mode = 0640});
-  struct stat st {};
+  struct stat st{};
   ASSERT_EQ(::fstat(shm.NativeHandle(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0640U);
 }
@@ -78,8 +80,7 @@ TEST(SharedMemory, RefusesBadNamesAndLeavesNothing) {
             std::string::npos);
   EXPECT_NE(ErrorOf<std::invalid_argument>([] { SharedMemory s("/a/../b", 64); }).find("'/' at position 2"),
             std::string::npos);
-  EXPECT_NE(ErrorOf<std::invalid_argument>([] { SharedMemory s("/" + std::string(300, 'z'), 64); })
-                .find("too long"),
+  EXPECT_NE(ErrorOf<std::invalid_argument>([] { SharedMemory s("/" + std::string(300, 'z'), 64); }).find("too long"),
             std::string::npos);
 }
 
@@ -87,8 +88,9 @@ TEST(SharedMemory, RefusesSizeZeroOrAboveTheLimitAndLeavesNothing) {
   Cleanup c;
   EXPECT_NE(ErrorOf<std::length_error>([&] { SharedMemory s(c.name, 0); }).find("size 0 bytes: must be 1 .. 52428800"),
             std::string::npos);
-  EXPECT_NE(ErrorOf<std::length_error>([&] { SharedMemory s(c.name, circbuf::kMaxSegmentSize + 1); })
-                .find("size 52428801 bytes"),
+  EXPECT_NE(ErrorOf<std::length_error>([&] {
+              SharedMemory s(c.name, circbuf::kMaxSegmentSize + 1);
+            }).find("size 52428801 bytes"),
             std::string::npos);
   EXPECT_TRUE(NothingLeft(c.name));
   // The limit itself is accepted.
@@ -104,7 +106,7 @@ TEST(SharedMemory, RefusesSizeMismatchOnAttachAndChangesNothing) {
   EXPECT_NE(what.find("exists with 4096 bytes, asked for 8192"), std::string::npos) << what;
   EXPECT_EQ(shm.RefCount(), 1U);
   EXPECT_EQ(shm.AsStruct<Record>()->sequence, 7U);
-  struct stat st {};
+  struct stat st{};
   ASSERT_EQ(::fstat(shm.NativeHandle(), &st), 0);
   EXPECT_EQ(static_cast<std::size_t>(st.st_size), kPageSize + 4096);
 }
@@ -135,7 +137,9 @@ TEST(SharedMemory, CreateOnlyFailsWithEexistWhenPresent) {
 
 TEST(SharedMemory, RefCountAndDataAcrossProcessesAndUnlinkAtLastDetach) {
   Cleanup c;
-  Pipe attached, detach, detached;
+  Pipe attached;
+  Pipe detach;
+  Pipe detached;
   std::optional<SharedMemory> shm(std::in_place, c.name, sizeof(Record));
   std::strcpy(shm->AsStruct<Record>()->text, "from the creator");
   Child child([&] {
@@ -160,7 +164,8 @@ TEST(SharedMemory, RefCountAndDataAcrossProcessesAndUnlinkAtLastDetach) {
 
 TEST(SharedMemory, LastOneOutUnlinksEvenWhenItIsNotTheCreator) {
   Cleanup c;
-  Pipe created, go;
+  Pipe created;
+  Pipe go;
   Child creator([&] {
     SharedMemory mine(c.name, 128);
     created.Send();
@@ -268,9 +273,11 @@ TEST(SharedMemory, ReadOnlyAttachmentFaultsOnWriteAndRefusesMutableViews) {
   EXPECT_THROW((void)view.AsStruct<Record>(), std::logic_error);
   EXPECT_THROW((void)view.AsSpan<std::uint64_t>(), std::logic_error);
   Child writer([&] {
-    struct sigaction dfl {};
+    struct sigaction dfl{};
     dfl.sa_handler = SIG_DFL;
     ::sigaction(SIGSEGV, &dfl, nullptr);  // sanitizers install their own handler
+    // The test writes through a read-only view on purpose, to see it fault.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
     auto* bytes = const_cast<std::byte*>(std::as_const(view).Data());
     bytes[0] = std::byte{1};  // must fault: the user region is mapped PROT_READ
     return 0;
@@ -340,7 +347,9 @@ TEST(SharedMemory, CreatingPutsNoTemporaryFileIntoDevShm) {
     }
     int const watch = ::inotify_init1(IN_NONBLOCK);
     if (watch < 0 || ::inotify_add_watch(watch, "/dev/shm", IN_CREATE) < 0) return 2;
-    { SharedMemory segment("/tmpcheck", 100); }
+    {
+      SharedMemory segment("/tmpcheck", 100);
+    }
     alignas(inotify_event) char events[4096];
     ssize_t const got = ::read(watch, events, sizeof events);
     int strays = 0;
