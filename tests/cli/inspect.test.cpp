@@ -1,5 +1,8 @@
 // circbuf ls and circbuf stat on a live ring whose writer is this test
 // process: the values they print are the ones the test knows.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,9 +21,9 @@
 import circbuf;
 
 namespace cb = circbuf::CircularBuffer;
+using circbuf::test::Circbuf;
 using circbuf::test::JsonField;
 using circbuf::test::Lines;
-using circbuf::test::Circbuf;
 using circbuf::test::UniqueName;
 using circbuf::test::Widest;
 using namespace std::chrono_literals;
@@ -153,4 +156,44 @@ TEST(CliInspect, StatReportsADeadWriter) {
   EXPECT_EQ(JsonField(r.out, "stale"), "true");
   circbuf::SharedMemory::Remove(name);
   circbuf::SharedMemory::Remove(name + ".data");
+}
+
+TEST(CliInspect, LsAndStatReportATruncatedDataSegment) {
+  std::string const name = UniqueName("clitr");
+  cb::Writer writer(cb::Spec::Make(name, std::uint64_t{64} * 1024));
+  WriteMessages(writer, 5);
+  // Another process shrinks the data segment while the writer holds it. The
+  // tool reads the files instead of mapping them, so it cannot die of SIGBUS,
+  // and it reports the damage instead of a message count.
+  int const fd = ::shm_open((name + ".data").c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, off_t{8192}), 0);
+  ::close(fd);
+  std::string const damage = "truncated or damaged: data segment " + name + ".data is 8192 bytes, its header says " +
+                             std::to_string(4096 + (64 * 1024));
+
+  auto const ls = Circbuf({"ls", name});
+  ASSERT_EQ(ls.code, 0) << ls.err;
+  auto const lines = Lines(ls.out);
+  ASSERT_EQ(lines.size(), 3U) << ls.out;
+  EXPECT_EQ(lines[1].rfind(name, 0), 0U) << lines[1];
+  EXPECT_NE(lines[1].find(" truncated "), std::string::npos) << "in the MESSAGES column: " << lines[1];
+  EXPECT_EQ(lines[2].rfind(name + ": " + damage, 0), 0U) << lines[2];
+
+  auto const ls_json = Circbuf({"ls", "--json", name});
+  ASSERT_EQ(ls_json.code, 0) << ls_json.err;
+  EXPECT_EQ(JsonField(ls_json.out, "kind"), "ring");
+  EXPECT_EQ(JsonField(ls_json.out, "truncated"), "true");
+  EXPECT_EQ(JsonField(ls_json.out, "damage").rfind(damage, 0), 0U) << ls_json.out;
+
+  // stat refuses it with the exit code for "not circbuf, or corrupt" (5).
+  auto const stat = Circbuf({"stat", name});
+  EXPECT_EQ(stat.code, 5) << stat.out;
+  EXPECT_NE(stat.err.find("circbuf stat: " + name + ": " + damage), std::string::npos) << stat.err;
+  auto const stat_json = Circbuf({"stat", name, "--json"});
+  EXPECT_EQ(stat_json.code, 5) << stat_json.out;
+  EXPECT_EQ(JsonField(stat_json.out, "name"), name);
+  EXPECT_EQ(JsonField(stat_json.out, "truncated"), "true");
+  EXPECT_EQ(JsonField(stat_json.out, "damage").rfind(damage, 0), 0U) << stat_json.out;
+  EXPECT_NE(stat_json.err.find("truncated"), std::string::npos) << stat_json.err;
 }

@@ -151,13 +151,19 @@ struct SegmentInfo {
   bool has_data = false;        // NAME.data exists
   bool data_stale = false;
   std::uint32_t data_refcount = 0;
+  // Non-empty: the segment's file (or, for a ring, its data segment's) is not
+  // as long as its header says, "truncated or damaged: ..." (the library
+  // refuses such a ring; reading it here is safe: nothing is mapped).
+  std::string damage;
 };
 
 // Looks at one segment (name with leading '/'). Throws Error on failure to
 // open (ENOENT -> kNoSuchBuffer, EACCES -> kPermission).
 SegmentInfo Inspect(std::string const& name);
-// Inspect, then Error(kNotCircbuf) unless it is a ring of our layout version.
-SegmentInfo InspectRing(std::string const& name);
+// Inspect, then Error(kNotCircbuf) unless it is a ring of our layout version
+// and undamaged (with `allow_damaged`, a damaged circbuf segment is returned
+// instead: see SegmentInfo::damage).
+SegmentInfo InspectRing(std::string const& name, bool allow_damaged = false);
 // Every segment in /dev/shm except semaphores, by name; unreadable ones have
 // open_errno set. NAME.data segments are listed as well (kind kSegment).
 std::vector<SegmentInfo> ScanSegments();

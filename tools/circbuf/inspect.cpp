@@ -3,8 +3,20 @@
 // removal under the segment's lock.
 //
 // The layouts are the library's (SegmentHeader in circbuf.shm, State and the
-// record header in circbuf.ring:layout). Words that others change are loaded
-// with std::atomic_ref, as the library does.
+// record header in circbuf.ring:layout).
+//
+// Nothing is mapped: the segment files are read with pread(2). Another
+// process may truncate a file while we look (a hostile or buggy one; see
+// docs/threat-model.md); a mapping of it would then raise SIGBUS and kill the
+// tool, whereas a read past the new end is only short, and is reported. The
+// kernel copies the bytes, so a word that the writer changes meanwhile may
+// come out mixed: words that change are read until two reads agree (see
+// Word), and a record header is trusted as the reader trusts it (below).
+//
+// Damage: a circbuf segment whose file size is not its header page plus the
+// user region its header states was truncated (or extended) by someone
+// else; the library refuses to attach to it. Inspect says so in
+// SegmentInfo::damage, for the ring's state segment and its data segment.
 //
 // Probes (the library's own rules):
 //   stale   no live process holds a shared flock on the segment: flock(LOCK_EX |
@@ -14,19 +26,19 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "cli.hpp"
@@ -41,53 +53,64 @@ namespace {
 
 std::string PathOf(std::string const& name) { return "/dev/shm/" + name.substr(1); }
 
-template <class T>
-T Load(T const& field) {
-  // std::atomic_ref<T const> arrives only in C++26; a load never writes.
-  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
-  return std::atomic_ref<T>(const_cast<T&>(field)).load(std::memory_order_acquire);
-}
-
-// A read-only mapping of the first `bytes` of a segment file.
-class Mapping {
+// A segment file opened read-only; read with pread, never mapped.
+class SegmentFile {
  public:
-  Mapping(std::string const& name, int& open_errno) {
-    fd_ = ::open(PathOf(name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  SegmentFile(std::string const& name, int& open_errno)
+      : fd_(::open(PathOf(name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) {
     if (fd_ < 0) {
       open_errno = errno;
       return;
     }
-    struct stat st {};
+    struct stat st{};
     if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
       open_errno = EINVAL;
       return;
     }
     file_bytes_ = static_cast<std::uint64_t>(st.st_size);
-    if (file_bytes_ == 0) return;
-    bytes_ = static_cast<std::size_t>(file_bytes_);
-    void* p = ::mmap(nullptr, bytes_, PROT_READ, MAP_SHARED, fd_, 0);
-    if (p == MAP_FAILED) {
-      open_errno = errno;
-      bytes_ = 0;
-      return;
-    }
-    base_ = static_cast<std::byte const*>(p);
   }
-  ~Mapping() {
-    // munmap takes void* but does not write through it.
-    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
-    if (base_ != nullptr) ::munmap(const_cast<std::byte*>(base_), bytes_);
+  ~SegmentFile() {
     if (fd_ >= 0) ::close(fd_);
   }
-  Mapping(Mapping const&) = delete;
-  Mapping& operator=(Mapping const&) = delete;
+  SegmentFile(SegmentFile const&) = delete;
+  SegmentFile& operator=(SegmentFile const&) = delete;
 
   [[nodiscard]] int Fd() const { return fd_; }
+  // Size when opened (fstat).
   [[nodiscard]] std::uint64_t FileBytes() const { return file_bytes_; }
+
+  // Reads the sizeof(T) bytes at `offset` into `out`; false if the file ends
+  // before them (it may have been truncated since FileBytes) or on an error.
   template <class T>
-  [[nodiscard]] T const* At(std::size_t offset) const {
-    return base_ != nullptr && offset + sizeof(T) <= bytes_ ? reinterpret_cast<T const*>(base_ + offset) : nullptr;
+  [[nodiscard]] bool Read(std::uint64_t offset, T& out) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    auto* bytes = reinterpret_cast<std::byte*>(&out);
+    std::size_t done = 0;
+    while (done < sizeof(T)) {
+      ssize_t const got = ::pread(fd_, bytes + done, sizeof(T) - done, static_cast<off_t>(offset + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) return false;
+      done += static_cast<std::size_t>(got);
+    }
+    return true;
   }
+
+  // A word that another process changes: read until two reads agree (a
+  // pread is a kernel copy, not an atomic load). False if it cannot be read.
+  template <class T>
+  [[nodiscard]] bool Word(std::uint64_t offset, T& out) const {
+    T last{};
+    if (!Read(offset, last)) return false;
+    for (int attempt = 0; attempt < 8; ++attempt) {
+      T now{};
+      if (!Read(offset, now)) return false;
+      if (now == last) break;
+      last = now;
+    }
+    out = last;
+    return true;
+  }
+
   // No live process holds a shared flock on it.
   [[nodiscard]] bool Stale() const {
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) return false;
@@ -98,12 +121,20 @@ class Mapping {
  private:
   int fd_ = -1;
   std::uint64_t file_bytes_ = 0;
-  std::byte const* base_ = nullptr;
-  std::size_t bytes_ = 0;
 };
 
+// Offset of a State field in the state segment file.
+constexpr std::uint64_t StateAt(std::size_t field_offset) { return kPageSize + field_offset; }
+
+template <class T>
+T StateWord(SegmentFile const& file, std::size_t field_offset) {
+  T value{};
+  if (!file.Word(StateAt(field_offset), value)) return T{};
+  return value;
+}
+
 bool WriterLocked(int fd) {
-  struct flock probe {};
+  struct flock probe{};
   probe.l_type = F_WRLCK;
   probe.l_whence = SEEK_SET;
   probe.l_start = 0;
@@ -112,25 +143,31 @@ bool WriterLocked(int fd) {
   return probe.l_type != F_UNLCK;
 }
 
+// "" if the file is as long as its header says; else what is wrong.
+std::string SizeDamage(std::string const& what, std::uint64_t file_bytes, std::uint64_t user_bytes) {
+  if (file_bytes == kPageSize + user_bytes) return "";
+  return "truncated or damaged: " + what + " is " + std::to_string(file_bytes) + " bytes, its header says " +
+         std::to_string(kPageSize + user_bytes) + " (" + std::to_string(kPageSize) + " + " +
+         std::to_string(user_bytes) + ")";
+}
+
 // Sequence number of the record at `latest` + 1, from the data segment. The
 // writer may be overwriting that record meanwhile: as the reader does, trust
 // the header only if the record was still intact after it was read (its
 // position is not below limit - capacity; [R1]/[R2] of the reader).
-std::uint64_t MessagesWritten(cb::State const& state, Mapping const& data) {
+std::uint64_t MessagesWritten(SegmentFile const& state, std::uint64_t capacity, SegmentFile const& data) {
   for (int attempt = 0; attempt < 100; ++attempt) {
-    std::uint64_t const latest = Load(state.latest);
+    auto const latest = StateWord<std::uint64_t>(state, offsetof(cb::State, latest));
     if (latest == cb::kNoRecord) return 0;
-    auto const* header = data.At<std::uint64_t>(kPageSize + latest % state.capacity);
-    if (header == nullptr) return 0;
-    std::uint64_t const h = Load(*header);
-    std::atomic_thread_fence(std::memory_order_acquire);
-    bool const intact = latest + state.capacity >= Load(state.limit);
+    std::uint64_t h = 0;
+    if (!data.Word(kPageSize + latest % capacity, h)) return 0;  // a data segment cut short
+    bool const intact = latest + capacity >= StateWord<std::uint64_t>(state, offsetof(cb::State, limit));
     if (intact && h != 0 && cb::HeaderLength(h) != 0) return cb::HeaderSequence(h) + 1;
   }
   return 0;
 }
 
-void FillRing(SegmentInfo& info, cb::State const& s, Mapping const& state_map) {
+void FillRing(SegmentInfo& info, cb::State const& s, SegmentFile const& state_file) {
   info.ring_version = s.version;
   if (s.version != cb::kRingVersion) {
     info.kind = Kind::kRingOther;
@@ -140,23 +177,39 @@ void FillRing(SegmentInfo& info, cb::State const& s, Mapping const& state_map) {
   info.capacity = s.capacity;
   info.chunk = s.chunk;
   info.max_message = s.max_message;
-  info.tail = Load(s.tail);
-  info.writer_pid = Load(s.writer_pid);
-  info.writer_epoch = Load(s.writer_epoch);
-  info.waiters = Load(s.waiters);
-  switch (static_cast<cb::WriterState>(Load(s.writer_state))) {
+  info.tail = StateWord<std::uint64_t>(state_file, offsetof(cb::State, tail));
+  info.writer_pid = StateWord<std::int32_t>(state_file, offsetof(cb::State, writer_pid));
+  info.writer_epoch = StateWord<std::uint64_t>(state_file, offsetof(cb::State, writer_epoch));
+  info.waiters = StateWord<std::uint32_t>(state_file, offsetof(cb::State, waiters));
+  switch (static_cast<cb::WriterState>(StateWord<std::uint32_t>(state_file, offsetof(cb::State, writer_state)))) {
     case cb::WriterState::kNone: info.writer = "none"; break;
     case cb::WriterState::kClosed: info.writer = "closed"; break;
-    case cb::WriterState::kActive: info.writer = WriterLocked(state_map.Fd()) ? "alive" : "dead"; break;
+    case cb::WriterState::kActive: info.writer = WriterLocked(state_file.Fd()) ? "alive" : "dead"; break;
     default: info.writer = "?"; break;
   }
   int data_errno = 0;
-  Mapping const data(info.name + ".data", data_errno);
-  if (data_errno == 0) {
-    info.has_data = true;
-    info.data_stale = data.Stale();
-    if (auto const* h = data.At<SegmentHeader>(0)) info.data_refcount = Load(h->refcount);
-    if (s.capacity >= cb::kMinCapacity && s.capacity <= cb::kMaxCapacity) info.messages = MessagesWritten(s, data);
+  std::string const data_name = info.name + ".data";
+  SegmentFile const data(data_name, data_errno);
+  if (data_errno != 0) return;
+  info.has_data = true;
+  info.data_stale = data.Stale();
+  SegmentHeader header{};
+  if (data.FileBytes() == 0) return;  // being created (or re-created) right now
+  if (!data.Read(0, header) || header.magic != kSegmentMagic) {
+    if (data.FileBytes() < kPageSize) {
+      info.damage = "truncated or damaged: data segment " + data_name + " is " + std::to_string(data.FileBytes()) +
+                    " bytes, less than its " + std::to_string(kPageSize) + "-byte header";
+    }
+    return;
+  }
+  info.data_refcount = header.refcount;
+  info.damage = SizeDamage("data segment " + data_name, data.FileBytes(), header.user_bytes);
+  if (info.damage.empty() && header.user_bytes != s.capacity) {
+    info.damage = "damaged: data segment " + data_name + " holds " + std::to_string(header.user_bytes) +
+                  " bytes, the ring's capacity is " + std::to_string(s.capacity);
+  }
+  if (info.damage.empty() && s.capacity >= cb::kMinCapacity && s.capacity <= cb::kMaxCapacity) {
+    info.messages = MessagesWritten(state_file, s.capacity, data);
   }
 }
 
@@ -165,33 +218,37 @@ void FillRing(SegmentInfo& info, cb::State const& s, Mapping const& state_map) {
 SegmentInfo Inspect(std::string const& name) {
   SegmentInfo info;
   info.name = name;
-  Mapping const map(name, info.open_errno);
+  SegmentFile const file(name, info.open_errno);
   if (info.open_errno != 0) {
     if (info.open_errno == EINVAL) throw Error(kNotCircbuf, name + ": not a regular shared-memory file");
     if (info.open_errno == ENOENT) throw Error(kNoSuchBuffer, name + ": no such buffer");
     throw Error(ExitForErrno(info.open_errno), name + ": " + ErrnoText(info.open_errno));
   }
-  info.file_bytes = map.FileBytes();
-  auto const* h = map.At<SegmentHeader>(0);
-  if (h == nullptr || Load(h->magic) != kSegmentMagic) return info;
+  info.file_bytes = file.FileBytes();
+  SegmentHeader h{};
+  if (!file.Read(0, h) || h.magic != kSegmentMagic) return info;
   info.kind = Kind::kSegment;
-  info.refcount = Load(h->refcount);
-  info.segment_version = h->version;
-  info.user_bytes = h->user_bytes;
-  info.creator_pid = h->creator_pid;
-  info.stale = map.Stale();
+  info.refcount = h.refcount;
+  info.segment_version = h.version;
+  info.user_bytes = h.user_bytes;
+  info.creator_pid = h.creator_pid;
+  info.stale = file.Stale();
   if (info.segment_version != kSegmentVersion) return info;
-  if (auto const* s = map.At<cb::State>(kPageSize); s != nullptr && Load(s->magic) == cb::kRingMagic) {
-    FillRing(info, *s, map);
+  info.damage = SizeDamage("the segment", info.file_bytes, info.user_bytes);
+  if (cb::State s{}; file.Read(kPageSize, s) && s.magic == cb::kRingMagic) {
+    std::string const own_damage = info.damage;
+    FillRing(info, s, file);
+    if (!own_damage.empty()) info.damage = own_damage;  // the state segment's own comes first
   }
   return info;
 }
 
-SegmentInfo InspectRing(std::string const& name) {
+SegmentInfo InspectRing(std::string const& name, bool allow_damaged) {
   SegmentInfo info = Inspect(name);
   // A ring's state segment is published before its creator has initialised
   // the State in it (under the segment's lock): give it a moment.
-  for (int i = 0; i < 50 && info.kind == Kind::kSegment && info.user_bytes == sizeof(cb::State); ++i) {
+  for (int i = 0; i < 50 && info.kind == Kind::kSegment && info.damage.empty() && info.user_bytes == sizeof(cb::State);
+       ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     info = Inspect(name);
   }
@@ -199,6 +256,10 @@ SegmentInfo InspectRing(std::string const& name) {
   if (info.segment_version != kSegmentVersion) {
     throw Error(kNotCircbuf, name + ": segment layout version " + std::to_string(info.segment_version) +
                                  ", this tool reads version " + std::to_string(kSegmentVersion));
+  }
+  if (!info.damage.empty()) {
+    if (allow_damaged) return info;
+    throw Error(kNotCircbuf, name + ": " + info.damage);
   }
   if (info.kind == Kind::kSegment) throw Error(kNotCircbuf, name + ": a circbuf segment, but not a ring");
   if (info.kind == Kind::kRingOther) {
@@ -228,7 +289,7 @@ std::vector<SegmentInfo> ScanSegments() {
       SegmentInfo info;
       info.name = name;
       int open_errno = 0;
-      Mapping const probe(name, open_errno);
+      SegmentFile const probe(name, open_errno);
       if (open_errno == ENOENT) continue;  // removed meanwhile
       info.open_errno = open_errno;
       out.push_back(info);
@@ -239,14 +300,16 @@ std::vector<SegmentInfo> ScanSegments() {
 
 bool Resample(std::string const& name, std::uint64_t& tail, std::uint64_t& messages) {
   int open_errno = 0;
-  Mapping const map(name, open_errno);
+  SegmentFile const file(name, open_errno);
   if (open_errno != 0) return false;
-  auto const* s = map.At<cb::State>(kPageSize);
-  if (s == nullptr || Load(s->magic) != cb::kRingMagic) return false;
-  tail = Load(s->tail);
+  cb::State s{};
+  if (!file.Read(kPageSize, s) || s.magic != cb::kRingMagic) return false;
+  tail = StateWord<std::uint64_t>(file, offsetof(cb::State, tail));
   int data_errno = 0;
-  Mapping const data(name + ".data", data_errno);
-  if (data_errno == 0 && s->capacity >= cb::kMinCapacity) messages = MessagesWritten(*s, data);
+  SegmentFile const data(name + ".data", data_errno);
+  if (data_errno == 0 && s.capacity >= cb::kMinCapacity && s.capacity <= cb::kMaxCapacity) {
+    messages = MessagesWritten(file, s.capacity, data);
+  }
   return true;
 }
 

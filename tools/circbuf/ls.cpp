@@ -49,6 +49,12 @@ std::string KindName(SegmentInfo const& s) {
   }
 }
 
+// `"truncated": BOOL` and, when it is, `"damage": TEXT` (no leading comma).
+std::string JsonDamage(SegmentInfo const& s) {
+  if (s.damage.empty()) return R"("truncated": false)";
+  return R"("truncated": true, "damage": )" + JsonString(s.damage);
+}
+
 void PrintJson(std::vector<SegmentInfo const*> const& rows) {
   std::printf("[");
   char const* sep = "\n";
@@ -58,15 +64,16 @@ void PrintJson(std::vector<SegmentInfo const*> const& rows) {
       std::printf(", \"error\": %s}", JsonString(ErrnoText(s->open_errno)).c_str());
     } else if (s->kind == Kind::kRing) {
       std::printf(", \"layout_version\": %u, \"capacity\": %llu, \"writer_pid\": %d, \"writer\": %s, "
-                  "\"attached\": %u, \"messages\": %llu, \"tail\": %llu, \"data_segment\": %s, \"stale\": %s}",
+                  "\"attached\": %u, \"messages\": %llu, \"tail\": %llu, \"data_segment\": %s, \"stale\": %s, %s}",
                   s->ring_version, static_cast<unsigned long long>(s->capacity), s->writer_pid,
                   JsonString(s->writer).c_str(), s->refcount, static_cast<unsigned long long>(s->messages),
                   static_cast<unsigned long long>(s->tail), s->has_data ? "true" : "false",
-                  Stale(*s) == "no" ? "false" : "true");
+                  Stale(*s) == "no" ? "false" : "true", JsonDamage(*s).c_str());
     } else {
-      std::printf(R"(, "layout_version": %u, "bytes": %llu, "attached": %u, "stale": %s})",
+      std::printf(R"(, "layout_version": %u, "bytes": %llu, "attached": %u, "stale": %s, %s})",
                   s->kind == Kind::kRingOther ? s->ring_version : s->segment_version,
-                  static_cast<unsigned long long>(s->user_bytes), s->refcount, s->stale ? "true" : "false");
+                  static_cast<unsigned long long>(s->user_bytes), s->refcount, s->stale ? "true" : "false",
+                  JsonDamage(*s).c_str());
     }
     sep = ",\n";
   }
@@ -85,7 +92,10 @@ int RunLs() {
     bool const ring = s.kind == Kind::kRing || s.kind == Kind::kRingOther;
     bool const ring_data = s.name.ends_with(".data") && rings.contains(s.name.substr(0, s.name.size() - 5));
     bool const other = (s.kind == Kind::kSegment && !ring_data) || (s.open_errno != 0 && g_ls.all);
-    if (ring || (g_ls.all && other)) rows.push_back(&s);
+    // A damaged segment is listed even without --all (a ring's data segment
+    // is reported on its ring's row).
+    bool const damaged = s.kind == Kind::kSegment && !ring_data && !s.damage.empty();
+    if (ring || damaged || (g_ls.all && other)) rows.push_back(&s);
   }
   if (g_ls.json) {
     PrintJson(rows);
@@ -97,7 +107,9 @@ int RunLs() {
   }
   Table table({{"NAME"}, {"CAPACITY", true}, {"WRITER"}, {"PROCS", true}, {"MESSAGES", true}, {"STALE"}});
   std::vector<std::string> long_names;
+  std::vector<std::string> damaged;
   for (auto const* s : rows) {
+    if (s->open_errno == 0 && !s->damage.empty()) damaged.push_back(s->name + ": " + s->damage);
     std::string name = s->name;
     if (name.size() > kNameWidth) {  // keep the table in 80 columns: the full name goes below it
       long_names.push_back(name);
@@ -107,16 +119,18 @@ int RunLs() {
       table.Add({name, "?", ErrnoText(s->open_errno), "?", "?", "?"});
     } else if (s->kind == Kind::kRing) {
       table.Add({name, HumanBytes(static_cast<double>(s->capacity)), Writer(*s), std::to_string(s->refcount),
-                 std::to_string(s->messages), Stale(*s)});
+                 s->damage.empty() ? std::to_string(s->messages) : "truncated", Stale(*s)});
     } else if (s->kind == Kind::kRingOther) {
-      table.Add({name, "?", Writer(*s), std::to_string(s->refcount), "?", s->stale ? "yes" : "no"});
+      table.Add({name, "?", Writer(*s), std::to_string(s->refcount), s->damage.empty() ? "?" : "truncated",
+                 s->stale ? "yes" : "no"});
     } else {
       table.Add({name, HumanBytes(static_cast<double>(s->user_bytes)), "(segment)", std::to_string(s->refcount),
-                 "-", s->stale ? "yes" : "no"});
+                 s->damage.empty() ? "-" : "truncated", s->stale ? "yes" : "no"});
     }
   }
   table.Print();
   for (std::size_t i = 0; i < long_names.size(); ++i) std::printf("(%zu) %s\n", i + 1, long_names[i].c_str());
+  for (auto const& line : damaged) std::printf("%s\n", line.c_str());
   return kOk;
 }
 
@@ -127,11 +141,12 @@ Command AddLs(CLI::App& app) {
   sub->add_option("pattern", g_ls.patterns, "Only names that match these globs (e.g. '/quotes*')");
   sub->add_flag("--json", g_ls.json, "One JSON array, for scripts");
   sub->add_flag("-a,--all", g_ls.all, "Also list plain circbuf segments and unreadable files");
-  sub->footer(
-      "Columns: CAPACITY of the ring; WRITER pid and state (alive, dead, closed, none);\n"
-      "PROCS attachments recorded in the ring (dead ones included until noticed);\n"
-      "MESSAGES written so far; STALE yes when no live process holds the ring (`circbuf gc`\n"
-      "removes it). Rings are found in /dev/shm by their headers; nothing is attached.");
+  sub->footer("Columns: CAPACITY of the ring; WRITER pid and state (alive, dead, closed, none);\n"
+              "PROCS attachments recorded in the ring (dead ones included until noticed);\n"
+              "MESSAGES written so far, or \"truncated\" when a segment file is not as long as\n"
+              "its header says (details below the table); STALE yes when no live process holds\n"
+              "the ring (`circbuf gc` removes it). Rings are found in /dev/shm by their\n"
+              "headers; nothing is attached or mapped.");
   return {sub, RunLs};
 }
 

@@ -62,13 +62,25 @@ void PrintJson(SegmentInfo const& s, Rates const& r) {
   std::fflush(stdout);
 }
 
+// A segment file that is not as long as its header says (SegmentInfo::damage):
+// stat refuses the ring (kNotCircbuf, like the library), and with --json says
+// so on stdout as well, for scripts.
+[[noreturn]] void RefuseDamaged(SegmentInfo const& s) {
+  if (g_stat.json) {
+    std::printf("{\"name\": %s, \"truncated\": true, \"damage\": %s}\n", JsonString(s.name).c_str(),
+                JsonString(s.damage).c_str());
+    std::fflush(stdout);
+  }
+  throw Error(kNotCircbuf, s.name + ": " + s.damage);
+}
+
 void PrintText(SegmentInfo const& s, Rates const& r) {
   auto const row = [](char const* key, std::string const& value) { std::printf("%-15s %s\n", key, value.c_str()); };
   row("ring", s.name);
   row("layout", "version " + std::to_string(s.ring_version) + " (segment header version " +
                     std::to_string(s.segment_version) + ")");
-  row("capacity", std::to_string(s.capacity) + " bytes (" + HumanBytes(static_cast<double>(s.capacity)) +
-                      "), chunk " + std::to_string(s.chunk) + ", max message " + std::to_string(s.max_message));
+  row("capacity", std::to_string(s.capacity) + " bytes (" + HumanBytes(static_cast<double>(s.capacity)) + "), chunk " +
+                      std::to_string(s.chunk) + ", max message " + std::to_string(s.max_message));
   row("write position", std::to_string(s.tail) + " (lap " + std::to_string(s.tail / s.capacity) + ", offset " +
                             std::to_string(s.tail % s.capacity) + ")");
   row("sequence", std::to_string(s.messages) + " messages written");
@@ -83,12 +95,14 @@ void PrintText(SegmentInfo const& s, Rates const& r) {
 int RunStat() {
   std::string const name = CheckRingName(g_stat.name);
   InstallStopHandlers();
-  SegmentInfo info = InspectRing(name);
+  SegmentInfo info = InspectRing(name, /*allow_damaged=*/true);
+  if (!info.damage.empty()) RefuseDamaged(info);
   Rates rates;
   double const first = g_stat.watch ? g_stat.interval : std::min(g_stat.interval, 0.5);
   if (!Measure(info, first, rates)) throw Error(kNoSuchBuffer, name + ": removed while measuring");
   info = [&] {
-    SegmentInfo fresh = InspectRing(name);
+    SegmentInfo fresh = InspectRing(name, /*allow_damaged=*/true);
+    if (!fresh.damage.empty()) RefuseDamaged(fresh);
     fresh.tail = info.tail;
     fresh.messages = info.messages;
     return fresh;
@@ -99,8 +113,9 @@ int RunStat() {
     PrintText(info, rates);
   }
   if (!g_stat.watch) return kOk;
-  if (!g_stat.json) std::printf("\n%8s  %14s  %12s  %8s  %11s  %-6s  %5s\n", "time", "position", "messages", "msg/s",
-                                "bytes/s", "writer", "procs");
+  if (!g_stat.json)
+    std::printf("\n%8s  %14s  %12s  %8s  %11s  %-6s  %5s\n", "time", "position", "messages", "msg/s", "bytes/s",
+                "writer", "procs");
   std::uint64_t const start = NowNs();
   for (std::uint64_t n = 0; (g_stat.count == 0 || n < g_stat.count) && !StopRequested(); ++n) {
     if (!Measure(info, g_stat.interval, rates)) {
@@ -110,6 +125,7 @@ int RunStat() {
     }
     if (StopRequested()) break;
     SegmentInfo fresh = Inspect(name);
+    if (!fresh.damage.empty()) RefuseDamaged(fresh);
     info.writer = fresh.writer;
     info.writer_pid = fresh.writer_pid;
     info.refcount = fresh.refcount;
