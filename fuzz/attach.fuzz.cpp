@@ -19,6 +19,7 @@
 //
 // CIRCBUF_FUZZ_WRITE_SEEDS=DIR: write the seed corpus into DIR (real rings
 // made by a Writer, a plain segment, garbage) and exit.
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -65,7 +66,7 @@ Input Parse(std::uint8_t const* bytes, std::size_t size) {
   in.writer = (size > 12 ? bytes[12] : 0) & 4;
   std::size_t const header = 13;
   std::size_t const rest = size > header ? size - header : 0;
-  if (state_content > rest) state_content = rest;
+  state_content = std::min(state_content, rest);
   in.state = {bytes + header, state_content};
   in.data = {bytes + header + state_content, rest - state_content};
   return in;
@@ -74,8 +75,10 @@ Input Parse(std::uint8_t const* bytes, std::size_t size) {
 // Only the documented exceptions may come out of an attach.
 template <class Action>
 void Refusable(Action&& action) {
+  // The three documented refusals need no handling: the input was refused.
+  // NOLINTBEGIN(bugprone-empty-catch)
   try {
-    action();
+    std::forward<Action>(action)();
   } catch (std::invalid_argument const&) {
   } catch (std::length_error const&) {
   } catch (std::system_error const&) {
@@ -83,6 +86,7 @@ void Refusable(Action&& action) {
     std::fprintf(stderr, "unexpected exception: %s\n", e.what());
     Fail("attach threw something else than invalid_argument, length_error or system_error");
   }
+  // NOLINTEND(bugprone-empty-catch)
 }
 
 void CheckRead(cb::Reader& reader, std::vector<std::byte>& buffer) {
@@ -145,7 +149,10 @@ void WriteSeeds(std::string const& dir) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
+// libFuzzer calls this once, before any other thread exists: setenv and
+// exit cannot race with anything here.
+// NOLINTBEGIN(concurrency-mt-unsafe)
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
   ::setenv("CIRCBUF_LOG", "off", 0);  // refusals are expected; logging them only slows fuzzing
   if (char const* dir = std::getenv("CIRCBUF_FUZZ_WRITE_SEEDS")) {
     WriteSeeds(dir);
@@ -153,6 +160,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   }
   return 0;
 }
+// NOLINTEND(concurrency-mt-unsafe)
 
 extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* bytes, std::size_t size) {
   static std::string const name = NameFor("attach");
