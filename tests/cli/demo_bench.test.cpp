@@ -15,8 +15,8 @@
 #include "cli/run.hpp"
 #include "support/process.hpp"
 
-using circbuf::test::Lines;
 using circbuf::test::Circbuf;
+using circbuf::test::Lines;
 using circbuf::test::ShmFileExists;
 using circbuf::test::Tool;
 using circbuf::test::UniqueName;
@@ -78,14 +78,14 @@ TEST(CliBench, PrintsTheSummaryTable) {
   std::string const png = "/tmp/circbuf-cli-bench-" + std::to_string(::getpid()) + ".png";
   auto const r = Circbuf({"bench", "--iterations", "2000", "--seconds", "0.1", "--plot", png}, {}, 90s);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
-  for (char const* row : {"cache-line floor", "circbuf 8 B", "circbuf 64 B", "circbuf 1024 B", "64 B messages",
-                          "65535 B messages"}) {
+  for (char const* row :
+       {"cache-line floor", "circbuf 8 B", "circbuf 64 B", "circbuf 1024 B", "64 B messages", "65535 B messages"}) {
     EXPECT_NE(r.out.find(row), std::string::npos) << row << " missing: " << r.out;
   }
   EXPECT_NE(r.out.find("1.00x"), std::string::npos) << "the floor's ratio to itself: " << r.out;
   EXPECT_LE(Widest(r.out), 80U) << r.out;
   bool const plotting = std::system("python3 -c 'import matplotlib' >/dev/null 2>&1 || "
-                                         "/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") == 0;
+                                    "/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") == 0;
   if (plotting) {
     std::ifstream in(png, std::ios::binary);
     char magic[4] = {};

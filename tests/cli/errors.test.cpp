@@ -17,10 +17,10 @@
 import circbuf;
 
 namespace cb = circbuf::CircularBuffer;
+using circbuf::test::Circbuf;
 using circbuf::test::Lines;
 using circbuf::test::Options;
 using circbuf::test::Result;
-using circbuf::test::Circbuf;
 using circbuf::test::ShmFileExists;
 using circbuf::test::ToolCopyForOtherUsers;
 using circbuf::test::UniqueName;
@@ -171,10 +171,18 @@ TEST(CliErrors, HelpOnEverySubcommand) {
 
 TEST(CliErrors, NoCrashOnOddInput) {
   std::vector<std::vector<std::string>> const odd = {
-      {"stat", "/"},           {"stat", "//"},          {"tail", "/x", "--count", "-1"},
-      {"pub", "/x", "-c", ""}, {"ls", "["},             {"gc", "--dry-run", "/nothing-here-*"},
-      {"stat", "\x01"},        {"rm", "/x\n"},          {"tail", "/x", "--wait", "-3"},
-      {"bench", "-n", "1"},    {"demo", "--seconds", "0"}, {"-v"},
+      {"stat", "/"},
+      {"stat", "//"},
+      {"tail", "/x", "--count", "-1"},
+      {"pub", "/x", "-c", ""},
+      {"ls", "["},
+      {"gc", "--dry-run", "/nothing-here-*"},
+      {"stat", "\x01"},
+      {"rm", "/x\n"},
+      {"tail", "/x", "--wait", "-3"},
+      {"bench", "-n", "1"},
+      {"demo", "--seconds", "0"},
+      {"-v"},
   };
   for (auto const& args : odd) {
     auto const r = Circbuf(args);

@@ -19,9 +19,9 @@
 #include "cli/run.hpp"
 #include "support/process.hpp"
 
+using circbuf::test::Circbuf;
 using circbuf::test::JsonField;
 using circbuf::test::Lines;
-using circbuf::test::Circbuf;
 using circbuf::test::ShmFileExists;
 using circbuf::test::Tool;
 using circbuf::test::UniqueName;
@@ -152,11 +152,10 @@ TEST(CliPubTail, HexFormatShowsSequenceAndBytes) {
   ASSERT_TRUE(pub.Flush());
   auto const tail = Circbuf({"tail", ring.name, "--from", "oldest", "--count", "2", "--format", "hex"});
   EXPECT_EQ(tail.code, 0) << tail.err;
-  EXPECT_EQ(tail.out,
-            "#0  11 bytes\n"
-            "  0000  68 65 6c 6c 6f 20 77 6f  72 6c 64                 |hello world|\n"
-            "#1  2 bytes\n"
-            "  0000  41 42                                             |AB|\n");
+  EXPECT_EQ(tail.out, "#0  11 bytes\n"
+                      "  0000  68 65 6c 6c 6f 20 77 6f  72 6c 64                 |hello world|\n"
+                      "#1  2 bytes\n"
+                      "  0000  41 42                                             |AB|\n");
 }
 
 TEST(CliPubTail, TailReportsExactLoss) {
@@ -200,7 +199,8 @@ TEST(CliPubTail, TailReportsExactLoss) {
   if (received.front() != 0) gaps.push_back(static_cast<std::uint64_t>(received.front()));
   for (std::size_t i = 1; i < received.size(); ++i) {
     ASSERT_GT(received[i], received[i - 1]);
-    if (received[i] != received[i - 1] + 1) gaps.push_back(static_cast<std::uint64_t>(received[i] - received[i - 1] - 1));
+    if (received[i] != received[i - 1] + 1)
+      gaps.push_back(static_cast<std::uint64_t>(received[i] - received[i - 1] - 1));
   }
   EXPECT_EQ(gaps, losses);
 }

@@ -6,9 +6,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,9 +17,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <regex>
 #include <sstream>
-#include <filesystem>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -231,7 +231,7 @@ struct Result {
 
 // Runs `circbuf ARGS...` to its end with `input` on stdin.
 inline Result Circbuf(std::vector<std::string> const& args, std::string_view input = {},
-                  std::chrono::milliseconds timeout = std::chrono::seconds(20), Options const& options = {}) {
+                      std::chrono::milliseconds timeout = std::chrono::seconds(20), Options const& options = {}) {
   Tool tool(args, options);
   tool.Write(input);
   int const code = tool.Wait(timeout);

@@ -1,9 +1,9 @@
 #include <sys/mman.h>
 
+#include <sched.h>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
-#include <sched.h>
 #include <stdexcept>
 #include <string>
 #include <system_error>

@@ -200,7 +200,8 @@ bool RoundTrips(Shared& shared, std::string const& base, std::size_t size, Histo
           int got = 0;
           if (!SpinUntil(shared, [&] { return (got = in.Read(buf)) != cb::kEmpty; })) return false;
           histogram.Add(NowNs() - t0);
-          if (got != static_cast<int>(size)) throw Error(kCheckFailed, "pong ring: read outcome " + std::to_string(got));
+          if (got != static_cast<int>(size))
+            throw Error(kCheckFailed, "pong ring: read outcome " + std::to_string(got));
           if (i % 4096 == 0) bar.Update(static_cast<double>(i) / static_cast<double>(n));
         }
         return true;
@@ -347,8 +348,9 @@ Command AddBench(CLI::App& app) {
       ->check(CLI::Range(std::uint64_t{100}, std::uint64_t{100'000'000}));
   sub->add_option("-s,--seconds", g_bench.seconds, "Seconds per throughput run")->check(CLI::Range(0.05, 600.0));
   sub->add_option("--cpus", g_bench.cpus, "The two CPUs to pin the two processes to")->delimiter(',')->expected(2);
-  sub->add_option("--plot", g_bench.plot, "Also draw one-way latency by percentile into FILE.png (python3 + "
-                                          "matplotlib)");
+  sub->add_option("--plot", g_bench.plot,
+                  "Also draw one-way latency by percentile into FILE.png (python3 + "
+                  "matplotlib)");
   return {sub, RunBench};
 }
 

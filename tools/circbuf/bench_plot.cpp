@@ -82,8 +82,8 @@ void Plot(std::string const& python, std::vector<LatencyResult> const& results, 
   if (fd < 0) throw Error(kSystem, "cannot create a temporary CSV file in /tmp");
   FILE* csv = ::fdopen(fd, "w");
   std::fprintf(csv, "test,percentile,one_way_ns\n");
-  static constexpr double kPercentiles[] = {0.01, 0.05, 0.1,  0.2,   0.3,    0.4,    0.5, 0.6, 0.7,
-                                            0.8,  0.9,  0.95, 0.99, 0.995, 0.999, 0.9999};
+  static constexpr double kPercentiles[] = {0.01, 0.05, 0.1, 0.2,  0.3,  0.4,   0.5,   0.6,
+                                            0.7,  0.8,  0.9, 0.95, 0.99, 0.995, 0.999, 0.9999};
   for (auto const& r : results) {
     for (double const p : kPercentiles) {
       std::fprintf(csv, "%s,%g,%llu\n", r.name.c_str(), p,

@@ -143,8 +143,8 @@ void WaitChildren(std::vector<pid_t> const& children) {
 }
 
 int RunDemo() {
-  std::string const name = g_demo.name.empty() ? "/circbuf-demo-" + std::to_string(::getpid())
-                                               : CheckRingName(g_demo.name);
+  std::string const name =
+      g_demo.name.empty() ? "/circbuf-demo-" + std::to_string(::getpid()) : CheckRingName(g_demo.name);
   auto const spec = cb::Spec::Make(name, ParseCapacity(g_demo.capacity));
   InstallStopHandlers();
   void* mem = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -216,8 +216,14 @@ int RunDemo() {
   bool const interrupted = StopRequested();
   std::printf("\n%swritten %llu messages in %.2f s\n\n", interrupted ? "interrupted: " : "",
               static_cast<unsigned long long>(seq), elapsed);
-  Table table({{"READER"}, {"RECEIVED", true}, {"BYTES", true}, {"LOST", true}, {"P50", true}, {"P99", true},
-               {"MAX", true}, {"CHECK"}});
+  Table table({{"READER"},
+               {"RECEIVED", true},
+               {"BYTES", true},
+               {"LOST", true},
+               {"P50", true},
+               {"P99", true},
+               {"MAX", true},
+               {"CHECK"}});
   bool ok = true;
   for (int i = 0; i < kReaders; ++i) {
     auto const& r = shared->readers[i];
@@ -226,11 +232,14 @@ int RunDemo() {
     table.Add({kReaderNames[i], std::to_string(r.received.load()), HumanBytes(static_cast<double>(r.bytes.load())),
                std::to_string(r.lost.load()), HumanNs(static_cast<double>(r.p50)), HumanNs(static_cast<double>(r.p99)),
                HumanNs(static_cast<double>(r.max)),
-               r.done.load() != 1 ? "no result" : r.bad.load() != 0 ? std::to_string(r.bad.load()) + " bad" : "ok"});
+               r.done.load() != 1  ? "no result"
+               : r.bad.load() != 0 ? std::to_string(r.bad.load()) + " bad"
+                                   : "ok"});
   }
   table.Print(2);
-  std::printf("\n  received + lost == written for every reader: %s\n",
-              interrupted ? "(interrupted)" : ok ? "yes" : "NO");
+  std::printf("\n  received + lost == written for every reader: %s\n", interrupted ? "(interrupted)"
+                                                                       : ok        ? "yes"
+                                                                                   : "NO");
   std::printf("  latency: one-way, writer to reader; %u CPUs shared by 4 processes\n",
               std::thread::hardware_concurrency());
   bool const gone = !SharedMemory::Exists(name) && !SharedMemory::Exists(name + ".data");

@@ -135,7 +135,9 @@ int RunTail() {
   g_tail.from = g_tail.from_text == "oldest" ? cb::StartAt::kOldest
                 : g_tail.from_text == "next" ? cb::StartAt::kNext
                                              : cb::StartAt::kLatest;
-  g_tail.format = g_tail.format_text == "hex" ? Format::kHex : g_tail.format_text == "raw" ? Format::kRaw : Format::kText;
+  g_tail.format = g_tail.format_text == "hex"   ? Format::kHex
+                  : g_tail.format_text == "raw" ? Format::kRaw
+                                                : Format::kText;
   // Look before attaching: a reader that attaches to something that is not
   // our ring would, as its last process, unlink it on the way out.
   if (SharedMemory::Exists(name)) (void)InspectRing(name);
@@ -154,13 +156,15 @@ int RunTail() {
 Command AddTail(CLI::App& app) {
   auto* sub = app.add_subcommand("tail", "Print the messages of a buffer as they arrive");
   sub->add_option("name", g_tail.name, "Buffer name, e.g. /quotes")->required();
-  sub->add_option("--from", g_tail.from_text, "Where to start: oldest (every message still in the buffer), "
-                                              "latest (the newest one, then what follows), next (only new ones)")
+  sub->add_option("--from", g_tail.from_text,
+                  "Where to start: oldest (every message still in the buffer), "
+                  "latest (the newest one, then what follows), next (only new ones)")
       ->check(CLI::IsMember({"oldest", "latest", "next"}))
       ->capture_default_str();
-  sub->add_option("--format", g_tail.format_text, "text: each message, then a newline; hex: a dump per message; "
-                                                  "raw: 4-byte little-endian length, then the bytes (pub --raw "
-                                                  "reads this)")
+  sub->add_option("--format", g_tail.format_text,
+                  "text: each message, then a newline; hex: a dump per message; "
+                  "raw: 4-byte little-endian length, then the bytes (pub --raw "
+                  "reads this)")
       ->check(CLI::IsMember({"text", "hex", "raw"}))
       ->capture_default_str();
   sub->add_option("-n,--count", g_tail.count, "Exit after this many messages");
