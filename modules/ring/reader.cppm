@@ -138,8 +138,9 @@ class Reader : public IWrapper {
                                        .load(std::memory_order_acquire);  // [R1]
       // Relaxed: ordered after the header by [R1]'s acquire (see Overwritten).
       std::uint64_t const limit = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_relaxed);
-      if (cursor_ + capacity_ < limit) [[unlikely]]
+      if (cursor_ + capacity_ < limit) [[unlikely]] {
         return Lapped();
+      }
       if (header == 0) {
         if (truncations_->load(std::memory_order_relaxed) != truncations_seen_) [[unlikely]] {
           if (Truncation()) return kCorrupt;
@@ -173,8 +174,9 @@ class Reader : public IWrapper {
   // After the payload was copied or looked at: was it intact throughout?
   int Finish(int n) {
     std::atomic_thread_fence(std::memory_order_acquire);  // [R2] pairs with [W1]
-    if (Overwritten()) [[unlikely]]
+    if (Overwritten()) [[unlikely]] {
       return Lapped();
+    }
     // A segment truncated during the copy reads as zeros from the fault on.
     if (truncations_->load(std::memory_order_relaxed) != truncations_seen_) [[unlikely]] {
       if (Truncation()) return kCorrupt;

@@ -70,7 +70,9 @@ class Writer : public IWrapper {
   // reader. Throws std::length_error for a bad size (the ring is unchanged).
   void Write(std::span<std::byte const> message) {
     std::size_t const n = message.size();
-    if (n == 0 || n > max_message_) [[unlikely]] ThrowBadSize(n);
+    if (n == 0 || n > max_message_) [[unlikely]] {
+      ThrowBadSize(n);
+    }
     std::uint64_t const offset = Reserve(RecordBytes(n));
     CopyToRing(data_, offset + kHeaderBytes, message.data(), n);
     Publish(offset, n);
@@ -83,13 +85,17 @@ class Writer : public IWrapper {
   // so writes through it are outside the atomic protocol of Write (the same
   // caveat as every seqlock; readers still never deliver torn data).
   [[nodiscard]] std::span<std::byte> Claim(std::size_t n) {
-    if (n == 0 || n > max_message_) [[unlikely]] ThrowBadSize(n);
+    if (n == 0 || n > max_message_) [[unlikely]] {
+      ThrowBadSize(n);
+    }
     claim_offset_ = Reserve(RecordBytes(n));
     claimed_ = n;
     return {data_ + claim_offset_ + kHeaderBytes, n};
   }
   void Commit(std::size_t n) {
-    if (claimed_ == 0 || n == 0 || n > claimed_) [[unlikely]] ThrowBadCommit(n);
+    if (claimed_ == 0 || n == 0 || n > claimed_) [[unlikely]] {
+      ThrowBadCommit(n);
+    }
     if (std::size_t const rest = n % 8; rest != 0) {  // zero the record's padding bytes
       std::uint64_t const word = LoadWord(data_, claim_offset_ + kHeaderBytes + n - rest);
       StoreWord(data_, claim_offset_ + kHeaderBytes + n - rest, word & ((std::uint64_t{1} << (rest * 8)) - 1));
@@ -111,7 +117,9 @@ class Writer : public IWrapper {
   // but limit, so an abandoned Claim leaves no trace.
   std::uint64_t Reserve(std::uint64_t bytes) {
     pad_ = offset_ + bytes > capacity_ ? capacity_ - offset_ : 0;
-    if (pos_ + pad_ + bytes + kHeaderBytes > limit_) [[unlikely]] AdvanceLimit(pos_ + pad_ + bytes + kHeaderBytes);
+    if (pos_ + pad_ + bytes + kHeaderBytes > limit_) [[unlikely]] {
+      AdvanceLimit(pos_ + pad_ + bytes + kHeaderBytes);
+    }
     return pad_ == 0 ? offset_ : 0;
   }
 
@@ -140,7 +148,9 @@ class Writer : public IWrapper {
     std::atomic_ref<std::uint64_t>(state_->latest).store(start, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->sequence).store(seq_, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->tail).store(pos_, std::memory_order_release);  // [W3]
-    if (start >= next_boundary_) [[unlikely]] UpdateIndex(start);                       // [W3]
+    if (start >= next_boundary_) [[unlikely]] {                       // [W3]
+      UpdateIndex(start);
+    }
     std::atomic_signal_fence(std::memory_order_seq_cst);  // [W4] compiler-only, see the header
     if (std::atomic_ref<std::uint32_t>(state_->waiters).load(std::memory_order_relaxed) != 0) [[unlikely]] {
       WakeReaders();

@@ -59,8 +59,7 @@ bool CreateSemaphoreFile(std::string const& path, mode_t mode) {
   if (fd < 0) return false;
   sem_t initial{};
   bool ok = ::sem_init(&initial, 1, 1) == 0 &&  // what sem_open(O_CREAT) writes: shared, count 1
-            ::write(fd, &initial, sizeof initial) == static_cast<ssize_t>(sizeof initial) &&
-            ::fchmod(fd, mode) == 0;
+            ::write(fd, &initial, sizeof initial) == static_cast<ssize_t>(sizeof initial) && ::fchmod(fd, mode) == 0;
   if (ok) {
     std::string const self = "/proc/self/fd/" + std::to_string(fd);
     ok = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0 || errno == EEXIST;
@@ -80,8 +79,8 @@ void ValidateName(std::string_view name, std::string_view what) {
   if (name.front() != '/') fail("must start with '/'");
   if (name.size() < 2) fail("too short; must be '/' followed by 1 .. 251 characters");
   if (name.size() > kMaxNameLength) {
-    fail("too long (" + std::to_string(name.size()) + " characters); at most " +
-         std::to_string(kMaxNameLength) + " including the leading '/'");
+    fail("too long (" + std::to_string(name.size()) + " characters); at most " + std::to_string(kMaxNameLength) +
+         " including the leading '/'");
   }
   if (name == "/." || name == "/..") fail("'.' and '..' are not names");
   for (std::size_t i = 1; i < name.size(); ++i) {
@@ -95,9 +94,8 @@ void ValidateName(std::string_view name, std::string_view what) {
 }
 
 void SetLogLevel(LogLevel level) {
-  static constexpr spdlog::level::level_enum kMap[] = {
-      spdlog::level::trace, spdlog::level::debug, spdlog::level::info,
-      spdlog::level::warn,  spdlog::level::err,   spdlog::level::off};
+  static constexpr spdlog::level::level_enum kMap[] = {spdlog::level::trace, spdlog::level::debug, spdlog::level::info,
+                                                       spdlog::level::warn,  spdlog::level::err,   spdlog::level::off};
   detail::Log().set_level(kMap[static_cast<std::size_t>(level)]);
 }
 
@@ -182,9 +180,10 @@ void SemaphoreLock::Open() {
   // umask may have stripped bits from the mode: set it (and the group) exactly
   // when this process owns the file (best effort; only the owner may, and
   // only that matters). The group first: fchown may clear mode bits.
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd_, &st) == 0 && st.st_uid == ::geteuid()) {
-    if (options_.group != kKeepGroup && st.st_gid != options_.group) (void)::fchown(fd_, static_cast<uid_t>(-1), options_.group);
+    if (options_.group != kKeepGroup && st.st_gid != options_.group)
+      (void)::fchown(fd_, static_cast<uid_t>(-1), options_.group);
     if ((st.st_mode & 07777) != options_.mode || options_.group != kKeepGroup) ::fchmod(fd_, options_.mode);
   }
 }
@@ -228,10 +227,10 @@ bool SemaphoreLock::AcquireImpl(Attempt attempt, std::chrono::steady_clock::time
     }
     // 2. Is the file we locked still the one the name points to? The last
     //    user of a segment unlinks the name while holding the lock.
-    struct stat mine {};
-    struct stat named {};
-    if (::fstat(fd_, &mine) != 0 || ::stat(path_.c_str(), &named) != 0 ||
-        mine.st_ino != named.st_ino || mine.st_dev != named.st_dev) {
+    struct stat mine{};
+    struct stat named{};
+    if (::fstat(fd_, &mine) != 0 || ::stat(path_.c_str(), &named) != 0 || mine.st_ino != named.st_ino ||
+        mine.st_dev != named.st_dev) {
       ::flock(fd_, LOCK_UN);
       Close();
       detail::Log().debug("semaphore {}: name was unlinked while waiting; reopening", name_);
@@ -247,8 +246,7 @@ bool SemaphoreLock::AcquireImpl(Attempt attempt, std::chrono::steady_clock::time
         ThrowErrno(error, "sem_trywait(" + Quoted(name_) + ")");
       }
       recovered_ = true;
-      detail::Log().warn("semaphore {}: previous holder died while holding the lock; taking it over",
-                         name_);
+      detail::Log().warn("semaphore {}: previous holder died while holding the lock; taking it over", name_);
     }
     held_ = true;
     return true;

@@ -24,20 +24,19 @@ namespace cb = circbuf::CircularBuffer;
 
 namespace circbuf::tool {
 
-char const* const kExitCodeHelp =
-    "Exit codes:\n"
-    "  0    success\n"
-    "  1    usage error (bad command line)\n"
-    "  2    no such buffer\n"
-    "  3    invalid argument: buffer name, size, input data\n"
-    "  4    permission denied\n"
-    "  5    not a circbuf buffer, another layout version, or corrupt\n"
-    "  6    busy: live processes attached, or another live writer\n"
-    "  7    other system error\n"
-    "  8    demo or bench found wrong data\n"
-    "  130  demo or bench interrupted (Ctrl-C)\n"
-    "\n"
-    "Environment: CIRCBUF_LOG=debug|info|warn|error|off sets the library's log level.";
+char const* const kExitCodeHelp = "Exit codes:\n"
+                                  "  0    success\n"
+                                  "  1    usage error (bad command line)\n"
+                                  "  2    no such buffer\n"
+                                  "  3    invalid argument: buffer name, size, input data\n"
+                                  "  4    permission denied\n"
+                                  "  5    not a circbuf buffer, another layout version, or corrupt\n"
+                                  "  6    busy: live processes attached, or another live writer\n"
+                                  "  7    other system error\n"
+                                  "  8    demo or bench found wrong data\n"
+                                  "  130  demo or bench interrupted (Ctrl-C)\n"
+                                  "\n"
+                                  "Environment: CIRCBUF_LOG=debug|info|warn|error|off sets the library's log level.";
 
 int ExitForErrno(int error) {
   switch (error) {
@@ -102,9 +101,9 @@ std::uint64_t ParseSize(std::string_view text, std::string_view what) {
     std::uint64_t factor;
   };
   static constexpr Unit kUnits[] = {
-      {"", 1},          {"b", 1},           {"k", 1024},       {"ki", 1024},     {"kib", 1024},
-      {"kb", 1000},     {"m", 1U << 20},    {"mi", 1U << 20},  {"mib", 1U << 20}, {"mb", 1'000'000},
-      {"g", 1U << 30},  {"gi", 1U << 30},   {"gib", 1U << 30}, {"gb", 1'000'000'000}};
+      {"", 1},         {"b", 1},         {"k", 1024},       {"ki", 1024},         {"kib", 1024},
+      {"kb", 1000},    {"m", 1U << 20},  {"mi", 1U << 20},  {"mib", 1U << 20},    {"mb", 1'000'000},
+      {"g", 1U << 30}, {"gi", 1U << 30}, {"gib", 1U << 30}, {"gb", 1'000'000'000}};
   for (auto const& unit : kUnits) {
     if (suffix == unit.name) {
       if (value > std::numeric_limits<std::uint64_t>::max() / unit.factor) throw bad("too large");
@@ -117,9 +116,9 @@ std::uint64_t ParseSize(std::string_view text, std::string_view what) {
 std::uint64_t ParseCapacity(std::string_view text) {
   std::uint64_t const bytes = ParseSize(text, "capacity");
   if (bytes < cb::kMinCapacity || bytes > cb::kMaxCapacity) {
-    throw Error(kInvalid, "capacity \"" + std::string(text) + "\" (" + std::to_string(bytes) +
-                              " bytes): must be " + std::to_string(cb::kMinCapacity) + " .. " +
-                              std::to_string(cb::kMaxCapacity) + " bytes (4KiB .. 50MiB)");
+    throw Error(kInvalid, "capacity \"" + std::string(text) + "\" (" + std::to_string(bytes) + " bytes): must be " +
+                              std::to_string(cb::kMinCapacity) + " .. " + std::to_string(cb::kMaxCapacity) +
+                              " bytes (4KiB .. 50MiB)");
   }
   return bytes;
 }
@@ -207,7 +206,7 @@ void OnStop(int /*signal*/) { g_stop = 1; }
 }  // namespace
 
 void InstallStopHandlers() {
-  struct sigaction sa {};
+  struct sigaction sa{};
   sa.sa_handler = OnStop;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = 0;  // no SA_RESTART: a blocking read returns EINTR
