@@ -120,10 +120,16 @@ class Reader : public IWrapper {
   // there is something to Read.
   bool Wait(std::chrono::nanoseconds timeout);
 
+  // Messages delivered by Read / ReadInPlace so far.
   [[nodiscard]] std::uint64_t Delivered() const noexcept { return delivered_; }
+  // Messages lost to overwrites so far: Delivered() + Lost() is what was
+  // written since this reader's first message.
   [[nodiscard]] std::uint64_t Lost() const noexcept { return lost_; }
+  // Messages skipped by the last kLapped.
   [[nodiscard]] std::uint64_t LastLoss() const noexcept { return last_loss_; }
+  // Length of the message that the last kBufferTooSmall left unread.
   [[nodiscard]] std::size_t PendingSize() const noexcept { return pending_size_; }
+  // Stream position of the next record this reader looks at.
   [[nodiscard]] std::uint64_t Position() const noexcept { return cursor_; }
   // Sequence number of the next message this reader expects (valid once it
   // has read or skipped one).

@@ -103,9 +103,15 @@ enum class WriterStatus : std::uint8_t {
 
 class IWrapper {
  public:
+  // The ring's name and capacity as attached (capacity filled in for a
+  // reader that passed 0).
   [[nodiscard]] Spec const& GetSpec() const noexcept { return spec_; }
+  // Bytes of record space.
   [[nodiscard]] std::uint64_t Capacity() const noexcept { return capacity_; }
+  // Largest message this ring accepts: MaxMessageFor(Capacity()).
   [[nodiscard]] std::size_t MaxMessageSize() const noexcept { return max_message_; }
+  // Whether a writer is attached and alive, closed, dead, or never was
+  // (probes the writer's OFD lock: a system call, slow path only).
   [[nodiscard]] WriterStatus GetWriterStatus() const;
   // Pid of the writer that holds (or last held) the ring; 0 if none ever did.
   [[nodiscard]] pid_t WriterPid() const noexcept;
@@ -113,6 +119,7 @@ class IWrapper {
   [[nodiscard]] std::uint64_t PublishedTail() const noexcept {
     return std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
   }
+  // The shared State, read-only (diagnostics; load its fields with atomic_ref).
   [[nodiscard]] State const& SharedState() const noexcept { return *state_; }
   // True once another process has shrunk (ftruncate) one of the ring's
   // segments under this attachment (see circbuf.shm's truncation guard):

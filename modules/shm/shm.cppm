@@ -189,13 +189,18 @@ class SharedMemory {
   SharedMemory(SharedMemory&& other) noexcept;
   SharedMemory& operator=(SharedMemory&& other) noexcept;
 
+  // The segment's name, as given ("/NAME").
   [[nodiscard]] std::string const& Name() const noexcept { return name_; }
+  // Bytes of the user region (the header page is not counted).
   [[nodiscard]] std::size_t Size() const noexcept { return size_; }
+  // How the user region is mapped in this process.
   [[nodiscard]] Access GetAccess() const noexcept { return access_; }
+  // True if this object created the segment (false: it attached).
   [[nodiscard]] bool Created() const noexcept { return created_; }
   // Attachments recorded in the segment (live ones, plus dead ones not yet
   // noticed). Slow-path diagnostic.
   [[nodiscard]] std::uint32_t RefCount() const noexcept;
+  // The segment's file descriptor (for fstat and the like; do not close it).
   [[nodiscard]] int NativeHandle() const noexcept { return fd_; }
 
   // This attachment will not unlink the segment when it detaches, even as

@@ -83,9 +83,11 @@ class SemaphoreLock {
   // Releases the lock. Throws std::logic_error if it is not held.
   void Release();
 
+  // True while this object holds the lock.
   [[nodiscard]] bool Held() const noexcept { return held_; }
   // True when the last acquisition took over from a holder that died inside.
   [[nodiscard]] bool Recovered() const noexcept { return recovered_; }
+  // The semaphore's name, as given ("/NAME"; its file is /dev/shm/sem.NAME).
   [[nodiscard]] std::string const& Name() const noexcept { return name_; }
 
   // Removes the name (sem_unlink). Holders and waiters keep working; the next
