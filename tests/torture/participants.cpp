@@ -177,7 +177,22 @@ class Participant {
         Enter(kWriterIdle);
         if ((k & 15) == 0) std::this_thread::sleep_for(std::chrono::microseconds(Random(200)));
       }
-      if (Stopping()) board_.final_total.store(w.NextSequence() + 1, std::memory_order_release);
+      if (Stopping()) {
+        // End the stream with one committed record before announcing the
+        // total. A writer that took over after a dead writer's claim had run
+        // past every committed record leaves readers nothing intact to
+        // resynchronise to: they read kEmpty, and learn their exact loss from
+        // the next commit (Reader::Lapped). Without this record a run that
+        // stops right after such a take-over would leave them waiting.
+        std::uint64_t const seq = w.NextSequence();
+        std::size_t const n = SizeOf(config_.seed, seq, config_.max_message);
+        StoreMax(slot_.writer_high, seq + 1);
+        Fill(config_.seed, seq, std::span(buf.data(), n), no_split);
+        Enter(kWriting);
+        w.Write(std::span<std::byte const>(buf.data(), n));
+        slot_.messages_written.fetch_add(1, std::memory_order_relaxed);
+        board_.final_total.store(w.NextSequence() + 1, std::memory_order_release);
+      }
       Enter(kWriterClose);
       Timed(kOpWriterClose, [&] { holder.reset(); });  // w is gone from here on
     }
