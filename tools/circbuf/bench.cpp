@@ -66,7 +66,7 @@ inline void Pause() {
 // Spins until done() (yielding now and then, so two spinners on one CPU still
 // make progress); false if stopped.
 template <class Done>
-bool SpinUntil(Shared const& shared, Done&& done) {
+bool SpinUntil(Shared const& shared, Done done) {  // done: a small lambda, by value
   for (std::uint64_t spins = 1; !done(); ++spins) {
     Pause();
     if ((spins & 0xfff) == 0) {
