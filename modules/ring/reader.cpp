@@ -20,7 +20,7 @@ module circbuf.ring;
 namespace circbuf::CircularBuffer {
 
 Reader::Reader(Spec const& spec, ReaderOptions options)
-    : IWrapper(spec, Role::kReader, 0, kKeepGroup, options.wait_for_buffer) {
+    : IWrapper(spec, Role::kReader, 0, kKeepGroup, HugePages::kAsMounted, options.wait_for_buffer) {
   Start(options.start);
   detail::Log().info("ring \"{}\": reader attached at position {} (capacity {})", spec_.Name(), cursor_, capacity_);
 }

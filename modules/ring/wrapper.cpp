@@ -86,14 +86,15 @@ Spec Spec::Make(std::string_view name, std::uint64_t capacity) {
   return spec;
 }
 
-IWrapper::IWrapper(Spec const& spec, Role role, mode_t mode, gid_t group, std::chrono::milliseconds wait_for_buffer)
+IWrapper::IWrapper(Spec const& spec, Role role, mode_t mode, gid_t group, HugePages huge_pages,
+                   std::chrono::milliseconds wait_for_buffer)
     : spec_(Spec::Make(std::string_view(spec.name, ::strnlen(spec.name, sizeof spec.name)), spec.capacity)) {
   if (role == Role::kWriter && spec_.capacity == 0) {
     throw std::length_error("ring " + Q(spec_.Name()) + ": a writer needs a capacity");
   }
   try {
     if (role == Role::kWriter) {
-      AttachAsWriter(mode, group);
+      AttachAsWriter(mode, group, huge_pages);
     } else {
       AttachAsReader(wait_for_buffer);
     }
@@ -109,7 +110,7 @@ void IWrapper::KeepAttachedSegments() noexcept {
   }
 }
 
-void IWrapper::AttachAsWriter(mode_t mode, gid_t group) {
+void IWrapper::AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages) {
   // The state segment is the ring's "ready" mark, so the data segment is
   // created first and the state second; an existing state is checked first,
   // so that a capacity mismatch is reported as the ring's.
@@ -134,10 +135,11 @@ void IWrapper::AttachAsWriter(mode_t mode, gid_t group) {
   // the data segment's `initialize`: no reader can attach to the new data
   // and start from the old positions.
   State* const orphan = state_;
-  data_shm_.emplace(DataName(spec_), spec_.capacity,
-                    ShmOptions{.mode = mode, .group = group, .initialize = [orphan](std::span<std::byte>) {
-                                 if (orphan != nullptr) ResetPositions(*orphan);
-                               }});
+  data_shm_.emplace(
+      DataName(spec_), spec_.capacity,
+      ShmOptions{.mode = mode, .group = group, .huge_pages = huge_pages, .initialize = [orphan](std::span<std::byte>) {
+                   if (orphan != nullptr) ResetPositions(*orphan);
+                 }});
   if (!state_shm_) {
     std::uint64_t const capacity = spec_.capacity;
     state_shm_.emplace(spec_.Name(), sizeof(State),
@@ -226,6 +228,8 @@ WriterStatus IWrapper::GetWriterStatus() const {
 bool IWrapper::Truncated() const noexcept {
   return (state_shm_ && state_shm_->Truncated()) || (data_shm_ && data_shm_->Truncated());
 }
+
+std::size_t IWrapper::HugePageBytes() const { return data_shm_ ? data_shm_->HugePageBytes() : 0; }
 
 pid_t IWrapper::WriterPid() const noexcept {
   return std::atomic_ref<std::int32_t>(state_->writer_pid).load(std::memory_order_acquire);

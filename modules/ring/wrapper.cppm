@@ -126,13 +126,18 @@ class IWrapper {
   // what this process sees of the ring is no longer the ring. A reader then
   // returns kCorrupt from every Read. Slow path; sticky.
   [[nodiscard]] bool Truncated() const noexcept;
+  // Bytes of the record space that this process maps with huge pages (see
+  // WriterOptions::huge_pages); 0 with 4 KiB pages. Slow path: reads
+  // /proc/self/smaps.
+  [[nodiscard]] std::size_t HugePageBytes() const;
 
   IWrapper(IWrapper const&) = delete;
   IWrapper& operator=(IWrapper const&) = delete;
 
  protected:
   enum class Role : std::uint8_t { kWriter, kReader };
-  IWrapper(Spec const& spec, Role role, mode_t mode, gid_t group, std::chrono::milliseconds wait_for_buffer);
+  IWrapper(Spec const& spec, Role role, mode_t mode, gid_t group, HugePages huge_pages,
+           std::chrono::milliseconds wait_for_buffer);
   ~IWrapper() = default;
 
   // state_shm_ is engaged from the end of the constructor on (which throws
@@ -157,7 +162,7 @@ class IWrapper {
   std::uint32_t truncations_seen_ = 0;
 
  private:
-  void AttachAsWriter(mode_t mode, gid_t group);
+  void AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages);
   void AttachAsReader(std::chrono::milliseconds wait_for_buffer);
   void Validate();
 };

@@ -35,7 +35,7 @@ bool LockRange(int fd, short type) {
 using namespace writer_impl;
 
 Writer::Writer(Spec const& spec, WriterOptions options)
-    : IWrapper(spec, Role::kWriter, options.mode, options.group, std::chrono::milliseconds(0)) {
+    : IWrapper(spec, Role::kWriter, options.mode, options.group, options.huge_pages, std::chrono::milliseconds(0)) {
   std::string const ring = "ring \"" + std::string(spec_.Name()) + "\"";
   // One writer at a time: an OFD write lock on byte 0 of the state segment,
   // dropped by the kernel when the holder dies.

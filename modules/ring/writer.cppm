@@ -53,6 +53,12 @@ struct WriterOptions {
   // readers running as other users needs e.g. mode 0660 and that group.
   mode_t mode = 0600;
   gid_t group = kKeepGroup;  // kKeepGroup: the creator's group
+  // Huge pages for the record space when this writer creates the ring (see
+  // circbuf::HugePages and docs/huge-pages.md): fewer TLB misses on rings of
+  // several MiB. Needs /dev/shm mounted with huge=advise (or within_size,
+  // always) and a capacity of 4 MiB or more; kPrefer falls back to 4 KiB
+  // pages, kRequire fails with EOPNOTSUPP. Readers need no option.
+  HugePages huge_pages = HugePages::kAsMounted;
 };
 
 class Writer : public IWrapper {

@@ -6,11 +6,16 @@ module;
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -54,6 +59,82 @@ void* MapOrThrow(std::size_t bytes, int prot, int fd, off_t offset, std::string 
   void* p = ::mmap(nullptr, bytes, prot, MAP_SHARED | MAP_POPULATE, fd, offset);
   if (p == MAP_FAILED) ThrowErrno(errno, "mmap(" + Q(name) + ", " + std::to_string(bytes) + " bytes)");
   return p;
+}
+
+#ifndef MADV_POPULATE_WRITE
+constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14; older headers lack it
+#endif
+
+// Bytes of the mapping that starts at `address` that this process maps with
+// huge pages: ShmemPmdMapped (+ FilePmdMapped) of its entry in
+// /proc/self/smaps. 0 if there is no such entry or no /proc.
+std::size_t PmdMappedBytes(void const* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  auto const start = reinterpret_cast<std::uintptr_t>(address);
+  bool inside = false;
+  std::size_t kib = 0;
+  while (std::getline(smaps, line)) {
+    // An entry starts with "START-END PERMS ...": hex digits, then '-'.
+    std::size_t const dash = line.find('-');
+    bool const header = dash != std::string::npos && dash > 0 && line.find_first_not_of("0123456789abcdef") == dash;
+    if (header) {
+      if (inside) break;
+      inside = std::strtoull(line.substr(0, dash).c_str(), nullptr, 16) == start;
+      continue;
+    }
+    if (!inside) continue;
+    for (char const* field : {"ShmemPmdMapped:", "FilePmdMapped:"}) {
+      if (line.starts_with(field)) kib += std::strtoull(line.c_str() + std::strlen(field), nullptr, 10);
+    }
+  }
+  return kib * 1024;
+}
+
+// Size of a PMD-mapped huge page (2 MiB on x86-64).
+std::size_t HugePmdBytes() {
+  std::ifstream file("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+  std::size_t bytes = 0;
+  return file >> bytes && bytes > kPageSize ? bytes : std::size_t{2} * 1024 * 1024;
+}
+
+// The huge= option of the tmpfs mounted on /dev/shm ("never" if it has none).
+std::string DevShmHugeOption() {
+  std::ifstream mounts("/proc/self/mounts");
+  std::string device;
+  std::string point;
+  std::string type;
+  std::string options;
+  std::string rest;
+  std::string found = "never";
+  while (mounts >> device >> point >> type >> options && std::getline(mounts, rest)) {
+    if (point != "/dev/shm") continue;  // the last mount on it is the one in use
+    found = "never";
+    for (std::size_t at = 0; at <= options.size();) {
+      std::size_t const comma = std::min(options.find(',', at), options.size());
+      std::string_view const option = std::string_view(options).substr(at, comma - at);
+      if (option.starts_with("huge=")) found = std::string(option.substr(5));
+      at = comma + 1;
+    }
+  }
+  return found;
+}
+
+// Allocates the user region (file offsets kPageSize ..) of a new segment
+// through a mapping that asks for transparent huge pages, before anything
+// else allocates it with 4 KiB pages. Returns the bytes that came as huge
+// pages. Failures are not reported here: posix_fallocate afterwards reports
+// a full /dev/shm as ENOSPC (MADV_POPULATE_WRITE fails with EFAULT instead
+// of raising SIGBUS).
+std::size_t AllocateWithHugePages(int fd, std::size_t size) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(kPageSize));
+  if (p == MAP_FAILED) return 0;
+  std::size_t huge = 0;
+  if (::madvise(p, size, MADV_HUGEPAGE) == 0 && ::madvise(p, size, MADV_POPULATE_WRITE) == 0) {
+    huge = PmdMappedBytes(p);
+  }
+  ::munmap(p, size);
+  return huge;
 }
 
 // The segment file is now shorter than the header page and `user_bytes`.
@@ -140,9 +221,24 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
         if (::ftruncate(p.fd, static_cast<off_t>(total)) != 0) {
           ThrowErrno(errno, "ftruncate(" + Q(name_) + ", " + std::to_string(total) + ")");
         }
+        std::size_t huge = 0;
+        if (options.huge_pages != HugePages::kAsMounted) huge = AllocateWithHugePages(p.fd, size);
         if (int const error = ::posix_fallocate(p.fd, 0, static_cast<off_t>(total)); error != 0) {
           ThrowErrno(error,
                      "shared memory " + Q(name_) + ": cannot reserve " + std::to_string(total) + " bytes in /dev/shm");
+        }
+        if (options.huge_pages != HugePages::kAsMounted && huge == 0) {
+          std::string const mounted = DevShmHugeOption();
+          std::size_t const smallest = 2 * HugePmdBytes() - kPageSize;
+          std::string const what =
+              size < smallest ? "a region of " + std::to_string(size) + " bytes is too small to hold one (it needs " +
+                                    std::to_string(smallest) + " bytes or more)"
+              : mounted == "never" ? "/dev/shm is mounted huge=never; remount it with huge=advise"
+                                   : "the kernel had none to give (/dev/shm is mounted huge=" + mounted + ")";
+          if (options.huge_pages == HugePages::kRequire) {
+            ThrowErrno(EOPNOTSUPP, "shared memory " + Q(name_) + ": huge pages required, but none were given: " + what);
+          }
+          detail::Log().info("shared memory {}: no huge pages ({}); using 4 KiB pages", name_, what);
         }
         p.header = MapOrThrow(kPageSize, PROT_READ | PROT_WRITE, p.fd, 0, name_);
         GuardCoverHeader(p.guard_slot, p.header);
@@ -154,7 +250,10 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
         RefCountOf(h).store(1, std::memory_order_relaxed);  // published by [S1], after `initialize`
         created_ = true;
         size_ = size;
-        detail::Log().info("shared memory {}: created, {} bytes, mode {:o}", name_, size, options.mode);
+        detail::Log().info("shared memory {}: created, {} bytes, mode {:o}{}", name_, size, options.mode,
+                           options.huge_pages == HugePages::kAsMounted
+                               ? std::string()
+                               : ", " + std::to_string(huge) + " bytes on huge pages");
         break;
       }
       if (errno != EEXIST) ThrowErrno(errno, "shm_open(" + Q(name_) + ", O_CREAT)");
@@ -358,6 +457,8 @@ void SharedMemory::Detach() noexcept {
   user_ = nullptr;
   header_ = nullptr;
 }
+
+std::size_t SharedMemory::HugePageBytes() const { return user_ == nullptr ? 0 : PmdMappedBytes(user_); }
 
 bool SharedMemory::Truncated() const noexcept { return GuardTruncated(guard_slot_); }
 

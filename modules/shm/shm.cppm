@@ -152,6 +152,20 @@ enum class OpenMode : std::uint8_t {
   kAttach,          // fail with ENOENT if it does not exist
 };
 
+// Huge pages for the user region of a segment this process creates: the
+// transparent huge pages of the tmpfs behind /dev/shm. Whether it gives them
+// is the mount's choice (its huge= option; huge=never, the default of most
+// systems, gives none: see docs/huge-pages.md). Attachers map whatever the
+// creator got, with no option of their own. A huge page is 2 MiB on x86-64
+// (the PMD size) and aligned in the file, and the user region starts 4096
+// bytes into the file, so a region of S bytes can hold at most
+// floor((S + 4096) / 2 MiB) - 1 of them: none below 4 MiB - 4 KiB.
+enum class HugePages : std::uint8_t {
+  kAsMounted,  // no request: huge pages only if the mount forces them (huge=always, within_size)
+  kPrefer,     // ask for them (MADV_HUGEPAGE, enough with huge=advise); 4 KiB pages if none come
+  kRequire,    // ask for them; creation fails (EOPNOTSUPP, nothing left behind) if none come
+};
+
 struct ShmOptions {
   OpenMode open = OpenMode::kCreateOrAttach;
   Access access = Access::kReadWrite;
@@ -161,6 +175,7 @@ struct ShmOptions {
   // group. Creation fails with EPERM if the creator may not use that group.
   gid_t group = kKeepGroup;
   std::chrono::milliseconds lock_timeout{10'000};  // bound on waiting for the lock
+  HugePages huge_pages = HugePages::kAsMounted;    // at creation only
   // Runs once, in the creating process, on the zeroed user region, while the
   // segment's lock is still held: an attacher never sees the region before
   // it has run. If it throws, the segment is removed and the error propagates.
@@ -200,6 +215,10 @@ class SharedMemory {
   // Attachments recorded in the segment (live ones, plus dead ones not yet
   // noticed). Slow-path diagnostic.
   [[nodiscard]] std::uint32_t RefCount() const noexcept;
+  // Bytes of the user region that this process maps with huge pages (the
+  // PMD-mapped shared memory of the mapping in /proc/self/smaps); 0 if none,
+  // or if /proc is not mounted. Slow path: reads a file.
+  [[nodiscard]] std::size_t HugePageBytes() const;
   // The segment's file descriptor (for fstat and the like; do not close it).
   [[nodiscard]] int NativeHandle() const noexcept { return fd_; }
 
