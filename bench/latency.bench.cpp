@@ -8,7 +8,9 @@
 // Plus an audit run: the echo process runs its Read/Write loop under a
 // seccomp filter that traps every system call, and counts page faults.
 // Flags: --cpus=A,B (default 0,1), --round_trips=N (default 1000000; blocking
-// kernel transports use N/10), and Google Benchmark's own.
+// kernel transports use N/10), --capacity=BYTES of each circbuf ring (default
+// 1 MiB), --huge-pages=no|prefer|require for them (bench/hugepages.sh), and
+// Google Benchmark's own.
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -27,6 +29,7 @@ namespace cbb = circbuf::bench;
 namespace {
 
 std::int64_t g_round_trips = 1'000'000;
+std::uint64_t g_capacity = 1 << 20;  // of each circbuf ring
 
 struct alignas(128) Line {
   std::atomic<std::uint64_t> value;
@@ -101,13 +104,15 @@ void AuditCircbuf(benchmark::State& state) {
 
 int main(int argc, char** argv) {
   cbb::ParseCpus(argc, argv);
+  cbb::ParseHugePages(argc, argv);
   cbb::TakeFlag(argc, argv, "--round_trips=", [](char const* v) { g_round_trips = std::atoll(v); });
-  cbb::TakeFlag(argc, argv, "--seconds=", [](char const*) {});  // the throughput binary's
+  cbb::TakeFlag(argc, argv, "--seconds=", [](char const*) {});   // the throughput binary's
+  cbb::TakeFlag(argc, argv, "--capacity=", [](char const* v) { g_capacity = std::strtoull(v, nullptr, 10); });
   std::int64_t const n = g_round_trips;
   std::int64_t const blocking = std::max<std::int64_t>(n / 10, 1000);
   benchmark::RegisterBenchmark("latency/floor/64", CacheLineRoundTrip)->Iterations(n)->UseRealTime();
   for (std::size_t payload : {8, 64, 1024, 65535}) {
-    Register("circbuf", [] { return cbb::RingRoundTrip(); }, payload, n);
+    Register("circbuf", [] { return cbb::RingRoundTrip(g_capacity); }, payload, n);
     Register("pipe-spin", [] { return cbb::PipeTransport(true); }, payload, n / 4);
     Register("pipe", [] { return cbb::PipeTransport(false); }, payload, blocking);
     Register("unix-socket-spin", [] { return cbb::UnixSocketTransport(true); }, payload, n / 4);

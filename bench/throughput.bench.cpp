@@ -5,7 +5,9 @@
 //   kernel, peers  the same flat-out run (these block the sender when full:
 //                  consume semantics with back-pressure, nothing is lost)
 //   writer-rate    the circbuf writer's own rate with 0, 1 .. cores-1 readers
-// Flags: --cpus=A,B (default 0,1), --seconds=S (default 1), Google Benchmark's own.
+// Flags: --cpus=A,B (default 0,1), --seconds=S (default 1), --capacity=BYTES of
+// the circbuf rings (default 4 MiB), --huge-pages=no|prefer|require for them
+// (bench/hugepages.sh), Google Benchmark's own.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -27,13 +29,13 @@ namespace cb = circbuf::CircularBuffer;
 namespace {
 
 std::chrono::milliseconds g_duration{1000};
-constexpr std::uint64_t kCapacity = 4 << 20;
+std::uint64_t g_capacity = 4 << 20;
 
 // memcpy of `size`-byte messages taken in turn from a 4 MiB source (the
 // ring's size: beyond L2, as the ring's data is for a reader on another core).
 void Memcpy(benchmark::State& state) {
   auto const size = static_cast<std::size_t>(state.range(0));
-  std::vector<std::byte> src(kCapacity, std::byte{7});
+  std::vector<std::byte> src(g_capacity, std::byte{7});
   std::vector<std::byte> dst(65536);
   std::size_t offset = 0;
   for (auto _ : state) {
@@ -67,15 +69,17 @@ void Register(std::string const& name, std::function<cbb::Transport()> make, std
 // attached and reading flat out (reader i pinned to CPU 1 + i).
 void WriterRate(benchmark::State& state) {
   auto const readers = static_cast<int>(state.range(0));
-  auto const spec = cb::Spec::Make(cbb::UniqueName("w"), kCapacity);
+  auto const spec = cb::Spec::Make(cbb::UniqueName("w"), g_capacity);
   std::uint64_t written = 0;
   double seconds = 0;
+  std::size_t huge_bytes = 0;
   for (auto _ : state) {
     auto* stop = cbb::MapShared<std::atomic<int>>();
     auto* attached = cbb::MapShared<std::atomic<int>>();
     std::vector<std::unique_ptr<cbb::Process>> procs;
     {
-      cb::Writer writer(spec);
+      cb::Writer writer(spec, cbb::g_writer_options);
+      huge_bytes = writer.HugePageBytes();
       for (int i = 0; i < readers; ++i) {
         procs.push_back(std::make_unique<cbb::Process>(cbb::g_cpus.echo + i, [&] {
           cb::Reader reader(cb::Spec::Make(spec.Name(), 0), {.start = cb::StartAt::kNext});
@@ -108,12 +112,15 @@ void WriterRate(benchmark::State& state) {
   state.counters["writer_msgs_per_s"] = static_cast<double>(written) / seconds;
   state.counters["readers"] = readers;
   state.counters["cores"] = cbb::CpuCount();
+  state.counters["huge_page_MiB"] = static_cast<double>(huge_bytes) / (1024.0 * 1024.0);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   cbb::ParseCpus(argc, argv);
+  cbb::ParseHugePages(argc, argv);
+  cbb::TakeFlag(argc, argv, "--capacity=", [](char const* v) { g_capacity = std::strtoull(v, nullptr, 10); });
   cbb::TakeFlag(argc, argv, "--seconds=", [](char const* v) {
     g_duration = std::chrono::milliseconds(static_cast<long>(std::atof(v) * 1000));
   });
@@ -121,7 +128,7 @@ int main(int argc, char** argv) {
   for (std::size_t payload : {8, 64, 73, 1024, 65535}) {
     benchmark::RegisterBenchmark(("throughput/memcpy/" + std::to_string(payload)).c_str(), Memcpy)
         ->Arg(static_cast<std::int64_t>(payload));
-    Register("circbuf", [] { return cbb::RingOneWay(kCapacity); }, payload);
+    Register("circbuf", [] { return cbb::RingOneWay(g_capacity); }, payload);
     Register("pipe", [] { return cbb::PipeTransport(false); }, payload);
     Register("unix-socket", [] { return cbb::UnixSocketTransport(false); }, payload);
     Register("posix-mq", [payload] { return cbb::MqTransport(false, payload); }, payload);

@@ -31,12 +31,25 @@ inline std::string UniqueName(std::string_view what) {
   return "/cbb-" + std::string(what) + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
 }
 
+// Options of every circbuf writer in the suite; --huge-pages= sets huge_pages.
+inline cb::WriterOptions g_writer_options{};
+
+// --huge-pages=no|prefer|require (default no: as /dev/shm is mounted).
+inline void ParseHugePages(int& argc, char** argv) {
+  TakeFlag(argc, argv, "--huge-pages=", [](char const* v) {
+    std::string_view const s(v);
+    g_writer_options.huge_pages = s == "prefer"    ? HugePages::kPrefer
+                                  : s == "require" ? HugePages::kRequire
+                                                   : HugePages::kAsMounted;
+  });
+}
+
 // ---- circbuf: ring A carries main -> echo, ring B echo -> main -------------------
 
 class RingEndpoint final : public Endpoint {
  public:
   RingEndpoint(cb::Spec const& out, cb::Spec const& in)
-      : writer_(out),
+      : writer_(out, g_writer_options),
         reader_(cb::Spec::Make(in.Name(), 0),
                 {.start = cb::StartAt::kNext, .wait_for_buffer = std::chrono::seconds(10)}) {}
   void Send(std::span<std::byte const> m) override { writer_.Write(m); }
@@ -54,7 +67,7 @@ class RingEndpoint final : public Endpoint {
 // One-directional ring for throughput runs: the main process only writes.
 class RingSender final : public Endpoint {
  public:
-  explicit RingSender(cb::Spec const& spec) : writer_(spec) {}
+  explicit RingSender(cb::Spec const& spec) : writer_(spec, g_writer_options) {}
   void Send(std::span<std::byte const> m) override { writer_.Write(m); }
   std::size_t Receive(std::span<std::byte> /*out*/) override { return 0; }
 
