@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -146,6 +147,41 @@ TEST(CliErrors, BusyWriter) {
   std::string const name = UniqueName("clibusy");
   cb::Writer writer(cb::Spec::Make(name, 4096));
   ExpectError(Circbuf({"pub", name}, "hello\n"), 6, "already has a live writer");
+}
+
+// The huge= mount option of /dev/shm here ("never" when absent).
+std::string DevShmHugeOption() {
+  std::ifstream mounts("/proc/self/mounts");
+  std::string device;
+  std::string point;
+  std::string type;
+  std::string options;
+  std::string rest;
+  std::string found = "never";
+  while (mounts >> device >> point >> type >> options && std::getline(mounts, rest)) {
+    if (point != "/dev/shm") continue;
+    found = "never";
+    if (auto const at = options.find("huge="); at != std::string::npos) {
+      found = options.substr(at + 5, options.find(',', at) - at - 5);
+    }
+  }
+  return found;
+}
+
+// pub --huge-pages: require where /dev/shm gives none is an error that says
+// why and creates nothing; prefer falls back to 4 KiB pages and says so.
+// (tests/ring/huge_pages.test.cpp covers the mounts that do give them.)
+TEST(CliErrors, HugePagesRequiredWhereNoneCanCome) {
+  if (DevShmHugeOption() != "never") GTEST_SKIP() << "/dev/shm here is mounted huge=" << DevShmHugeOption();
+  std::string const name = UniqueName("clihuge");
+  ExpectError(Circbuf({"pub", name, "--capacity", "8MiB", "--huge-pages", "require"}, "hello\n"), 7,
+              "huge pages required, but none were given: /dev/shm is mounted huge=never");
+  EXPECT_FALSE(ShmFileExists(name));
+  EXPECT_FALSE(ShmFileExists(name + ".data"));
+  Result const r = Circbuf({"pub", name, "--capacity", "8MiB", "--huge-pages", "prefer"}, "hello\n");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("0 of 8388608 bytes of record space on huge pages"), std::string::npos) << r.err;
+  ExpectError(Circbuf({"pub", name, "--huge-pages", "maybe"}), 1, "maybe");
 }
 
 TEST(CliErrors, UsageErrors) {

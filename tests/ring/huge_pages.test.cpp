@@ -26,10 +26,10 @@
 import circbuf;
 
 using circbuf::HugePages;
-using circbuf::CircularBuffer::WriterOptions;
 using circbuf::CircularBuffer::Reader;
 using circbuf::CircularBuffer::Spec;
 using circbuf::CircularBuffer::Writer;
+using circbuf::CircularBuffer::WriterOptions;
 using circbuf::test::Child;
 using circbuf::test::Matches;
 using circbuf::test::Message;

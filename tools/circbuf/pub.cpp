@@ -32,6 +32,7 @@ struct PubOptions {
   bool lines = false;
   bool raw = false;
   bool hold = false;
+  std::string huge_pages = "no";
 } g_pub;
 
 struct Counts {
@@ -135,7 +136,14 @@ int RunPub() {
     if (g_pub.capacity.empty()) capacity = info.capacity;  // keep the capacity it has
   }
   InstallStopHandlers();
-  cb::Writer writer(cb::Spec::Make(name, capacity));
+  cb::WriterOptions options;
+  if (g_pub.huge_pages == "prefer") options.huge_pages = circbuf::HugePages::kPrefer;
+  if (g_pub.huge_pages == "require") options.huge_pages = circbuf::HugePages::kRequire;
+  cb::Writer writer(cb::Spec::Make(name, capacity), options);
+  if (options.huge_pages != circbuf::HugePages::kAsMounted) {
+    std::fprintf(stderr, "circbuf pub: %s: %zu of %llu bytes of record space on huge pages\n", name.c_str(),
+                 writer.HugePageBytes(), static_cast<unsigned long long>(writer.Capacity()));
+  }
   Counts counts;
   if (g_pub.raw) {
     PublishRaw(writer, counts);
@@ -166,6 +174,10 @@ Command AddPub(CLI::App& app) {
   auto* raw = sub->add_flag("--raw", g_pub.raw,
                             "Binary records: a 4-byte little-endian length (1 .. max message), then the bytes");
   lines->excludes(raw);
+  sub->add_option("--huge-pages", g_pub.huge_pages,
+                  "Record space of a new buffer on 2 MiB pages: no (default), prefer (4 KiB pages if none), "
+                  "require (fail if none); needs /dev/shm mounted huge=advise (docs/huge-pages.md)")
+      ->check(CLI::IsMember({"no", "prefer", "require"}));
   sub->add_flag("--hold", g_pub.hold, "At end of input keep the buffer (and this writer) until Ctrl-C");
   sub->footer("The buffer exists while some process is attached: when the last one leaves (pub\n"
               "without --hold, at end of input, if nobody else reads) it is removed. Start readers\n"
