@@ -25,10 +25,13 @@ def main():
     lat = suite.rows(suite.run(build, "bench_latency", tmp / "latency.json", [
         "--round_trips=200000", f"--cpus={a.cpus}",
         "--benchmark_filter=floor|circbuf/64/|audit|unix-socket/64/|iceoryx.*/64/|boost.*/64/"]))
+    pair_runs = [suite.rows(suite.run(build, "bench_latency", tmp / f"pair{i}.json", [
+        "--round_trips=200000", f"--cpus={a.cpus}", "--benchmark_filter=floor|circbuf/64/"])) for i in (1, 2)]
     tp_data = suite.run(build, "bench_throughput", tmp / "throughput.json", [
         "--seconds=0.4", f"--cpus={a.cpus}", "--benchmark_filter=^throughput|writer-rate/circbuf/64/[01]/"])
     tp = suite.rows(tp_data)
-    print(f"\ncircbuf performance targets on {suite.machine()} (ratios from one run)\n")
+    print(f"\ncircbuf performance targets on {suite.machine()} (ratios within one run; "
+          "target 1 from three back-to-back pairs)\n")
     results = []
 
     def target(label, ok, detail):
@@ -40,16 +43,33 @@ def main():
         b = table.get(key)
         return None if b is None or "error_message" in b else b.get(field)
 
-    floor = get(lat, ("latency", "floor", 64), "p50_ns")
     p50 = get(lat, ("latency", "circbuf", 64), "p50_ns")
-    p999 = get(lat, ("latency", "circbuf", 64), "p999_ns")
-    if None in (floor, p50, p999):
+    # Target 1 compares two measurements, and this kind of machine drifts
+    # between a fast and a slow state on a scale of minutes: a floor measured
+    # in one and circbuf in the other gives a meaningless ratio. So the floor
+    # and circbuf run back to back three times (the main run and two more),
+    # each pair gives its ratios, and the median pair is judged; all three
+    # are printed.
+    pairs = []
+    for table in [lat] + pair_runs:
+        f = get(table, ("latency", "floor", 64), "p50_ns")
+        c50 = get(table, ("latency", "circbuf", 64), "p50_ns")
+        c999 = get(table, ("latency", "circbuf", 64), "p999_ns")
+        if None not in (f, c50, c999):
+            pairs.append((f, c50, c999))
+    if len(pairs) < 3:
         target("1. latency", None, "measurement missing")
     else:
-        target("1a. 64 B one-way p50 <= 1.3 x floor p50", p50 <= 1.3 * floor,
-               f"{p50:.1f} ns / {floor:.1f} ns = {p50 / floor:.2f}")
-        target("1b. 64 B one-way p99.9 <= 4 x floor p50", p999 <= 4 * floor,
-               f"{p999:.1f} ns / {floor:.1f} ns = {p999 / floor:.2f}")
+        def judged(ratio_of, label, limit, which):
+            ranked = sorted(pairs, key=ratio_of)
+            f, c50, c999 = ranked[1]
+            value = c50 if which == "p50" else c999
+            every = ", ".join(f"{ratio_of(p):.2f}" for p in pairs)
+            target(label, ratio_of(ranked[1]) <= limit,
+                   f"{value:.1f} ns / {f:.1f} ns = {ratio_of(ranked[1]):.2f} "
+                   f"(median of 3 back-to-back pairs: {every})")
+        judged(lambda p: p[1] / p[0], "1a. 64 B one-way p50 <= 1.3 x floor p50", 1.3, "p50")
+        judged(lambda p: p[2] / p[0], "1b. 64 B one-way p99.9 <= 4 x floor p50", 4.0, "p999")
     got = get(tp, ("throughput", "circbuf", 65535), "delivered_GB_per_s")
     mc = get(tp, ("throughput", "memcpy", 65535), "GB_per_s")
     if None in (got, mc):
