@@ -123,14 +123,20 @@ std::string DevShmHugeOption() {
 // Allocates the user region (file offsets kPageSize ..) of a new segment
 // through a mapping that asks for transparent huge pages, before anything
 // else allocates it with 4 KiB pages. Returns the bytes that came as huge
-// pages. Failures are not reported here: posix_fallocate afterwards reports
-// a full /dev/shm as ENOSPC (MADV_POPULATE_WRITE fails with EFAULT instead
-// of raising SIGBUS).
-std::size_t AllocateWithHugePages(int fd, std::size_t size) {
+// pages, and sets `kernel_lacks` when the kernel cannot do it at all.
+// Nothing else is reported here: posix_fallocate afterwards reports a full
+// /dev/shm as ENOSPC (MADV_POPULATE_WRITE fails with EFAULT instead of
+// raising SIGBUS).
+std::size_t AllocateWithHugePages(int fd, std::size_t size, std::string& kernel_lacks) {
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(kPageSize));
   if (p == MAP_FAILED) return 0;
   std::size_t huge = 0;
-  if (::madvise(p, size, MADV_HUGEPAGE) == 0 && ::madvise(p, size, MADV_POPULATE_WRITE) == 0) {
+  if (::madvise(p, size, MADV_HUGEPAGE) != 0) {
+    if (errno == EINVAL)
+      kernel_lacks = "the kernel refused MADV_HUGEPAGE (no transparent huge pages, or disabled for this process)";
+  } else if (::madvise(p, size, MADV_POPULATE_WRITE) != 0) {
+    if (errno == EINVAL) kernel_lacks = "the kernel lacks MADV_POPULATE_WRITE (Linux 5.14 or later)";
+  } else {
     huge = PmdMappedBytes(p);
   }
   ::munmap(p, size);
@@ -222,7 +228,8 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
           ThrowErrno(errno, "ftruncate(" + Q(name_) + ", " + std::to_string(total) + ")");
         }
         std::size_t huge = 0;
-        if (options.huge_pages != HugePages::kAsMounted) huge = AllocateWithHugePages(p.fd, size);
+        std::string kernel_lacks;
+        if (options.huge_pages != HugePages::kAsMounted) huge = AllocateWithHugePages(p.fd, size, kernel_lacks);
         if (int const error = ::posix_fallocate(p.fd, 0, static_cast<off_t>(total)); error != 0) {
           ThrowErrno(error,
                      "shared memory " + Q(name_) + ": cannot reserve " + std::to_string(total) + " bytes in /dev/shm");
@@ -233,8 +240,9 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
           std::string const what =
               size < smallest ? "a region of " + std::to_string(size) + " bytes is too small to hold one (it needs " +
                                     std::to_string(smallest) + " bytes or more)"
-              : mounted == "never" ? "/dev/shm is mounted huge=never; remount it with huge=advise"
-                                   : "the kernel had none to give (/dev/shm is mounted huge=" + mounted + ")";
+              : !kernel_lacks.empty() ? kernel_lacks
+              : mounted == "never"    ? "/dev/shm is mounted huge=never; remount it with huge=advise"
+                                      : "the kernel had none to give (/dev/shm is mounted huge=" + mounted + ")";
           if (options.huge_pages == HugePages::kRequire) {
             ThrowErrno(EOPNOTSUPP, "shared memory " + Q(name_) + ": huge pages required, but none were given: " + what);
           }
