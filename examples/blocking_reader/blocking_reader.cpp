@@ -81,17 +81,23 @@ int main(int argc, char** argv) {
         break;
       }
 
-      // Sleep until the writer publishes something, at most 1 s.
-      if (reader.Wait(1s)) continue;  // something to Read (a message or a lap)
-
-      // A timeout: a second without messages. Is anybody still writing?
-      cb::WriterStatus const status = reader.GetWriterStatus();
-      if (status == cb::WriterStatus::kClosed) {
-        writer_closed = true;  // one more Read: a last message may have come just before the close
-        continue;
+      // Sleep until the writer publishes something, at most 1 s; Wait says
+      // why it returned.
+      switch (reader.Wait(1s)) {
+        case cb::WaitResult::kReady: continue;  // something to Read (a message or a lap)
+        case cb::WaitResult::kClosed:
+          writer_closed = true;  // one more Read: a last message may have come just before the close
+          continue;
+        case cb::WaitResult::kDead: std::printf("the writer died; waiting for a new one\n"); break;
+        case cb::WaitResult::kTakenOver: std::printf("a new writer took over\n"); continue;
+        case cb::WaitResult::kTruncated: continue;  // Read reports it (kCorrupt)
+        case cb::WaitResult::kStopped: return 0;    // nobody calls RequestStop here
+        case cb::WaitResult::kTimeout: break;
       }
+
+      // A second without messages.
       ++idle_s;
-      std::printf("idle %d s (%s)\n", idle_s, Describe(status));
+      std::printf("idle %d s (%s)\n", idle_s, Describe(reader.GetWriterStatus()));
       if (idle_s >= idle_limit_s) {
         std::printf("giving up after %d idle seconds\n", idle_s);
         break;

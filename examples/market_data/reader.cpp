@@ -70,11 +70,10 @@ int main(int argc, char** argv) {
         // Caught up. Empty again after the writer closed the ring (or died):
         // everything it published has been read.
         if (writer_gone) break;
-        cb::WriterStatus const status = reader.GetWriterStatus();  // a system call: only when idle
-        writer_gone = status == cb::WriterStatus::kClosed || status == cb::WriterStatus::kDead;
-        // Otherwise sleep until the next quote instead of spinning (see
-        // examples/blocking_reader for timeouts).
-        if (!writer_gone) reader.Wait(std::chrono::milliseconds(100));
+        // Sleep until the next quote instead of spinning; Wait also says
+        // when the writer has gone (see examples/blocking_reader).
+        cb::WaitResult const why = reader.Wait(std::chrono::milliseconds(100));
+        writer_gone = why == cb::WaitResult::kClosed || why == cb::WaitResult::kDead;
       } else {  // kBufferTooSmall (not a Quote stream) or kCorrupt
         std::fprintf(stderr, "reader: Read returned %d\n", n);
         return 1;

@@ -15,10 +15,32 @@
 //       | limit u64 | pad ...... 320 | index[8] u64 ...............384  |  frontier: writer, per chunk
 //   384 +--------------------------------------------------------------+
 //       | writer_pid i32 | writer_state u32 | writer_epoch u64 |        |  ownership: writer attach,
-//       | writer_flags u32 | pad ...................................512  |  detach, take-over
+//       | reserved1 u32 | pad ......................................512  |  detach, take-over
 //   512 +--------------------------------------------------------------+
-//       | waiters u32 | pad ........................................640  |  readers, only around a
-//   640 +--------------------------------------------------------------+  blocking Wait
+//       | reserved (zero) ............................................640  |
+//   640 +--------------------------------------------------------------+
+//
+//   Readers map the State read-only (PROT_READ): no reader writes it, so no
+//   reader's stray write can reach it. The one word readers must write, the
+//   wake word, lives in the attachers line of NAME's header page (circbuf.shm,
+//   SegmentHeader::attachers, file offset 128), which every attachment maps
+//   read-write:
+//
+//   ---- Wake word (u32 at SegmentHeader::attachers + 0; futex word) -------------
+//
+//    31                                                          1   0
+//   +-------------------------------------------------------------+---+
+//   |              wake count (bumped by every wake)              | A |
+//   +-------------------------------------------------------------+---+
+//
+//     A (armed)  set by a reader about to sleep in Wait (fetch_or 1); cleared
+//                by the writer's first commit after it, which then makes one
+//                FUTEX_WAKE: one system call per sleep, none while nobody
+//                sleeps, and nothing left behind by a reader that died asleep.
+//     count      every wake (the writer's, a writer attaching or closing, a
+//                RequestStop) replaces the word by (word | 1) + 1: A cleared,
+//                the count moved, so a reader about to sleep on the value it
+//                armed never misses a wake that came after it armed.
 //
 //   Groups that different processes write sit 128 bytes apart (two cache
 //   lines: the adjacent-line prefetcher pairs lines), so no group shares a
@@ -90,7 +112,7 @@ import circbuf.shm;
 export namespace circbuf::CircularBuffer {
 
 inline constexpr std::uint64_t kRingMagic = 0x3130'474E'4952'4243ULL;  // "CBRING01" little-endian
-inline constexpr std::uint32_t kRingVersion = 1;
+inline constexpr std::uint32_t kRingVersion = 2;  // 2: wake word in the header page, State read-only for readers
 inline constexpr std::size_t kInterference = 128;  // two cache lines
 inline constexpr std::uint64_t kChunks = 8;
 inline constexpr std::uint64_t kNoRecord = ~std::uint64_t{0};
@@ -160,7 +182,9 @@ enum class WriterState : std::uint32_t {
   kActive = 1,  // a writer attached and has not closed (alive, or died)
   kClosed = 2,  // the last writer closed cleanly
 };
-inline constexpr std::uint32_t kWriterFenced = 1;  // writer registered for membarrier (see Reader::Wait)
+inline constexpr std::uint32_t kWakeArmed = 1;  // bit 0 of the wake word: a reader sleeps or is about to
+// The wake word's offset in SegmentHeader::attachers of the state segment.
+inline constexpr std::size_t kWakeWordOffset = 0;
 
 // The control segment. A POD: every field that changes while others look is
 // accessed through std::atomic_ref with an explicit memory order.
@@ -187,11 +211,11 @@ struct State {
   std::int32_t writer_pid;
   std::uint32_t writer_state;
   std::uint64_t writer_epoch;
-  std::uint32_t writer_flags;
+  std::uint32_t reserved1;
   std::byte pad3[kInterference - 20];
-  // readers: only around a blocking Wait
-  std::uint32_t waiters;
-  std::byte pad4[kInterference - 4];
+  // reserved (version 1 kept the readers' waiter count here; readers now
+  // write nothing in the State: see the wake word above)
+  std::byte reserved2[kInterference];
 };
 static_assert(std::is_trivial_v<State> && std::is_standard_layout_v<State>);
 static_assert(Storable<State>);
@@ -210,8 +234,8 @@ static_assert(offsetof(State, index) == 320);
 static_assert(offsetof(State, writer_pid) == 384);
 static_assert(offsetof(State, writer_state) == 388);
 static_assert(offsetof(State, writer_epoch) == 392);
-static_assert(offsetof(State, writer_flags) == 400);
-static_assert(offsetof(State, waiters) == 512);
+static_assert(offsetof(State, reserved1) == 400);
+static_assert(offsetof(State, reserved2) == 512);
 static_assert(sizeof(State) == 640);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);

@@ -1,7 +1,6 @@
 module;
 
 #include <linux/futex.h>
-#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -9,7 +8,9 @@ module;
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -20,7 +21,9 @@ module circbuf.ring;
 namespace circbuf::CircularBuffer {
 
 Reader::Reader(Spec const& spec, ReaderOptions options)
-    : IWrapper(spec, Role::kReader, 0, kKeepGroup, HugePages::kAsMounted, options.wait_for_buffer) {
+    : IWrapper(spec, Role::kReader, 0, kKeepGroup, HugePages::kAsMounted, options.wait_for_buffer),
+      liveness_interval_(std::max<std::chrono::nanoseconds>(options.liveness_interval, std::chrono::milliseconds(1))) {
+  seen_epoch_ = std::atomic_ref<std::uint64_t>(state_->writer_epoch).load(std::memory_order_acquire);
   Start(options.start);
   detail::Log().info("ring \"{}\": reader attached at position {} (capacity {})", spec_.Name(), cursor_, capacity_);
 }
@@ -170,38 +173,111 @@ bool Reader::Truncation() noexcept {
   return true;
 }
 
-bool Reader::Wait(std::chrono::nanoseconds timeout) {
-  auto tail = [this] { return std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_seq_cst); };
-  if (cursor_ < tail() || Truncated()) return true;  // a truncated ring: Read reports it
-  auto const deadline = std::chrono::steady_clock::now() + timeout;
-  std::atomic_ref<std::uint32_t> waiters(state_->waiters);
-  waiters.fetch_add(1, std::memory_order_seq_cst);
-  // Asymmetric fence, the other half of [W4]: after this call the writer has
-  // either made its tail store visible to our load below, or will see our
-  // increment of waiters and wake us. Without it (old kernel, seccomp, a
-  // writer that could not register) we sleep in slices of 1 ms, bounding the
-  // cost of a wake-up lost to store-load reordering.
-  bool fenced =
-      (std::atomic_ref<std::uint32_t>(state_->writer_flags).load(std::memory_order_acquire) & kWriterFenced) != 0;
-  if (fenced && ::syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0) fenced = false;
-  bool ready = false;
-  for (;;) {
-    std::uint64_t const seen = tail();
-    if (cursor_ < seen || Truncated()) {
-      ready = true;
-      break;
-    }
-    auto const now = std::chrono::steady_clock::now();
-    if (now >= deadline) break;
-    auto slice = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
-    if (!fenced) slice = std::min<std::chrono::nanoseconds>(slice, std::chrono::milliseconds(1));
-    timespec const ts{static_cast<time_t>(slice.count() / 1'000'000'000),
-                      static_cast<long>(slice.count() % 1'000'000'000)};
-    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&state_->tail), FUTEX_WAIT, static_cast<std::uint32_t>(seen),
-              &ts, nullptr, 0);
+// ---- Wait ---------------------------------------------------------------------------
+//
+// Protocol (the wake word: see :layout; the writer's half: [W4], [W5]):
+//   1. Something to read already: return at once. Nothing is armed, so the
+//      writer pays nothing for a Wait that does not sleep.
+//   2. Arm ([R4]: fetch_or of the armed bit, seq_cst), keeping the value
+//      armed; then look at the stop flag, tail, truncation, the writer's
+//      epoch and state, and (once per liveness_interval) the writer's lock.
+//   3. FUTEX_WAIT on the armed value. Any wake after step 2 changed the word
+//      ([W5] replaces it), so the wait returns at once or is woken.
+//   4. Something to read after the sleep: if woken, FUTEX_WAKE everyone else
+//      asleep on the ring (the writer wakes two, the readers pass it on);
+//      return kReady. Otherwise go to 2.
+// The settle slice: the writer loads the wake word without a fence after
+// its tail store ([W4]), so a commit whose tail store is still in the
+// writer's store buffer when the reader arms can be missed by both sides:
+// the writer saw the word unarmed, the reader saw the old tail. Stores leave
+// a store buffer within nanoseconds to microseconds (no architecture bounds
+// it, but hardware does), so the first sleep after arming lasts kSettle
+// (50 us) and step 2 runs again: such a message is then seen. That holds for
+// every new armed value (each reader settles once per value it arms). A lost wake
+// thus costs at most kSettle of latency, and only for the rare commit that
+// races with a reader's arming (docs/design.md, "Blocking readers").
+namespace reader_impl {
+
+constexpr std::chrono::nanoseconds kSettle = std::chrono::microseconds(50);
+
+timespec ToTimespec(std::chrono::nanoseconds d) noexcept {
+  return {static_cast<time_t>(d.count() / 1'000'000'000), static_cast<long>(d.count() % 1'000'000'000)};
+}
+
+}  // namespace reader_impl
+
+WaitResult Reader::Wait(std::chrono::nanoseconds timeout) {
+  auto const now = std::chrono::steady_clock::now();
+  // now + timeout without overflow: a timeout past the clock's range waits without end.
+  if (timeout >= std::chrono::steady_clock::time_point::max() - now) {
+    return WaitUntil(std::chrono::steady_clock::time_point::max());
   }
-  waiters.fetch_sub(1, std::memory_order_seq_cst);
-  return ready;
+  return WaitUntil(now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+}
+
+std::optional<WaitResult> Reader::Look(bool probe_due) {
+  if (stop_.load(std::memory_order_seq_cst)) return WaitResult::kStopped;
+  if (HasData()) return WaitResult::kReady;
+  if (Truncated()) return WaitResult::kTruncated;
+  std::uint64_t const epoch = std::atomic_ref<std::uint64_t>(state_->writer_epoch).load(std::memory_order_acquire);
+  if (epoch != seen_epoch_) {
+    bool const had_writer = seen_epoch_ != 0;
+    seen_epoch_ = epoch;
+    if (had_writer) return WaitResult::kTakenOver;
+  }
+  auto const state =
+      static_cast<WriterState>(std::atomic_ref<std::uint32_t>(state_->writer_state).load(std::memory_order_acquire));
+  // kClosed and kDead: once per writer (epoch); after that Wait sleeps on
+  // until a message, a new writer or the deadline.
+  if (state == WriterState::kClosed && closed_epoch_ != epoch) {
+    closed_epoch_ = epoch;
+    return WaitResult::kClosed;
+  }
+  if (state == WriterState::kActive && dead_epoch_ != epoch && probe_due) {
+    bool dead = false;
+    try {
+      dead = GetWriterStatus() == WriterStatus::kDead;
+    } catch (...) {  // fcntl failed: no verdict; the next probe tries again
+    }
+    if (dead) {
+      dead_epoch_ = epoch;
+      return WaitResult::kDead;
+    }
+  }
+  return std::nullopt;
+}
+
+WaitResult Reader::WaitUntil(std::chrono::steady_clock::time_point deadline) {
+  if (stop_.load(std::memory_order_relaxed)) return WaitResult::kStopped;
+  if (HasData()) return WaitResult::kReady;
+  std::atomic_ref<std::uint32_t> wake(*wake_);
+  std::uint32_t slept_on = 0;  // the armed value of the last sleep (armed values are odd)
+  for (;;) {
+    std::uint32_t const armed = wake.fetch_or(kWakeArmed, std::memory_order_seq_cst) | kWakeArmed;  // [R4]
+    auto now = std::chrono::steady_clock::now();
+    bool const probe_due = now >= next_probe_;
+    if (probe_due) next_probe_ = now + liveness_interval_;
+    if (std::optional<WaitResult> const seen = Look(probe_due)) return *seen;
+    now = std::chrono::steady_clock::now();
+    if (now >= deadline) return WaitResult::kTimeout;
+    // The first sleep on a new armed value settles (see above); later ones
+    // last until the next liveness probe.
+    std::chrono::nanoseconds slice = armed != slept_on ? kSettle : std::chrono::nanoseconds(next_probe_ - now);
+    slept_on = armed;
+    slice = std::clamp<std::chrono::nanoseconds>(slice, std::chrono::nanoseconds(0), deadline - now);
+    timespec const ts = ToTimespec(slice);
+    long const woken = ::syscall(SYS_futex, wake_, FUTEX_WAIT, armed, &ts, nullptr, 0);
+    if (HasData()) {  // before arming again: an arm now would cost the writer a wake for nothing
+      if (woken == 0) FutexWake(wake_, INT_MAX);  // step 4: pass the writer's wake on
+      return WaitResult::kReady;
+    }
+  }
+}
+
+void Reader::RequestStop() noexcept {
+  stop_.store(true, std::memory_order_seq_cst);
+  BumpWake(wake_);  // [W5]: a Wait between its last look and FUTEX_WAIT does not sleep
+  FutexWake(wake_, INT_MAX);
 }
 
 }  // namespace circbuf::CircularBuffer

@@ -1,10 +1,11 @@
 // circbuf.ring:reader: one of any number of passive readers of a ring.
 //
 // Synchronization (see :layout for the fields)
-//   Owner: a reader owns only its private cursor; on the hot path it writes
-//   nothing shared (the data segment is even mapped read-only), so the
-//   writer's cost does not depend on how many readers there are. The only
-//   shared field a reader writes is `waiters`, around a blocking Wait.
+//   Owner: a reader owns only its private cursor; it writes nothing shared on
+//   the hot path (the State and the data segment are even mapped read-only),
+//   so the writer's cost does not depend on how many readers there are. The
+//   only shared word a reader writes is the wake word (header page of NAME,
+//   see :layout), when Wait is about to sleep.
 //   [R1] header.load(acquire) at the cursor; then limit.load(relaxed). Pairs
 //        with [W2]: a non-zero header means the record is complete. Pairs
 //        with [W1]: if the header word came from a newer lap (the reader was
@@ -15,6 +16,9 @@
 //        discarded. A record at position p is intact while p >= limit - capacity.
 //   [R3] tail and index[k] loads(acquire) in Wait, late join and
 //        resynchronisation only. Pair with [W3].
+//   [R4] wake.fetch_or(kWakeArmed, seq_cst) in Wait before it looks at tail,
+//        the writer state and its stop flag for the last time and sleeps on
+//        the value it armed. Pairs with the writer's [W5] (see :writer).
 //   So a caught-up reader polls one word on the cache line that the next
 //   record's payload starts on, and limit, which changes once per chunk (an
 //   L1 hit); it never reads the writer's per-message tail line.
@@ -52,6 +56,7 @@ module;
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <utility>
 
@@ -73,6 +78,21 @@ struct ReaderOptions {
   // How long to wait for a ring that does not exist yet (0: fail at once
   // with std::system_error ENOENT).
   std::chrono::milliseconds wait_for_buffer{0};
+  // How often a reader asleep in Wait checks that the writer is alive (one
+  // fcntl on the reader's side): the bound on reporting WaitResult::kDead
+  // when nobody is left to wake it. At least 1 ms.
+  std::chrono::milliseconds liveness_interval{100};
+};
+
+// What Reader::Wait saw, in this order of precedence.
+enum class WaitResult : std::uint8_t {
+  kStopped,    // RequestStop() was called (sticky until ClearStop())
+  kReady,      // something to Read: a message, a lap, or corrupt contents
+  kTruncated,  // a segment of the ring was truncated under this reader (Read: kCorrupt)
+  kTakenOver,  // a new writer attached since the previous Wait (after a death or a close)
+  kClosed,     // nothing to read and the writer closed the ring (reported once per writer)
+  kDead,       // nothing to read and the writer died (once per writer, within liveness_interval)
+  kTimeout,    // nothing to read by the deadline
 };
 
 class Reader : public IWrapper {
@@ -115,10 +135,26 @@ class Reader : public IWrapper {
     return Finish(n);
   }
 
-  // Blocks until a message (or a lap) is there to Read, or the timeout ends.
-  // Costs the writer nothing unless a reader is inside Wait. Returns true if
-  // there is something to Read.
-  bool Wait(std::chrono::nanoseconds timeout);
+  // Blocks until there is something to Read, or something happened to the
+  // writer, or the deadline passed, or RequestStop() was called; returns
+  // which (see WaitResult). Returns at once, without a system call, if a
+  // message is already there. kClosed, kDead and kTakenOver are reported
+  // once per writer: the next Wait sleeps on until a message, a new writer
+  // (kTakenOver) or the deadline, so `while (Wait() != kStopped)` never spins. Bounds: a message committed while the
+  // reader sleeps wakes it within one wake-up (a futex), a close or a new writer likewise, a writer's death within
+  // ReaderOptions::liveness_interval. Cost to the writer: one system call per sleep, at most (the first message after a
+  // reader armed), nothing while nobody sleeps, and nothing after a reader died asleep.
+  [[nodiscard]] WaitResult Wait(std::chrono::nanoseconds timeout);
+  [[nodiscard]] WaitResult WaitUntil(std::chrono::steady_clock::time_point deadline);
+  [[nodiscard]] WaitResult Wait() { return WaitUntil(std::chrono::steady_clock::time_point::max()); }
+
+  // Makes a Wait in progress (in any thread) and every later one return
+  // kStopped, until ClearStop(). Async-signal-safe: it may be called from a
+  // signal handler (lock-free atomics and one futex system call). The wake
+  // reaches every reader asleep on this ring; the others go back to sleep.
+  void RequestStop() noexcept;
+  void ClearStop() noexcept { stop_.store(false, std::memory_order_relaxed); }
+  [[nodiscard]] bool StopRequested() const noexcept { return stop_.load(std::memory_order_relaxed); }
 
   // Messages delivered by Read / ReadInPlace so far.
   [[nodiscard]] std::uint64_t Delivered() const noexcept { return delivered_; }
@@ -216,6 +252,12 @@ class Reader : public IWrapper {
   bool Truncation() noexcept;
   void MoveTo(std::uint64_t position) noexcept;
   void Start(StartAt start);
+  // Wait's checks after arming: kReady if there is nothing to report yet
+  // (sleep on), else what to return.
+  std::optional<WaitResult> Look(bool probe_due);
+  [[nodiscard]] bool HasData() const noexcept {
+    return cursor_ < std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_seq_cst);
+  }
 
   std::uint64_t cursor_ = 0;       // position of the next record to read
   std::uint64_t offset_ = 0;       // cursor_ % capacity_
@@ -226,6 +268,15 @@ class Reader : public IWrapper {
   std::uint64_t last_loss_ = 0;
   std::size_t pending_size_ = 0;
   bool synced_ = false;  // expected_ is known (after the first record)
+  // Wait: the writer epoch last reported, the liveness bound, the stop flag
+  // (lock-free, so a signal handler may set it).
+  std::uint64_t seen_epoch_ = 0;
+  std::uint64_t dead_epoch_ = ~std::uint64_t{0};    // epoch of the writer last reported dead
+  std::uint64_t closed_epoch_ = ~std::uint64_t{0};  // epoch of the writer last reported closed
+  std::chrono::nanoseconds liveness_interval_{};
+  std::chrono::steady_clock::time_point next_probe_{};
+  std::atomic<bool> stop_{false};
+  static_assert(std::atomic<bool>::is_always_lock_free);
 };
 
 }  // namespace circbuf::CircularBuffer

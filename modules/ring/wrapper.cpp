@@ -1,6 +1,8 @@
 module;
 
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -68,6 +70,20 @@ void ResetPositions(State& s) {
 }  // namespace wrapper_impl
 using namespace wrapper_impl;
 
+void BumpWake(std::uint32_t* word) noexcept {
+  std::atomic_ref<std::uint32_t> wake(*word);
+  std::uint32_t seen = wake.load(std::memory_order_relaxed);
+  // [W5]: seq_cst, so that the bump is ordered after every store before it
+  // (tail, writer_state, a reader's stop flag) for whoever reads the word.
+  while (!wake.compare_exchange_weak(seen, (seen | kWakeArmed) + 1, std::memory_order_seq_cst,
+                                     std::memory_order_relaxed)) {
+  }
+}
+
+void FutexWake(std::uint32_t* word, int count) noexcept {
+  ::syscall(SYS_futex, word, FUTEX_WAKE, count, nullptr, nullptr, 0);
+}
+
 Spec Spec::Make(std::string_view name, std::uint64_t capacity) {
   ValidateName(name, "ring");
   if (name.size() > kMaxRingNameLength) {
@@ -124,7 +140,7 @@ void IWrapper::AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages) {
       if (e.code().value() != ENOENT) throw;
     }
     if (state_shm_) {
-      state_ = state_shm_->AsStruct<State>();
+      BindState(state_shm_->AsStruct<State>());
       Validate();
     }
   }
@@ -146,7 +162,7 @@ void IWrapper::AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages) {
                        ShmOptions{.mode = mode, .group = group, .initialize = [capacity](std::span<std::byte> region) {
                                     InitState(region, capacity);
                                   }});
-    state_ = state_shm_->AsStruct<State>();
+    BindState(state_shm_->AsStruct<State>());
     Validate();
   }
   data_ = data_shm_->Data();
@@ -156,7 +172,10 @@ void IWrapper::AttachAsReader(std::chrono::milliseconds wait_for_buffer) {
   auto const deadline = std::chrono::steady_clock::now() + wait_for_buffer;
   for (;;) {
     try {
-      state_shm_.emplace(spec_.Name(), sizeof(State), ShmOptions{.open = OpenMode::kAttach});
+      // Read-only: a reader writes nothing in the State (only the wake word,
+      // in the header page, which stays writable).
+      state_shm_.emplace(spec_.Name(), sizeof(State),
+                         ShmOptions{.open = OpenMode::kAttach, .access = Access::kReadOnly});
       break;
     } catch (std::system_error const& e) {
       if (e.code().value() != ENOENT) throw;
@@ -167,7 +186,11 @@ void IWrapper::AttachAsReader(std::chrono::milliseconds wait_for_buffer) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
-  state_ = state_shm_->AsStruct<State>();
+  // std::atomic_ref<T const> arrives only in C++26, so the State is held
+  // through a non-const pointer; the mapping is PROT_READ and a reader only
+  // loads through it (a store would fault, which is the point).
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
+  BindState(const_cast<State*>(state_shm_->AsStruct<State const>()));
   Validate();
   data_shm_.emplace(DataName(spec_), capacity_, ShmOptions{.open = OpenMode::kAttach, .access = Access::kReadOnly});
   data_ = data_shm_->Data();  // mapped PROT_READ: a Reader never writes through it
@@ -207,6 +230,12 @@ void IWrapper::Validate() {
   chunk_ = s.chunk;
   max_message_ = s.max_message;
   spec_.capacity = s.capacity;
+}
+
+void IWrapper::BindState(State* state) noexcept {
+  state_ = state;
+  // NOLINTNEXTLINE(bugprone-unchecked-optional-access): called right after state_shm_ was engaged
+  wake_ = reinterpret_cast<std::uint32_t*>(state_shm_->AttacherLine() + kWakeWordOffset);
 }
 
 WriterStatus IWrapper::GetWriterStatus() const {

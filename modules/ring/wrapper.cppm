@@ -89,6 +89,14 @@ inline void CopyFromRing(std::byte* dst, std::byte const* ring, std::uint64_t of
   }
 }
 
+// The wake word (see :layout). Bump: [W5], word := (word | kWakeArmed) + 1,
+// which clears the armed bit and moves the count; lock-free and
+// async-signal-safe. FutexWake: FUTEX_WAKE of up to `count` sleepers of the
+// word (a shared futex: any process that maps the page). Both never fail in a
+// way a caller could act on, so they return nothing.
+void BumpWake(std::uint32_t* word) noexcept;
+void FutexWake(std::uint32_t* word, int count) noexcept;
+
 }  // namespace circbuf::CircularBuffer
 
 export namespace circbuf::CircularBuffer {
@@ -151,7 +159,8 @@ class IWrapper {
   Spec spec_{};
   std::optional<SharedMemory> state_shm_;  // NAME
   std::optional<SharedMemory> data_shm_;   // NAME.data (read-only for readers)
-  State* state_ = nullptr;
+  State* state_ = nullptr;          // mapped read-only for a reader: loads only
+  std::uint32_t* wake_ = nullptr;   // the wake word (see :layout), read-write for all
   std::byte* data_ = nullptr;
   std::uint64_t capacity_ = 0;
   std::uint64_t chunk_ = 0;
@@ -165,6 +174,7 @@ class IWrapper {
   void AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages);
   void AttachAsReader(std::chrono::milliseconds wait_for_buffer);
   void Validate();
+  void BindState(State* state) noexcept;
 };
 
 }  // namespace circbuf::CircularBuffer

@@ -1,9 +1,6 @@
 module;
 
 #include <fcntl.h>
-#include <linux/futex.h>
-#include <linux/membarrier.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -57,15 +54,14 @@ Writer::Writer(Spec const& spec, WriterOptions options)
       detail::Log().warn("{}: writer pid {} died; taking over at position {}, sequence {}", ring, previous_pid, pos_,
                          seq_);
     }
-    // Asymmetric fence for Reader::Wait (see [W4]): registered once here so
-    // that a sleeping reader's membarrier reaches this process.
-    std::uint32_t flags = 0;
-    if (::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0) flags |= kWriterFenced;
-    std::atomic_ref<std::uint32_t>(state_->writer_flags).store(flags, std::memory_order_relaxed);
-    std::atomic_ref<std::int32_t>(state_->writer_pid).store(::getpid(), std::memory_order_relaxed);
+    owner_pid_ = ::getpid();
+    std::atomic_ref<std::int32_t>(state_->writer_pid).store(owner_pid_, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->writer_epoch).fetch_add(1, std::memory_order_relaxed);
     std::atomic_ref<std::uint32_t>(state_->writer_state)
         .store(static_cast<std::uint32_t>(WriterState::kActive), std::memory_order_release);
+    // Readers asleep in Wait learn of the new writer (kTakenOver) now, not at
+    // the end of a sleep slice.
+    WakeAll();
     detail::Log().info("{}: writer attached (capacity {}, position {}, sequence {})", ring, capacity_, pos_, seq_);
   } catch (...) {
     LockRange(StateHandle(), F_UNLCK);
@@ -75,9 +71,12 @@ Writer::Writer(Spec const& spec, WriterOptions options)
 }
 
 Writer::~Writer() {
+  // A forked child's copy: the parent still writes (and the lock is the
+  // parent's too, shared through the open file description).
+  if (::getpid() != owner_pid_) return;
   std::atomic_ref<std::uint32_t>(state_->writer_state)
       .store(static_cast<std::uint32_t>(WriterState::kClosed), std::memory_order_release);
-  if (std::atomic_ref<std::uint32_t>(state_->waiters).load(std::memory_order_seq_cst) != 0) WakeReaders();
+  WakeAll();  // [W5] after the store: a reader that arms after it sees kClosed
   LockRange(StateHandle(), F_UNLCK);
   detail::Log().info("ring \"{}\": writer closed at position {}, sequence {}", spec_.Name(), pos_, seq_);
 }
@@ -201,9 +200,17 @@ void Writer::UpdateIndex(std::uint64_t start) noexcept {
 }
 
 void Writer::WakeReaders() noexcept {
-  // The futex word is the low half of tail (little-endian), which every
-  // Publish changes.
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&state_->tail), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+  BumpWake(wake_);  // [W5]
+  // Two, not all: each reader woken with something to read wakes the rest
+  // (Reader::Wait), so the writer's cost does not grow with the number of
+  // sleepers; two, so that one woken reader that dies before it passes the
+  // wake on does not leave the others asleep.
+  FutexWake(wake_, 2);
+}
+
+void Writer::WakeAll() noexcept {
+  BumpWake(wake_);  // [W5]
+  FutexWake(wake_, INT_MAX);
 }
 
 void Writer::ThrowBadSize(std::size_t n) const {

@@ -16,10 +16,22 @@
 //        so an index entry only ever names a committed record (also after a
 //        writer died between the two). Pair with [R3] (Wait, late join,
 //        resynchronisation) and with the next writer's take-over.
-//   [W4] waiters.load(relaxed) after [W3] with only a compiler barrier
-//        between them: free when nobody waits. The store-load order that a
-//        sleeping reader needs is supplied by the reader's membarrier
-//        (asymmetric fence, see Reader::Wait).
+//   [W4] wake.load(relaxed) after [W3] with only a compiler barrier between
+//        them: one load of a line that changes only when a reader goes to
+//        sleep, so free while nobody sleeps. If the armed bit is set, one
+//        compare-exchange clears it and bumps the count ([W5]), then one
+//        FUTEX_WAKE: one system call per sleep, not per message.
+//        No fence orders [W3] before [W4] (a full fence per message would
+//        stall on the store buffer; docs/design.md gives its measured cost).
+//        So a reader may arm just after this load and still miss a tail
+//        store that sits in the store buffer; Reader::Wait closes that window
+//        by sleeping a short settle slice first and looking again (see there).
+//   [W5] wake compare-exchange(seq_cst), the writer's waking RMW (also when
+//        it attaches and closes). Pairs with the reader's arming fetch_or:
+//        RMWs of one word are totally ordered, so either the reader's arm
+//        reads the bumped word (and then sees the tail, the writer state,
+//        released before it) or the bump changes the value the reader will
+//        FUTEX_WAIT on (the wait returns at once, or the FUTEX_WAKE finds it).
 //
 // Crash behaviour: one writer at a time, enforced by an OFD write lock on
 // the state segment that the kernel drops when the writer dies. A new
@@ -29,7 +41,9 @@
 // is overwritten. Readers see WriterStatus::kDead meanwhile.
 // fork(): the OFD lock belongs to the open file description, which a child
 // shares; a child of a writer that outlives its parent keeps the ring locked
-// (and must not write). Create the Writer after forking workers.
+// (and must not write). Create the Writer after forking workers. A Writer
+// belongs to the process that made it: in a forked child its destructor
+// changes nothing shared (it neither closes the ring nor drops the lock).
 module;
 
 #include <sys/types.h>
@@ -158,13 +172,14 @@ class Writer : public IWrapper {
       UpdateIndex(start);
     }
     std::atomic_signal_fence(std::memory_order_seq_cst);  // [W4] compiler-only, see the header
-    if (std::atomic_ref<std::uint32_t>(state_->waiters).load(std::memory_order_relaxed) != 0) [[unlikely]] {
+    if ((std::atomic_ref<std::uint32_t>(*wake_).load(std::memory_order_relaxed) & kWakeArmed) != 0) [[unlikely]] {
       WakeReaders();
     }
   }
 
   void UpdateIndex(std::uint64_t start) noexcept;
-  void WakeReaders() noexcept;
+  void WakeReaders() noexcept;           // [W5], then FUTEX_WAKE of two (they pass it on)
+  void WakeAll() noexcept;               // [W5], then FUTEX_WAKE of every sleeper (attach, close)
   void Recover();
   [[noreturn]] void ThrowBadSize(std::size_t n) const;
   [[noreturn]] void ThrowBadCommit(std::size_t n) const;
@@ -178,6 +193,7 @@ class Writer : public IWrapper {
   std::uint64_t claim_offset_ = 0;
   std::size_t claimed_ = 0;
   bool took_over_ = false;
+  pid_t owner_pid_ = 0;  // the process that made this Writer (see fork() above)
 };
 
 }  // namespace circbuf::CircularBuffer

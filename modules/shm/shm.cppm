@@ -9,7 +9,9 @@
 //                | magic u64 | version u32 | header_bytes u32           |  line 1: written once by
 //                | user_bytes u64 | creator_pid i32 | pad ......... 128 |  the creator, magic last
 //   offset 128   +--------------------------------------------------------+
-//                | reserved (zero) ................................. 4096 |
+//                | attachers[64]: any attacher writes (zero at creation) |  line 2: the user region's
+//   offset 192   +--------------------------------------------------------+  owner defines it (the ring:
+//                | reserved (zero) ................................. 4096 |  its wake word, see :layout)
 //   offset 4096  +========================================================+
 //                | user region: user_bytes bytes, page aligned            |
 //                | (AsStruct / AsSpan view this part only)                |
@@ -17,7 +19,9 @@
 //
 // The header takes a whole page so that the user region can be mapped with
 // its own protection: a read-only attachment maps the header page read-write
-// (to count itself) and the user region read-only.
+// (to count itself, and to write the attachers line) and the user region
+// read-only. So what every attacher must be able to write lives in line 2,
+// and the user region can stay out of reach of a read-only attacher's bugs.
 //
 // Special values: magic == 0 means "creation did not finish" (the creator died
 // between ftruncate and publishing the header); any other magic than
@@ -124,8 +128,11 @@ struct SegmentHeader {
   std::uint64_t user_bytes;
   std::int32_t creator_pid;
   std::byte pad1[kCacheLineSize - 28];
+  // line 2: written by any attacher, read-only or not; zero at creation.
+  // Its meaning belongs to the user region's owner (see AttacherLine).
+  std::byte attachers[kCacheLineSize];
   // rest of the page
-  std::byte reserved[kPageSize - 2 * kCacheLineSize];
+  std::byte reserved[kPageSize - 3 * kCacheLineSize];
 };
 static_assert(std::is_trivial_v<SegmentHeader> && std::is_standard_layout_v<SegmentHeader>);
 static_assert(offsetof(SegmentHeader, refcount) == 0);
@@ -134,7 +141,8 @@ static_assert(offsetof(SegmentHeader, version) == 72);
 static_assert(offsetof(SegmentHeader, header_bytes) == 76);
 static_assert(offsetof(SegmentHeader, user_bytes) == 80);
 static_assert(offsetof(SegmentHeader, creator_pid) == 88);
-static_assert(offsetof(SegmentHeader, reserved) == 128);
+static_assert(offsetof(SegmentHeader, attachers) == 128);
+static_assert(offsetof(SegmentHeader, reserved) == 192);
 static_assert(sizeof(SegmentHeader) == kPageSize);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
@@ -219,6 +227,11 @@ class SharedMemory {
   // PMD-mapped shared memory of the mapping in /proc/self/smaps); 0 if none,
   // or if /proc is not mounted. Slow path: reads a file.
   [[nodiscard]] std::size_t HugePageBytes() const;
+  // Line 2 of the header page (SegmentHeader::attachers, 64 bytes, 64-byte
+  // aligned): shared memory that every attachment may write, a read-only one
+  // too. For the few words that readers of a segment must write (the ring's
+  // wake word), so that its user region can be mapped read-only for them.
+  [[nodiscard]] std::byte* AttacherLine() const noexcept { return header_ == nullptr ? nullptr : header_->attachers; }
   // The segment's file descriptor (for fstat and the like; do not close it).
   [[nodiscard]] int NativeHandle() const noexcept { return fd_; }
 

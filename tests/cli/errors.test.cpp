@@ -55,7 +55,7 @@ struct RawSegment {
   std::string name;
 };
 
-// A ring's state segment that is circbuf's but of ring layout version 2.
+// A ring's state segment that is circbuf's but of a newer ring layout (version 3).
 std::vector<std::byte> VersionTwoRing() {
   std::vector<std::byte> bytes(circbuf::kPageSize + sizeof(cb::State));
   circbuf::SegmentHeader header{};
@@ -66,7 +66,7 @@ std::vector<std::byte> VersionTwoRing() {
   header.creator_pid = ::getpid();
   cb::State state{};
   state.magic = cb::kRingMagic;
-  state.version = 2;
+  state.version = 3;
   state.state_bytes = sizeof(cb::State);
   state.capacity = 4096;
   std::memcpy(bytes.data(), &header, sizeof header);
@@ -134,13 +134,13 @@ TEST(CliErrors, NotACircbufBuffer) {
 
 TEST(CliErrors, OtherLayoutVersion) {
   RawSegment const ring(UniqueName("clive"), VersionTwoRing());
-  ExpectError(Circbuf({"stat", ring.name}), 5, "ring layout version 2, this tool reads version 1");
-  ExpectError(Circbuf({"tail", ring.name}), 5, "ring layout version 2, this tool reads version 1");
-  ExpectError(Circbuf({"pub", ring.name}), 5, "ring layout version 2, this tool reads version 1");
+  ExpectError(Circbuf({"stat", ring.name}), 5, "ring layout version 3, this tool reads version 2");
+  ExpectError(Circbuf({"tail", ring.name}), 5, "ring layout version 3, this tool reads version 2");
+  ExpectError(Circbuf({"pub", ring.name}), 5, "ring layout version 3, this tool reads version 2");
   EXPECT_TRUE(ShmFileExists(ring.name)) << "looked at, never attached to, so never unlinked";
   auto const ls = Circbuf({"ls", ring.name});
   EXPECT_EQ(ls.code, 0);
-  EXPECT_NE(ls.out.find("version 2"), std::string::npos) << ls.out;
+  EXPECT_NE(ls.out.find("version 3"), std::string::npos) << ls.out;
 }
 
 TEST(CliErrors, BusyWriter) {

@@ -100,14 +100,15 @@ TEST(CliInspect, StatShowsPositionsRatesAndWriter) {
   pacer.join();
   ASSERT_EQ(text.code, 0) << text.err;
   EXPECT_NE(text.out.find("ring            " + name + "\n"), std::string::npos) << text.out;
-  EXPECT_NE(text.out.find("layout          version 1"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("layout          version " + std::to_string(cb::kRingVersion)), std::string::npos)
+      << text.out;
   EXPECT_NE(text.out.find("capacity        1048576 bytes (1.00 MiB)"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("messages written"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("writer          pid " + std::to_string(::getpid()) + ", alive"), std::string::npos)
       << text.out;
   EXPECT_LE(circbuf::test::Widest(text.out), 80U) << text.out;
   ASSERT_EQ(json.code, 0) << json.err;
-  EXPECT_EQ(JsonField(json.out, "layout_version"), "1");
+  EXPECT_EQ(JsonField(json.out, "layout_version"), std::to_string(cb::kRingVersion));
   EXPECT_EQ(JsonField(json.out, "capacity"), "1048576");
   EXPECT_EQ(JsonField(json.out, "writer"), "alive");
   EXPECT_EQ(JsonField(json.out, "attached"), "1");

@@ -186,6 +186,7 @@ TEST(CliPubTail, TailReportsExactLoss) {
   std::uint64_t reported = 0;
   std::vector<std::uint64_t> losses;
   for (auto const& line : Lines(tail.Err())) {
+    if (line == "circbuf tail: the writer closed the ring; stopping") continue;  // why it stopped
     unsigned long long n = 0;
     ASSERT_EQ(std::sscanf(line.c_str(), "circbuf tail: lost %llu messages (overwritten)", &n), 1) << line;
     losses.push_back(n);

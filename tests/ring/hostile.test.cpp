@@ -207,7 +207,7 @@ TEST(HostileRing, SegmentShrunkUnderAReaderIsReportedNotSigbus) {
       if (ReadOne(rd) != cb::kEmpty || rd.Truncated()) return 11;
       attached.Send();
       if (shrunk.Receive() < 0) return 12;
-      if (!rd.Wait(10s)) return 13;  // Wait wakes up (the ring changed), Read reports it
+      if (rd.Wait(10s) == cb::WaitResult::kTimeout) return 13;  // Wait wakes up (the ring changed), Read reports it
       for (int i = 0; i < 3; ++i) {
         if (ReadOne(rd) != cb::kCorrupt) return 14;
       }

@@ -3,8 +3,10 @@
 // byte for byte from the sequence number alone.
 #pragma once
 
+#include <fcntl.h>
 #include <semaphore.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -72,5 +74,17 @@ struct RingName {
     }
   }
 };
+
+// The ring's wake word (circbuf.ring:layout: the first u32 of the attachers
+// line, offset 128 of the state segment's header page), read from the file
+// as another process sees it. ~0 if it cannot be read.
+inline std::uint32_t WakeWord(std::string const& ring) {
+  std::uint32_t word = ~std::uint32_t{0};
+  int const fd = ::open(("/dev/shm/" + ring.substr(1)).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return word;
+  if (::pread(fd, &word, sizeof word, 128) != static_cast<ssize_t>(sizeof word)) word = ~std::uint32_t{0};
+  ::close(fd);
+  return word;
+}
 
 }  // namespace circbuf::test

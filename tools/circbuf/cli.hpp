@@ -94,6 +94,9 @@ class Table {
 extern volatile std::sig_atomic_t g_stop;
 void InstallStopHandlers();
 bool StopRequested() noexcept;
+// Also called by the stop handler (async-signal-safe functions only), e.g.
+// Reader::RequestStop of a reader blocked in Wait; nullptr: none.
+void SetStopHook(void (*hook)() noexcept);
 
 std::uint64_t NowNs();  // CLOCK_MONOTONIC
 bool IsTerminal(int fd);
@@ -147,7 +150,7 @@ struct SegmentInfo {
   pid_t writer_pid = 0;
   std::string writer;           // "none", "alive", "closed", "dead"
   std::uint64_t writer_epoch = 0;
-  std::uint32_t waiters = 0;
+  bool sleeping = false;  // a reader is asleep in Wait (or about to be): the wake word is armed
   bool has_data = false;        // NAME.data exists
   bool data_stale = false;
   std::uint32_t data_refcount = 0;

@@ -180,7 +180,11 @@ void FillRing(SegmentInfo& info, cb::State const& s, SegmentFile const& state_fi
   info.tail = StateWord<std::uint64_t>(state_file, offsetof(cb::State, tail));
   info.writer_pid = StateWord<std::int32_t>(state_file, offsetof(cb::State, writer_pid));
   info.writer_epoch = StateWord<std::uint64_t>(state_file, offsetof(cb::State, writer_epoch));
-  info.waiters = StateWord<std::uint32_t>(state_file, offsetof(cb::State, waiters));
+  {  // the wake word's armed bit (layout: circbuf.ring:layout, in the state segment's header page)
+    std::uint32_t wake = 0;
+    info.sleeping =
+        state_file.Word(offsetof(SegmentHeader, attachers) + cb::kWakeWordOffset, wake) && (wake & cb::kWakeArmed) != 0;
+  }
   switch (static_cast<cb::WriterState>(StateWord<std::uint32_t>(state_file, offsetof(cb::State, writer_state)))) {
     case cb::WriterState::kNone: info.writer = "none"; break;
     case cb::WriterState::kClosed: info.writer = "closed"; break;

@@ -53,12 +53,12 @@ void PrintJson(SegmentInfo const& s, Rates const& r) {
   std::printf("{\"name\": %s, \"layout_version\": %u, \"capacity\": %llu, \"chunk\": %llu, \"max_message\": %u, "
               "\"write_position\": %llu, \"messages\": %llu, \"message_rate\": %.1f, \"byte_rate\": %.1f, "
               "\"writer_pid\": %d, \"writer\": %s, \"writer_epoch\": %llu, \"attached\": %u, "
-              "\"data_attached\": %u, \"waiters\": %u, \"stale\": %s}\n",
+              "\"data_attached\": %u, \"readers_asleep\": %s, \"stale\": %s}\n",
               JsonString(s.name).c_str(), s.ring_version, static_cast<unsigned long long>(s.capacity),
               static_cast<unsigned long long>(s.chunk), s.max_message, static_cast<unsigned long long>(s.tail),
               static_cast<unsigned long long>(s.messages), r.messages, r.bytes, s.writer_pid,
               JsonString(s.writer).c_str(), static_cast<unsigned long long>(s.writer_epoch), s.refcount,
-              s.data_refcount, s.waiters, s.stale && s.data_stale ? "true" : "false");
+              s.data_refcount, s.sleeping ? "true" : "false", s.stale && s.data_stale ? "true" : "false");
   std::fflush(stdout);
 }
 
@@ -87,7 +87,7 @@ void PrintText(SegmentInfo const& s, Rates const& r) {
   row("rate", HumanCount(r.messages) + " msg/s, " + HumanBytes(r.bytes) + "/s");
   row("writer", WriterText(s));
   row("attached", std::to_string(s.refcount) + " (data segment: " + std::to_string(s.data_refcount) + "), " +
-                      std::to_string(s.waiters) + " reader(s) blocked in Wait");
+                      (s.sleeping ? "a reader is asleep in Wait" : "no reader asleep in Wait"));
   row("stale", s.stale && s.data_stale ? "yes: no live process attached (circbuf gc removes it)" : "no");
   std::fflush(stdout);
 }

@@ -1,6 +1,8 @@
 // circbuf tail: read a ring as one more reader and print what arrives.
 // Losses (the writer lapped us) go to stderr with their exact count. An empty
-// ring is waited on with Reader::Wait (a futex), so tail never spins a core.
+// ring is waited on with Reader::Wait (a futex, no time limit), so tail never
+// spins a core; what Wait reports about the writer (closed, died, taken over)
+// goes to stderr, and SIGINT/SIGTERM stop the Wait through RequestStop.
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -93,6 +95,16 @@ void Print(cb::Reader const& reader, std::span<std::byte const> m) {
   }
 }
 
+void Note(std::string const& line) {
+  Flush();
+  std::fprintf(stderr, "circbuf tail: %s\n", line.c_str());
+}
+
+cb::Reader* g_reader = nullptr;  // for the stop hook
+void StopReader() noexcept {
+  if (g_reader != nullptr) g_reader->RequestStop();
+}
+
 int Follow(cb::Reader& reader) {
   std::vector<std::byte> buffer(cb::kMaxMessageSize);
   std::uint64_t printed = 0;
@@ -120,10 +132,24 @@ int Follow(cb::Reader& reader) {
     }
     Flush();
     if (closing) break;
-    if (reader.Wait(std::chrono::milliseconds(100))) continue;
-    if (g_tail.until_closed) {
-      auto const status = reader.GetWriterStatus();
-      closing = status == cb::WriterStatus::kClosed || status == cb::WriterStatus::kDead;
+    switch (reader.Wait()) {
+      case cb::WaitResult::kReady: break;
+      case cb::WaitResult::kStopped: Note("stopped by a signal"); return kOk;
+      case cb::WaitResult::kTruncated: break;  // the next Read reports it
+      case cb::WaitResult::kTimeout: break;    // Wait() has no deadline
+      case cb::WaitResult::kTakenOver:
+        Note("a new writer (pid " + std::to_string(reader.WriterPid()) + ") took over the ring");
+        break;
+      case cb::WaitResult::kClosed:
+        Note(g_tail.until_closed ? "the writer closed the ring; stopping"
+                                 : "the writer closed the ring; waiting for a new one");
+        closing = g_tail.until_closed;
+        break;
+      case cb::WaitResult::kDead:
+        Note("the writer (pid " + std::to_string(reader.WriterPid()) + ") died" +
+             (g_tail.until_closed ? "; stopping" : "; waiting for a new one"));
+        closing = g_tail.until_closed;
+        break;
     }
   }
   Flush();
@@ -144,6 +170,18 @@ int RunTail() {
   InstallStopHandlers();
   auto const wait = std::chrono::milliseconds(static_cast<std::int64_t>(g_tail.wait * 1000));
   cb::Reader reader(cb::Spec::Make(name, 0), {.start = g_tail.from, .wait_for_buffer = wait});
+  g_reader = &reader;
+  SetStopHook(StopReader);
+  if (StopRequested()) reader.RequestStop();  // a signal before the hook was set
+  struct Unhook {
+    Unhook() = default;
+    Unhook(Unhook const&) = delete;
+    Unhook& operator=(Unhook const&) = delete;
+    ~Unhook() {
+      SetStopHook(nullptr);
+      g_reader = nullptr;
+    }
+  } unhook;
   try {
     return Follow(reader);
   } catch (StdoutClosed const&) {

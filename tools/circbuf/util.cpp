@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cctype>
 #include <cerrno>
@@ -202,8 +203,15 @@ void Table::Print(int indent) const {
 volatile std::sig_atomic_t g_stop = 0;
 
 namespace {
-void OnStop(int /*signal*/) { g_stop = 1; }
+std::atomic<void (*)() noexcept> g_stop_hook{nullptr};
+static_assert(std::atomic<void (*)() noexcept>::is_always_lock_free);
+void OnStop(int /*signal*/) {
+  g_stop = 1;
+  if (auto* hook = g_stop_hook.load(std::memory_order_acquire)) hook();
+}
 }  // namespace
+
+void SetStopHook(void (*hook)() noexcept) { g_stop_hook.store(hook, std::memory_order_release); }
 
 void InstallStopHandlers() {
   struct sigaction sa{};
