@@ -180,7 +180,8 @@ bool Reader::Truncation() noexcept {
 //      writer pays nothing for a Wait that does not sleep.
 //   2. Arm ([R4]: fetch_or of the armed bit, seq_cst), keeping the value
 //      armed; then look at the stop flag, tail, truncation, the writer's
-//      epoch and state, and (once per liveness_interval) the writer's lock.
+//      epoch and state, and (once per liveness_interval) the writer's lock
+//      and the segments' file sizes (a cut that no access has faulted on).
 //   3. FUTEX_WAIT on the armed value. Any wake after step 2 changed the word
 //      ([W5] replaces it), so the wait returns at once or is woken.
 //   4. Something to read after the sleep: if woken, FUTEX_WAKE everyone else
@@ -233,6 +234,10 @@ std::optional<WaitResult> Reader::Look(bool probe_due) {
     closed_epoch_ = epoch;
     return WaitResult::kClosed;
   }
+  if (probe_due && CheckShrunk()) {
+    truncations_seen_ = ~truncations_->load(std::memory_order_relaxed);  // Read takes its truncation path
+    return WaitResult::kTruncated;
+  }
   if (state == WriterState::kActive && dead_epoch_ != epoch && probe_due) {
     bool dead = false;
     try {
@@ -267,10 +272,12 @@ WaitResult Reader::WaitUntil(std::chrono::steady_clock::time_point deadline) {
     slice = std::clamp<std::chrono::nanoseconds>(slice, std::chrono::nanoseconds(0), deadline - now);
     timespec const ts = ToTimespec(slice);
     long const woken = ::syscall(SYS_futex, wake_, FUTEX_WAIT, armed, &ts, nullptr, 0);
-    if (HasData()) {  // before arming again: an arm now would cost the writer a wake for nothing
+    // Before arming again (an arm costs the writer a wake): is it over?
+    if (HasData()) {
       if (woken == 0) FutexWake(wake_, INT_MAX);  // step 4: pass the writer's wake on
       return WaitResult::kReady;
     }
+    if (stop_.load(std::memory_order_seq_cst)) return WaitResult::kStopped;
   }
 }
 

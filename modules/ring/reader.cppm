@@ -259,10 +259,10 @@ class Reader : public IWrapper {
     return cursor_ < std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_seq_cst);
   }
 
-  std::uint64_t cursor_ = 0;       // position of the next record to read
-  std::uint64_t offset_ = 0;       // cursor_ % capacity_
-  std::uint64_t expected_ = 0;     // sequence number of the record at cursor_
-  std::uint64_t header_ = 0;       // header of the record Begin found
+  std::uint64_t cursor_ = 0;  // position of the next record to read
+  std::uint64_t offset_ = 0;  // cursor_ % capacity_
+  std::uint64_t expected_ = 0;  // sequence number of the record at cursor_
+  std::uint64_t header_ = 0;  // header of the record Begin found
   std::uint64_t delivered_ = 0;
   std::uint64_t lost_ = 0;
   std::uint64_t last_loss_ = 0;
@@ -271,7 +271,7 @@ class Reader : public IWrapper {
   // Wait: the writer epoch last reported, the liveness bound, the stop flag
   // (lock-free, so a signal handler may set it).
   std::uint64_t seen_epoch_ = 0;
-  std::uint64_t dead_epoch_ = ~std::uint64_t{0};    // epoch of the writer last reported dead
+  std::uint64_t dead_epoch_ = ~std::uint64_t{0};  // epoch of the writer last reported dead
   std::uint64_t closed_epoch_ = ~std::uint64_t{0};  // epoch of the writer last reported closed
   std::chrono::nanoseconds liveness_interval_{};
   std::chrono::steady_clock::time_point next_probe_{};

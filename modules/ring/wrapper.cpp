@@ -2,6 +2,7 @@ module;
 
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -255,7 +256,19 @@ WriterStatus IWrapper::GetWriterStatus() const {
 }
 
 bool IWrapper::Truncated() const noexcept {
-  return (state_shm_ && state_shm_->Truncated()) || (data_shm_ && data_shm_->Truncated());
+  return shrunk_ || (state_shm_ && state_shm_->Truncated()) || (data_shm_ && data_shm_->Truncated());
+}
+
+bool IWrapper::CheckShrunk() noexcept {
+  for (auto const* shm : {&state_shm_, &data_shm_}) {
+    if (!shm->has_value()) continue;
+    struct stat st{};
+    if (::fstat((*shm)->NativeHandle(), &st) == 0 &&
+        static_cast<std::uint64_t>(st.st_size) < kPageSize + static_cast<std::uint64_t>((*shm)->Size())) {
+      shrunk_ = true;
+    }
+  }
+  return shrunk_;
 }
 
 std::size_t IWrapper::HugePageBytes() const { return data_shm_ ? data_shm_->HugePageBytes() : 0; }

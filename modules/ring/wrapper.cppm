@@ -155,6 +155,11 @@ class IWrapper {
   // After refusing what it attached to: leave the segments this object did
   // not create exactly as they were (never unlink them on the way out).
   void KeepAttachedSegments() noexcept;
+  // Slow path (two fstat calls): true if a segment's file is now shorter
+  // than what this process maps, also where no access has faulted yet (a cut
+  // inside a page reads as zeros without a fault). Sticky: then Truncated()
+  // is true too.
+  bool CheckShrunk() noexcept;
 
   Spec spec_{};
   std::optional<SharedMemory> state_shm_;  // NAME
@@ -169,6 +174,7 @@ class IWrapper {
   // differ, some segment of this process was truncated (maybe one of ours).
   std::atomic<std::uint32_t> const* truncations_ = &TruncationEvents();
   std::uint32_t truncations_seen_ = 0;
+  bool shrunk_ = false;  // CheckShrunk found a segment file shorter than its mapping
 
  private:
   void AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages);
