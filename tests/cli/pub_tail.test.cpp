@@ -236,3 +236,47 @@ TEST(CliPubTail, TailWaitsForABufferThatAppearsLater) {
   EXPECT_EQ(tail.Out(), "first\n");
   EXPECT_EQ(pub.Wait(), 0);
 }
+
+// tail waits without a limit and says why it stopped: the writer closing,
+// the writer dying (found by Wait's liveness probe), or a signal.
+TEST(CliPubTail, TailSaysWhyItStopped) {
+  {
+    Cleanup const ring{UniqueName("clic")};
+    Tool pub({"pub", ring.name});
+    ASSERT_TRUE(WaitUntil([&] { return ShmFileExists(ring.name); }));
+    Tool tail({"tail", ring.name, "--until-closed"});
+    ASSERT_TRUE(WaitUntil([&] { return Attached(ring.name) == 2; }));
+    pub.Write("last\n");
+    pub.CloseStdin();
+    ASSERT_TRUE(pub.Flush());
+    EXPECT_EQ(pub.Wait(), 0);
+    EXPECT_EQ(tail.Wait(5s), 0) << tail.Err();
+    EXPECT_EQ(tail.Out(), "last\n");
+    EXPECT_EQ(tail.Err(), "circbuf tail: the writer closed the ring; stopping\n");
+  }
+  {
+    Cleanup const ring{UniqueName("clid")};
+    Tool pub({"pub", ring.name});
+    ASSERT_TRUE(WaitUntil([&] { return ShmFileExists(ring.name); }));
+    Tool tail({"tail", ring.name, "--until-closed"});
+    ASSERT_TRUE(WaitUntil([&] { return Attached(ring.name) == 2; }));
+    std::this_thread::sleep_for(200ms);  // asleep in Wait
+    pub.Signal(SIGKILL);
+    EXPECT_EQ(pub.Wait(), 128 + SIGKILL);
+    EXPECT_EQ(tail.Wait(5s), 0) << tail.Err();
+    EXPECT_EQ(Lines(tail.Err()).at(0),
+              "circbuf tail: the writer (pid " + std::to_string(pub.Pid()) + ") died; stopping")
+        << tail.Err();  // then the library's warnings as the last process out frees the ring
+  }
+  {
+    Cleanup const ring{UniqueName("clig")};
+    Tool pub({"pub", ring.name});
+    ASSERT_TRUE(WaitUntil([&] { return ShmFileExists(ring.name); }));
+    Tool tail({"tail", ring.name});
+    ASSERT_TRUE(WaitUntil([&] { return Attached(ring.name) == 2; }));
+    std::this_thread::sleep_for(200ms);
+    tail.Signal(SIGTERM);
+    EXPECT_EQ(tail.Wait(5s), 0) << tail.Err();
+    EXPECT_EQ(tail.Err(), "circbuf tail: stopped by a signal\n");
+  }
+}
