@@ -30,6 +30,17 @@ def main():
     tp_data = suite.run(build, "bench_throughput", tmp / "throughput.json", [
         "--seconds=0.4", f"--cpus={a.cpus}", "--benchmark_filter=^throughput|writer-rate/circbuf/64/[01]/"])
     tp = suite.rows(tp_data)
+    # bench_wait: wake latency in three runs (the floor and circbuf back to
+    # back in each), writer rates in three runs, interrupts in one.
+    wake_runs = [suite.rows(suite.run(build, "bench_wait", tmp / f"wake{i}.json", [
+        "--round_trips=2000", f"--cpus={a.cpus}",
+        "--benchmark_filter=" + ("^wake/" if i == 0 else "^wake/(floor|circbuf)/")])) for i in range(3)]
+    rate_runs = [suite.rows(suite.run(build, "bench_wait", tmp / f"rate{i}.json", [
+        "--seconds=0.4", "--round_trips=20000", f"--cpus={a.cpus}",
+        "--benchmark_filter=^writer-rate/(solo|after-killed-sleepers|polling-reader|waiting-reader)/"
+        + ("|^audit/" if i == 0 else "")])) for i in range(3)]
+    bys = suite.rows(suite.run(build, "bench_wait", tmp / "bystander.json", [
+        "--seconds=0.5", f"--cpus={a.cpus}", "--benchmark_filter=^bystander/"]))
     print(f"\ncircbuf performance targets on {suite.machine()} (ratios within one run; "
           "target 1 from three back-to-back pairs)\n")
     results = []
@@ -109,10 +120,79 @@ def main():
                f"page faults in {audit['audited_operations']:.0f} operations (seccomp {'on' if audit['seccomp'] else 'off'})")
     else:
         target("5. hot-path audit", None, "measurement missing")
+    wait_targets(target, get, wake_runs, rate_runs, bys)
     missed = sum(1 for r in results if r is False)
     missing = sum(1 for r in results if r is None)
     print(f"\n{len(results) - missed - missing} met, {missed} missed, {missing} not measured")
     sys.exit(1 if missed else (2 if missing else 0))
+
+
+def median_of(runs, ratio_of):
+    """(median ratio, the run it came from, every ratio) over the runs that measured it."""
+    measured = [(ratio_of(r), r) for r in runs]
+    measured = sorted(((x, r) for x, r in measured if x is not None), key=lambda p: p[0])
+    if not measured:
+        return None, None, []
+    x, r = measured[len(measured) // 2]
+    return x, r, [m for m, _ in measured]
+
+
+def wait_targets(target, get, wake_runs, rate_runs, bys):
+    """Targets 6-9: blocking readers (bench_wait)."""
+    def wake(r, t, f="p50_ns"):
+        return get(r, ("wake", t, 64), f)
+
+    def ratio(num, den):
+        return None if None in (num, den) or den == 0 else num / den
+
+    x, r, every = median_of(wake_runs, lambda r: ratio(wake(r, "circbuf"), wake(r, "floor")))
+    if x is None:
+        target("6. wake latency", None, "measurement missing")
+    else:
+        pipe = wake(wake_runs[0], "pipe")
+        target("6. 64 B wake p50 (commit to return from Wait) <= 1.2 x futex floor p50", x <= 1.2,
+               f"{wake(r, 'circbuf'):,.0f} ns / {wake(r, 'floor'):,.0f} ns = {x:.2f} (median of {len(every)}: "
+               + ", ".join(f"{v:.2f}" for v in every) + f"); p99 {wake(r, 'circbuf', 'p99_ns'):,.0f} vs "
+               f"{wake(r, 'floor', 'p99_ns'):,.0f} ns; blocking pipe p50 "
+               + (f"{pipe:,.0f} ns" if pipe is not None else "not measured"))
+
+    def rate(r, t, f="writer_msgs_per_s"):
+        return get(r, ("writer-rate", t, 64), f)
+
+    x, r, every = median_of(rate_runs, lambda r: ratio(rate(r, "waiting-reader"), rate(r, "polling-reader")))
+    if x is None:
+        target("7. writer rate with a waiting reader", None, "measurement missing")
+    else:
+        target("7. writer rate with a reader that waits >= 0.8 x with a busy-polling reader", x >= 0.8,
+               f"{rate(r, 'waiting-reader'):,.0f} / {rate(r, 'polling-reader'):,.0f} msg/s = {x:.2f} (median of "
+               f"{len(every)}: " + ", ".join(f"{v:.2f}" for v in every)
+               + f"); {rate(r, 'waiting-reader', 'futex_wakes_per_s'):,.0f} futex wakes/s, "
+               f"solo {rate(r, 'solo'):,.0f} msg/s")
+    x, r, every = median_of(rate_runs, lambda r: ratio(rate(r, "after-killed-sleepers"), rate(r, "solo")))
+    audit = rate_runs[0].get(("audit", "after-killed-sleepers", 64))
+    clean = audit is not None and "error_message" not in audit and audit["syscalls"] == 0 and audit["seccomp"] == 1
+    if x is None or audit is None:
+        target("8. writer after killed sleepers", None, "measurement missing")
+    else:
+        wakes = rate(r, "after-killed-sleepers", "futex_wakes_per_s") * 0.4
+        target("8. writer rate after 32 readers were killed inside Wait >= 0.9 x solo, no system call in Write",
+               x >= 0.9 and clean,
+               f"{rate(r, 'after-killed-sleepers'):,.0f} / {rate(r, 'solo'):,.0f} msg/s = {x:.2f} (median of "
+               f"{len(every)}: " + ", ".join(f"{v:.2f}" for v in every) + f"); about {wakes:.0f} futex wakes in the "
+               f"run; audit: {audit['syscalls']:.0f} system calls in {audit['audited_operations']:.0f} Writes "
+               f"(seccomp {'on' if audit['seccomp'] else 'off'})")
+    idle, active, old = (bys.get(("bystander", t, 64)) for t in ("idle", "circbuf", "membarrier"))
+    if idle is None or active is None:
+        target("9. bystander interrupts", None, "measurement missing")
+    elif "error_message" in idle or "error_message" in active:
+        target("9. bystander interrupts", None, (idle.get("error_message") or active.get("error_message")))
+    else:
+        extra = active["cal_per_s"] - idle["cal_per_s"]
+        was = ("" if old is None or "error_message" in old else
+               f"; with a membarrier per Wait (before c68b17a): {old['cal_per_s']:,.0f}/s")
+        target("9. CAL interrupts/s on ring B's writer CPU, 64 sleepers of ring A active minus idle <= 100", extra <= 100,
+               f"{active['cal_per_s']:,.0f} - {idle['cal_per_s']:,.0f} = {extra:,.0f}/s while ring A's readers "
+               f"waited {active['reader_waits_per_s']:,.0f} times/s (TLB {active['tlb_per_s']:,.0f}/s){was}")
 
 
 if __name__ == "__main__":
