@@ -151,6 +151,11 @@ struct SegmentInfo {
   bool has_data = false;        // NAME.data exists
   bool data_stale = false;
   std::uint32_t data_refcount = 0;
+  // Non-empty: the ring's State breaks the library's rules (layout.cppm,
+  // IWrapper::Validate): one line naming the field, what it holds and what
+  // would be right. Nothing derived from such a State is computed.
+  std::string corrupt;
+  std::uint64_t state_magic = 0;  // the State's magic (0: maybe not initialised yet)
   // Non-empty: the segment's file (or, for a ring, its data segment's) is not
   // as long as its header says, "truncated or damaged: ..." (the library
   // refuses such a ring; reading it here is safe: nothing is mapped).
@@ -160,9 +165,9 @@ struct SegmentInfo {
 // Looks at one segment (name with leading '/'). Throws Error on failure to
 // open (ENOENT -> kNoSuchBuffer, EACCES -> kPermission).
 SegmentInfo Inspect(std::string const& name);
-// Inspect, then Error(kNotCircbuf) unless it is a ring of our layout version
-// and undamaged (with `allow_damaged`, a damaged circbuf segment is returned
-// instead: see SegmentInfo::damage).
+// Inspect, then Error(kNotCircbuf) unless it is a ring of our layout version,
+// undamaged and not corrupt (with `allow_damaged`, a damaged or corrupt ring
+// is returned instead: see SegmentInfo::damage and ::corrupt).
 SegmentInfo InspectRing(std::string const& name, bool allow_damaged = false);
 // Every segment in /dev/shm except semaphores, by name; unreadable ones have
 // open_errno set. NAME.data segments are listed as well (kind kSegment).

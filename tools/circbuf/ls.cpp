@@ -49,10 +49,12 @@ std::string KindName(SegmentInfo const& s) {
   }
 }
 
-// `"truncated": BOOL` and, when it is, `"damage": TEXT` (no leading comma).
+// `"truncated": BOOL` and, when it is, `"damage": TEXT`; `"corrupt": TEXT`
+// when the State breaks the library's rules (no leading comma).
 std::string JsonDamage(SegmentInfo const& s) {
-  if (s.damage.empty()) return R"("truncated": false)";
-  return R"("truncated": true, "damage": )" + JsonString(s.damage);
+  std::string const corrupt = s.corrupt.empty() ? "" : R"(, "corrupt": )" + JsonString(s.corrupt);
+  if (s.damage.empty()) return R"("truncated": false)" + corrupt;
+  return R"("truncated": true, "damage": )" + JsonString(s.damage) + corrupt;
 }
 
 void PrintJson(std::vector<SegmentInfo const*> const& rows) {
@@ -109,6 +111,7 @@ int RunLs() {
   std::vector<std::string> long_names;
   std::vector<std::string> damaged;
   for (auto const* s : rows) {
+    if (s->open_errno == 0 && !s->corrupt.empty()) damaged.push_back(s->name + ": " + s->corrupt);
     if (s->open_errno == 0 && !s->damage.empty()) damaged.push_back(s->name + ": " + s->damage);
     std::string name = s->name;
     if (name.size() > kNameWidth) {  // keep the table in 80 columns: the full name goes below it
@@ -119,7 +122,10 @@ int RunLs() {
       table.Add({name, "?", ErrnoText(s->open_errno), "?", "?", "?"});
     } else if (s->kind == Kind::kRing) {
       table.Add({name, HumanBytes(static_cast<double>(s->capacity)), Writer(*s), std::to_string(s->refcount),
-                 s->damage.empty() ? std::to_string(s->messages) : "truncated", Stale(*s)});
+                 !s->corrupt.empty() ? "corrupt"
+                 : s->damage.empty() ? std::to_string(s->messages)
+                                     : "truncated",
+                 Stale(*s)});
     } else if (s->kind == Kind::kRingOther) {
       table.Add({name, "?", Writer(*s), std::to_string(s->refcount), s->damage.empty() ? "?" : "truncated",
                  s->stale ? "yes" : "no"});
@@ -144,7 +150,8 @@ Command AddLs(CLI::App& app) {
   sub->footer("Columns: CAPACITY of the ring; WRITER pid and state (alive, dead, closed, none);\n"
               "PROCS attachments recorded in the ring (dead ones included until noticed);\n"
               "MESSAGES written so far, or \"truncated\" when a segment file is not as long as\n"
-              "its header says (details below the table); STALE yes when no live process holds\n"
+              "its header says, or \"corrupt\" when the ring's State breaks the library's\n"
+              "rules (details below the table); STALE yes when no live process holds\n"
               "the ring (`circbuf gc` removes it). Rings are found in /dev/shm by their\n"
               "headers; nothing is attached or mapped.");
   return {sub, RunLs};
