@@ -279,7 +279,18 @@ SegmentInfo Inspect(std::string const& name) {
   }
   info.file_bytes = file.FileBytes();
   SegmentHeader h{};
-  if (!file.Read(0, h) || h.magic != kSegmentMagic) return info;
+  bool const has_header = file.Read(0, h);
+  if (!has_header || h.magic != kSegmentMagic) {
+    // Unfinished as the library defines it (SharedMemory: magic 0, and 0 or
+    // at least a header page of bytes), with the lock its creator took.
+    bool const unfinished = info.file_bytes == 0 || (has_header && h.magic == 0);
+    if (unfinished && LockExists(name)) {
+      info.kind = Kind::kUnfinished;
+      info.lock_held = LockHeld(name);
+      info.stale = !info.lock_held && file.Stale();
+    }
+    return info;
+  }
   info.kind = Kind::kSegment;
   info.refcount = h.refcount;
   info.segment_version = h.version;
@@ -303,13 +314,20 @@ SegmentInfo InspectRing(std::string const& name, bool allow_damaged) {
   SegmentInfo info = Inspect(name);
   // A ring's state segment is published before its creator has initialised
   // the State in it (under the segment's lock): give it a moment.
-  for (int i = 0; i < 50 && info.kind == Kind::kSegment && info.damage.empty() &&
-                  info.user_bytes == sizeof(cb::State) && info.state_magic == 0;
+  for (int i = 0; i < 50 && ((info.kind == Kind::kSegment && info.damage.empty() &&
+                              info.user_bytes == sizeof(cb::State) && info.state_magic == 0) ||
+                             (info.kind == Kind::kUnfinished && info.lock_held));
        ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     info = Inspect(name);
   }
   if (info.kind == Kind::kForeign) throw Error(kNotCircbuf, name + ": not a circbuf buffer (no circbuf header)");
+  if (info.kind == Kind::kUnfinished) {
+    throw Error(kNotCircbuf, name + ": unfinished: its creator " +
+                                 (info.lock_held ? "has not finished it yet"
+                                                 : "died before finishing it (circbuf gc "
+                                                   "removes it)"));
+  }
   if (info.segment_version != kSegmentVersion) {
     throw Error(kNotCircbuf, name + ": segment layout version " + std::to_string(info.segment_version) +
                                  ", this tool reads version " + std::to_string(kSegmentVersion));
@@ -335,14 +353,20 @@ std::vector<SegmentInfo> ScanSegments() {
   DIR* dir = ::opendir("/dev/shm");
   if (dir == nullptr) throw Error(ExitForErrno(errno), std::string("/dev/shm: ") + ErrnoText(errno));
   std::vector<std::string> names;
+  std::vector<std::string> locks;
   while (dirent const* entry = ::readdir(dir)) {
     std::string const file = entry->d_name;
-    if (file == "." || file == ".." || file.starts_with("sem.")) continue;
+    if (file == "." || file == "..") continue;
     if (entry->d_type != DT_REG && entry->d_type != DT_UNKNOWN) continue;
-    names.push_back("/" + file);
+    if (file.starts_with("sem.")) {
+      if (file.size() > 4) locks.push_back("/" + file.substr(4));
+    } else {
+      names.push_back("/" + file);
+    }
   }
   ::closedir(dir);
   std::ranges::sort(names);
+  std::ranges::sort(locks);
   for (auto const& name : names) {
     try {
       out.push_back(Inspect(name));
@@ -355,6 +379,22 @@ std::vector<SegmentInfo> ScanSegments() {
       info.open_errno = open_errno;
       out.push_back(info);
     }
+  }
+  // A lock without its segment is circbuf's when it is a data segment's, or
+  // a ring's whose data segment (or its lock) is there (leftovers.cpp).
+  auto const has = [](std::vector<std::string> const& v, std::string const& n) {
+    return std::ranges::binary_search(v, n);
+  };
+  for (auto const& name : locks) {
+    if (has(names, name)) continue;
+    if (!name.ends_with(".data") && !has(names, name + ".data") && !has(locks, name + ".data")) continue;
+    SegmentInfo info;
+    info.name = name;
+    info.kind = Kind::kUnfinished;
+    info.lock_only = true;
+    info.lock_held = LockHeld(name);
+    info.stale = !info.lock_held;
+    out.push_back(info);
   }
   return out;
 }
