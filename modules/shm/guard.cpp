@@ -12,8 +12,18 @@
 //     the pages, so a thread that reads the zero pages afterwards finds the
 //     flag set (in practice: the mmap's TLB shoot-down is a full barrier;
 //     the C++ model has no notion of it).
-//   * g_previous is written under g_install_mutex before the handler is
-//     installed and never while it is ours.
+//   * g_previous[] holds the handlers the guard replaced, oldest first: one
+//     per installation that found another handler on top. They are written
+//     under g_install_mutex while that other handler is installed, entry
+//     first, then g_previous_count (release); the handler reads the count
+//     (acquire) and only the entries below it.
+//
+// Chaining: a fault that is not circbuf's goes to the newest previous
+// handler. An application's handler that replaced the guard and chains to
+// it brings the same fault back to the guard, deeper on the same thread's
+// stack: the guard then passes it to the next older previous handler, and
+// past the oldest it takes the default action. So guard -> H -> guard never
+// loops, and every handler in the chain sees the fault once (t_passing).
 module;
 
 #include <signal.h>
@@ -51,7 +61,31 @@ std::atomic<std::size_t> g_slots_high{0};  // slots at and above this were never
 std::atomic<std::uint32_t> g_truncations{0};
 std::atomic<bool> g_installed{false};
 std::mutex g_install_mutex;
-struct sigaction g_previous{};
+constexpr std::size_t kMaxPrevious = 8;
+struct sigaction g_previous[kMaxPrevious]{};
+std::atomic<std::size_t> g_previous_count{0};
+
+// The fault that this thread is passing down the chain of previous handlers
+// now (frame 0: none). Initial-exec TLS: no allocation on first use, which a
+// signal handler must not risk.
+struct Passing {
+  std::uintptr_t frame;  // Chain's frame that passed it on
+  int code;              // si_code and si_addr: the same fault when it comes back
+  void* addr;
+  std::size_t level;  // g_previous[count - 1 - level] has it
+};
+__attribute__((tls_model("initial-exec"))) thread_local Passing t_passing{};
+
+bool Invocable(struct sigaction const& action) noexcept {
+  if ((action.sa_flags & SA_SIGINFO) != 0) return action.sa_sigaction != nullptr;
+  return action.sa_handler != SIG_DFL && action.sa_handler != SIG_IGN;
+}
+
+bool SameHandler(struct sigaction const& a, struct sigaction const& b) noexcept {
+  bool const info = (a.sa_flags & SA_SIGINFO) != 0;
+  if (info != ((b.sa_flags & SA_SIGINFO) != 0)) return false;
+  return info ? a.sa_sigaction == b.sa_sigaction : a.sa_handler == b.sa_handler;
+}
 
 // Zero pages over [from, to), with `prot`. Raw system call: async-signal-safe,
 // and no sanitizer interceptor runs inside the handler.
@@ -60,17 +94,32 @@ bool MapZeros(std::uintptr_t from, std::uintptr_t to, int prot) noexcept {
   return static_cast<std::uintptr_t>(r) == from;
 }
 
-// The fault is not ours: what would have happened without the guard.
+// The fault is not ours: what would have happened without the guard. A
+// fault that comes back from a previous handler (same si_code and si_addr,
+// deeper on this thread's stack; stacks grow down on every Linux target)
+// goes one handler further down the chain (see the top of this file). A
+// handler that left with siglongjmp leaves t_passing behind; the next fault
+// is then not deeper than it, or not the same, and starts at the newest.
 void Chain(int signal, siginfo_t* info, void* context) noexcept {
-  struct sigaction const& previous = g_previous;
-  if ((previous.sa_flags & SA_SIGINFO) != 0) {
-    if (previous.sa_sigaction != nullptr) {
-      previous.sa_sigaction(signal, info, context);
+  auto const frame = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+  int const code = info != nullptr ? info->si_code : 0;
+  void* const addr = info != nullptr ? info->si_addr : nullptr;
+  Passing const outer = t_passing;
+  bool const again = outer.frame != 0 && frame < outer.frame && outer.code == code && outer.addr == addr;
+  std::size_t const level = again ? outer.level + 1 : 0;
+  std::size_t const count = g_previous_count.load(std::memory_order_acquire);
+  if (level < count) {
+    struct sigaction const& previous = g_previous[count - 1 - level];
+    if (Invocable(previous)) {
+      t_passing = {frame, code, addr, level};
+      if ((previous.sa_flags & SA_SIGINFO) != 0) {
+        previous.sa_sigaction(signal, info, context);
+      } else {
+        previous.sa_handler(signal);
+      }
+      t_passing = outer;
       return;
     }
-  } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
-    previous.sa_handler(signal);
-    return;
   }
   // Default action. For a fault, returning repeats the access, which now
   // kills the process with SIGBUS at the right address; a SIGBUS sent with
@@ -186,7 +235,27 @@ void InstallTruncationGuard() {
   ours.sa_sigaction = &OnSigbus;
   ours.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
   ::sigemptyset(&ours.sa_mask);
-  g_previous = current;  // ours is not installed now, so the handler does not read it
+  // `current` becomes the newest previous handler. If it is one already (an
+  // application put back a handler the guard had replaced), the ones after
+  // it are no longer installed anywhere: the chain ends with it.
+  std::size_t count = g_previous_count.load(std::memory_order_relaxed);
+  std::size_t known = count;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (SameHandler(g_previous[i], current)) known = i;
+  }
+  if (known < count) {
+    g_previous[known] = current;  // its flags and mask as they are now
+    g_previous_count.store(known + 1, std::memory_order_release);
+  } else {
+    if (count == kMaxPrevious) {
+      detail::Log().warn("shared memory: truncation guard installed over {} other SIGBUS handlers; "
+                         "the newest replaces the one before it in its chain",
+                         kMaxPrevious + 1);
+      --count;
+    }
+    g_previous[count] = current;
+    g_previous_count.store(count + 1, std::memory_order_release);
+  }
   if (::sigaction(SIGBUS, &ours, nullptr) != 0) {
     throw std::system_error(errno, std::generic_category(), "sigaction(SIGBUS)");
   }

@@ -307,7 +307,9 @@ class SharedMemory {
 // "a shrunk segment never kills a reader" needs no call from the user. An
 // application that installs its own SIGBUS handler afterwards replaces the
 // guard: call InstallTruncationGuard() again after it (idempotent; the
-// application's handler then receives every fault that is not circbuf's).
+// application's handler then receives every fault that is not circbuf's,
+// once: if it chains to the handler it replaced, the guard, the fault goes
+// on to the handler before that, and past the oldest to the default action).
 // Zero pages in place of the file is process-local: other processes, the
 // writer included, see the file as it is. Limit: kGuardSlots attachments
 // per process are covered (beyond that a warning is logged and the

@@ -128,6 +128,7 @@ enum class Kind : std::uint8_t {
   kSegment,    // a circbuf SharedMemory segment that is not a ring's state
   kRing,       // the state segment of a ring (NAME; its data is NAME.data)
   kRingOther,  // ring magic, other layout version (or unreadable state)
+  kUnfinished,  // a creator has not finished it, or died first (leftovers.cpp)
 };
 
 struct SegmentInfo {
@@ -154,6 +155,14 @@ struct SegmentInfo {
   bool has_data = false;        // NAME.data exists
   bool data_stale = false;
   std::uint32_t data_refcount = 0;
+  // Unfinished segments only:
+  bool lock_only = false;  // only its lock, /dev/shm/sem.NAME, is there
+  bool lock_held = false;  // a live process holds that lock (creating it)
+  // Non-empty: the ring's State breaks the library's rules (layout.cppm,
+  // IWrapper::Validate): one line naming the field, what it holds and what
+  // would be right. Nothing derived from such a State is computed.
+  std::string corrupt;
+  std::uint64_t state_magic = 0;  // the State's magic (0: maybe not initialised yet)
   // Non-empty: the segment's file (or, for a ring, its data segment's) is not
   // as long as its header says, "truncated or damaged: ..." (the library
   // refuses such a ring; reading it here is safe: nothing is mapped).
@@ -163,13 +172,21 @@ struct SegmentInfo {
 // Looks at one segment (name with leading '/'). Throws Error on failure to
 // open (ENOENT -> kNoSuchBuffer, EACCES -> kPermission).
 SegmentInfo Inspect(std::string const& name);
-// Inspect, then Error(kNotCircbuf) unless it is a ring of our layout version
-// and undamaged (with `allow_damaged`, a damaged circbuf segment is returned
-// instead: see SegmentInfo::damage).
+// Inspect, then Error(kNotCircbuf) unless it is a ring of our layout version,
+// undamaged and not corrupt (with `allow_damaged`, a damaged or corrupt ring
+// is returned instead: see SegmentInfo::damage and ::corrupt).
 SegmentInfo InspectRing(std::string const& name, bool allow_damaged = false);
-// Every segment in /dev/shm except semaphores, by name; unreadable ones have
-// open_errno set. NAME.data segments are listed as well (kind kSegment).
+// Every segment in /dev/shm, by name; unreadable ones have open_errno set.
+// NAME.data segments are listed as well (kind kSegment), and circbuf locks
+// without their segment (kind kUnfinished, lock_only; see leftovers.cpp).
 std::vector<SegmentInfo> ScanSegments();
+// ---- Unfinished segments (leftovers.cpp) ----------------------------------------------
+bool LockExists(std::string const& name);  // /dev/shm/sem.NAME exists
+bool LockHeld(std::string const& name);    // a live process holds it (flock probe)
+// Under the segment's lock: removes an unfinished segment whose creator died,
+// or a lock with no segment. False (and leaves it) if a live process holds
+// the lock, or it is no longer unfinished.
+bool RemoveUnfinished(std::string const& name);
 // Samples tail and messages again (for rates). False if the segment is gone.
 bool Resample(std::string const& name, std::uint64_t& tail, std::uint64_t& messages);
 // Under the segment's lock: unlinks it if no live process holds it (or

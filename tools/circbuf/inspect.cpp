@@ -34,6 +34,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <mutex>
 #include <string>
 #include <system_error>
@@ -167,6 +168,56 @@ std::uint64_t MessagesWritten(SegmentFile const& state, std::uint64_t capacity, 
   return 0;
 }
 
+std::string N(std::uint64_t v) { return std::to_string(v); }
+
+// What breaks the library's rules in a ring's State (IWrapper::Validate, the
+// positions of layout.cppm, the WriterState values); "" if nothing. Every
+// value is untrusted: nothing is divided by, indexed with or looped over
+// before it passed. The header is written once, before the segment is
+// published. Positions change while we read them, so they are judged on a
+// snapshot in which tail did not move (tail, the others, tail again); a
+// writer that never lets one be taken is live, and left unjudged.
+std::string Corruption(cb::State const& s, SegmentFile const& file) {
+  if (s.state_bytes != sizeof(cb::State)) {
+    return "state_bytes " + N(s.state_bytes) + ": must be " + N(sizeof(cb::State));
+  }
+  if (s.capacity < cb::kMinCapacity || s.capacity > cb::kMaxCapacity || s.capacity % cb::kCapacityAlignment != 0) {
+    return "capacity " + N(s.capacity) + " bytes: must be " + N(cb::kMinCapacity) + " .. " + N(cb::kMaxCapacity) +
+           ", a multiple of " + N(cb::kCapacityAlignment);
+  }
+  if (s.chunk != s.capacity / cb::kChunks) {
+    return "chunk " + N(s.chunk) + ": must be capacity / " + N(cb::kChunks) + " = " + N(s.capacity / cb::kChunks);
+  }
+  if (s.max_message != cb::MaxMessageFor(s.capacity)) {
+    return "max_message " + N(s.max_message) + ": must be " + N(cb::MaxMessageFor(s.capacity)) + " for capacity " +
+           N(s.capacity);
+  }
+  auto const writer_state = StateWord<std::uint32_t>(file, offsetof(cb::State, writer_state));
+  if (writer_state > static_cast<std::uint32_t>(cb::WriterState::kClosed)) {
+    return "writer_state " + N(writer_state) + ": must be 0 (none), 1 (active) or 2 (closed)";
+  }
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    auto const tail = StateWord<std::uint64_t>(file, offsetof(cb::State, tail));
+    auto const latest = StateWord<std::uint64_t>(file, offsetof(cb::State, latest));
+    auto const limit = StateWord<std::uint64_t>(file, offsetof(cb::State, limit));
+    if (StateWord<std::uint64_t>(file, offsetof(cb::State, tail)) != tail) continue;
+    if (tail % cb::kRecordAlignment != 0) return "tail " + N(tail) + ": must be a multiple of 8";
+    if (limit % s.chunk != 0) return "limit " + N(limit) + ": must be a multiple of chunk (" + N(s.chunk) + ")";
+    if (tail > limit) return "tail " + N(tail) + " is beyond limit " + N(limit);
+    if (limit - tail > 2 * s.capacity) {
+      return "limit " + N(limit) + " is more than 2 x capacity (" + N(2 * s.capacity) + ") beyond tail " + N(tail);
+    }
+    // The writer stores latest just before tail: within a capacity of it.
+    std::uint64_t const apart = latest <= tail ? tail - latest : latest - tail;
+    if (latest != cb::kNoRecord && (latest % cb::kRecordAlignment != 0 || apart > s.capacity)) {
+      return "latest " + N(latest) + ": must be " + N(cb::kNoRecord) +
+             " (none) or a multiple of 8 within a capacity of tail " + N(tail);
+    }
+    return "";
+  }
+  return "";
+}
+
 void FillRing(SegmentInfo& info, cb::State const& s, SegmentFile const& state_file) {
   info.ring_version = s.version;
   if (s.version != cb::kRingVersion) {
@@ -174,6 +225,7 @@ void FillRing(SegmentInfo& info, cb::State const& s, SegmentFile const& state_fi
     return;
   }
   info.kind = Kind::kRing;
+  if (std::string const wrong = Corruption(s, state_file); !wrong.empty()) info.corrupt = "corrupt State: " + wrong;
   info.capacity = s.capacity;
   info.chunk = s.chunk;
   info.max_message = s.max_message;
@@ -208,11 +260,12 @@ void FillRing(SegmentInfo& info, cb::State const& s, SegmentFile const& state_fi
   }
   info.data_refcount = header.refcount;
   info.damage = SizeDamage("data segment " + data_name, data.FileBytes(), header.user_bytes);
+  if (!info.corrupt.empty()) return;  // nothing below may trust the State
   if (info.damage.empty() && header.user_bytes != s.capacity) {
     info.damage = "damaged: data segment " + data_name + " holds " + std::to_string(header.user_bytes) +
                   " bytes, the ring's capacity is " + std::to_string(s.capacity);
   }
-  if (info.damage.empty() && s.capacity >= cb::kMinCapacity && s.capacity <= cb::kMaxCapacity) {
+  if (info.damage.empty()) {
     info.messages = MessagesWritten(state_file, s.capacity, data);
   }
 }
@@ -230,7 +283,18 @@ SegmentInfo Inspect(std::string const& name) {
   }
   info.file_bytes = file.FileBytes();
   SegmentHeader h{};
-  if (!file.Read(0, h) || h.magic != kSegmentMagic) return info;
+  bool const has_header = file.Read(0, h);
+  if (!has_header || h.magic != kSegmentMagic) {
+    // Unfinished as the library defines it (SharedMemory: magic 0, and 0 or
+    // at least a header page of bytes), with the lock its creator took.
+    bool const unfinished = info.file_bytes == 0 || (has_header && h.magic == 0);
+    if (unfinished && LockExists(name)) {
+      info.kind = Kind::kUnfinished;
+      info.lock_held = LockHeld(name);
+      info.stale = !info.lock_held && file.Stale();
+    }
+    return info;
+  }
   info.kind = Kind::kSegment;
   info.refcount = h.refcount;
   info.segment_version = h.version;
@@ -239,7 +303,10 @@ SegmentInfo Inspect(std::string const& name) {
   info.stale = file.Stale();
   if (info.segment_version != kSegmentVersion) return info;
   info.damage = SizeDamage("the segment", info.file_bytes, info.user_bytes);
-  if (cb::State s{}; file.Read(kPageSize, s) && s.magic == cb::kRingMagic) {
+  cb::State s{};
+  if (!file.Read(kPageSize, s)) return info;
+  info.state_magic = s.magic;
+  if (s.magic == cb::kRingMagic) {
     std::string const own_damage = info.damage;
     FillRing(info, s, file);
     if (!own_damage.empty()) info.damage = own_damage;  // the state segment's own comes first
@@ -251,21 +318,33 @@ SegmentInfo InspectRing(std::string const& name, bool allow_damaged) {
   SegmentInfo info = Inspect(name);
   // A ring's state segment is published before its creator has initialised
   // the State in it (under the segment's lock): give it a moment.
-  for (int i = 0; i < 50 && info.kind == Kind::kSegment && info.damage.empty() && info.user_bytes == sizeof(cb::State);
+  for (int i = 0; i < 50 && ((info.kind == Kind::kSegment && info.damage.empty() &&
+                              info.user_bytes == sizeof(cb::State) && info.state_magic == 0) ||
+                             (info.kind == Kind::kUnfinished && info.lock_held));
        ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     info = Inspect(name);
   }
   if (info.kind == Kind::kForeign) throw Error(kNotCircbuf, name + ": not a circbuf buffer (no circbuf header)");
+  if (info.kind == Kind::kUnfinished) {
+    throw Error(kNotCircbuf, name + ": unfinished: its creator " +
+                                 (info.lock_held ? "has not finished it yet"
+                                                 : "died before finishing it (circbuf gc "
+                                                   "removes it)"));
+  }
   if (info.segment_version != kSegmentVersion) {
     throw Error(kNotCircbuf, name + ": segment layout version " + std::to_string(info.segment_version) +
                                  ", this tool reads version " + std::to_string(kSegmentVersion));
   }
-  if (!info.damage.empty()) {
+  if (!info.damage.empty() || !info.corrupt.empty()) {
     if (allow_damaged) return info;
-    throw Error(kNotCircbuf, name + ": " + info.damage);
+    throw Error(kNotCircbuf, name + ": " + (info.corrupt.empty() ? info.damage : info.corrupt));
   }
-  if (info.kind == Kind::kSegment) throw Error(kNotCircbuf, name + ": a circbuf segment, but not a ring");
+  if (info.kind == Kind::kSegment) {
+    char magic[19];
+    std::snprintf(magic, sizeof magic, "0x%016llx", static_cast<unsigned long long>(info.state_magic));
+    throw Error(kNotCircbuf, name + ": a circbuf segment, but not a ring (State magic " + magic + ")");
+  }
   if (info.kind == Kind::kRingOther) {
     throw Error(kNotCircbuf, name + ": ring layout version " + std::to_string(info.ring_version) +
                                  ", this tool reads version " + std::to_string(cb::kRingVersion));
@@ -278,14 +357,20 @@ std::vector<SegmentInfo> ScanSegments() {
   DIR* dir = ::opendir("/dev/shm");
   if (dir == nullptr) throw Error(ExitForErrno(errno), std::string("/dev/shm: ") + ErrnoText(errno));
   std::vector<std::string> names;
+  std::vector<std::string> locks;
   while (dirent const* entry = ::readdir(dir)) {
     std::string const file = entry->d_name;
-    if (file == "." || file == ".." || file.starts_with("sem.")) continue;
+    if (file == "." || file == "..") continue;
     if (entry->d_type != DT_REG && entry->d_type != DT_UNKNOWN) continue;
-    names.push_back("/" + file);
+    if (file.starts_with("sem.")) {
+      if (file.size() > 4) locks.push_back("/" + file.substr(4));
+    } else {
+      names.push_back("/" + file);
+    }
   }
   ::closedir(dir);
   std::ranges::sort(names);
+  std::ranges::sort(locks);
   for (auto const& name : names) {
     try {
       out.push_back(Inspect(name));
@@ -298,6 +383,22 @@ std::vector<SegmentInfo> ScanSegments() {
       info.open_errno = open_errno;
       out.push_back(info);
     }
+  }
+  // A lock without its segment is circbuf's when it is a data segment's, or
+  // a ring's whose data segment (or its lock) is there (leftovers.cpp).
+  auto const has = [](std::vector<std::string> const& v, std::string const& n) {
+    return std::ranges::binary_search(v, n);
+  };
+  for (auto const& name : locks) {
+    if (has(names, name)) continue;
+    if (!name.ends_with(".data") && !has(names, name + ".data") && !has(locks, name + ".data")) continue;
+    SegmentInfo info;
+    info.name = name;
+    info.kind = Kind::kUnfinished;
+    info.lock_only = true;
+    info.lock_held = LockHeld(name);
+    info.stale = !info.lock_held;
+    out.push_back(info);
   }
   return out;
 }

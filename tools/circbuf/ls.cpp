@@ -35,6 +35,15 @@ std::string Writer(SegmentInfo const& s) {
   return (s.writer_pid != 0 ? std::to_string(s.writer_pid) + " " : "") + s.writer;
 }
 
+// One line on what an unfinished segment is, and whose it is.
+std::string UnfinishedText(SegmentInfo const& s) {
+  std::string const what = s.lock_only
+                               ? "only its lock (/dev/shm/sem." + s.name.substr(1) + ") is there"
+                               : "a " + std::to_string(s.file_bytes) + "-byte file without a circbuf header yet";
+  return "unfinished: " + what +
+         (s.lock_held ? "; a live process holds its lock (creating it)" : "; its creator died (circbuf gc removes it)");
+}
+
 std::string Stale(SegmentInfo const& s) {
   if (s.kind == Kind::kRing && !s.has_data) return "no data";
   return s.stale && (!s.has_data || s.data_stale) ? "yes" : "no";
@@ -45,14 +54,17 @@ std::string KindName(SegmentInfo const& s) {
     case Kind::kRing: return "ring";
     case Kind::kRingOther: return "ring (other version)";
     case Kind::kSegment: return "segment";
+    case Kind::kUnfinished: return "unfinished";
     default: return "foreign";
   }
 }
 
-// `"truncated": BOOL` and, when it is, `"damage": TEXT` (no leading comma).
+// `"truncated": BOOL` and, when it is, `"damage": TEXT`; `"corrupt": TEXT`
+// when the State breaks the library's rules (no leading comma).
 std::string JsonDamage(SegmentInfo const& s) {
-  if (s.damage.empty()) return R"("truncated": false)";
-  return R"("truncated": true, "damage": )" + JsonString(s.damage);
+  std::string const corrupt = s.corrupt.empty() ? "" : R"(, "corrupt": )" + JsonString(s.corrupt);
+  if (s.damage.empty()) return R"("truncated": false)" + corrupt;
+  return R"("truncated": true, "damage": )" + JsonString(s.damage) + corrupt;
 }
 
 void PrintJson(std::vector<SegmentInfo const*> const& rows) {
@@ -62,6 +74,10 @@ void PrintJson(std::vector<SegmentInfo const*> const& rows) {
     std::printf(R"(%s  {"name": %s, "kind": %s)", sep, JsonString(s->name).c_str(), JsonString(KindName(*s)).c_str());
     if (s->open_errno != 0) {
       std::printf(", \"error\": %s}", JsonString(ErrnoText(s->open_errno)).c_str());
+    } else if (s->kind == Kind::kUnfinished) {
+      std::printf(R"(, "bytes": %llu, "lock_only": %s, "stale": %s, "unfinished": %s})",
+                  static_cast<unsigned long long>(s->file_bytes), s->lock_only ? "true" : "false",
+                  s->stale ? "true" : "false", JsonString(UnfinishedText(*s)).c_str());
     } else if (s->kind == Kind::kRing) {
       std::printf(", \"layout_version\": %u, \"capacity\": %llu, \"writer_pid\": %d, \"writer\": %s, "
                   "\"attached\": %u, \"messages\": %llu, \"tail\": %llu, \"data_segment\": %s, \"stale\": %s, %s}",
@@ -95,7 +111,7 @@ int RunLs() {
     // A damaged segment is listed even without --all (a ring's data segment
     // is reported on its ring's row).
     bool const damaged = s.kind == Kind::kSegment && !ring_data && !s.damage.empty();
-    if (ring || damaged || (g_ls.all && other)) rows.push_back(&s);
+    if (ring || damaged || s.kind == Kind::kUnfinished || (g_ls.all && other)) rows.push_back(&s);
   }
   if (g_ls.json) {
     PrintJson(rows);
@@ -109,6 +125,7 @@ int RunLs() {
   std::vector<std::string> long_names;
   std::vector<std::string> damaged;
   for (auto const* s : rows) {
+    if (s->open_errno == 0 && !s->corrupt.empty()) damaged.push_back(s->name + ": " + s->corrupt);
     if (s->open_errno == 0 && !s->damage.empty()) damaged.push_back(s->name + ": " + s->damage);
     std::string name = s->name;
     if (name.size() > kNameWidth) {  // keep the table in 80 columns: the full name goes below it
@@ -117,9 +134,15 @@ int RunLs() {
     }
     if (s->open_errno != 0) {
       table.Add({name, "?", ErrnoText(s->open_errno), "?", "?", "?"});
+    } else if (s->kind == Kind::kUnfinished) {
+      table.Add({name, "-", "(unfinished)", "-", "-", s->stale ? "yes" : "no"});
+      damaged.push_back(s->name + ": " + UnfinishedText(*s));
     } else if (s->kind == Kind::kRing) {
       table.Add({name, HumanBytes(static_cast<double>(s->capacity)), Writer(*s), std::to_string(s->refcount),
-                 s->damage.empty() ? std::to_string(s->messages) : "truncated", Stale(*s)});
+                 !s->corrupt.empty() ? "corrupt"
+                 : s->damage.empty() ? std::to_string(s->messages)
+                                     : "truncated",
+                 Stale(*s)});
     } else if (s->kind == Kind::kRingOther) {
       table.Add({name, "?", Writer(*s), std::to_string(s->refcount), s->damage.empty() ? "?" : "truncated",
                  s->stale ? "yes" : "no"});
@@ -144,7 +167,10 @@ Command AddLs(CLI::App& app) {
   sub->footer("Columns: CAPACITY of the ring; WRITER pid and state (alive, dead, closed, none);\n"
               "PROCS attachments recorded in the ring (dead ones included until noticed);\n"
               "MESSAGES written so far, or \"truncated\" when a segment file is not as long as\n"
-              "its header says (details below the table); STALE yes when no live process holds\n"
+              "its header says, or \"corrupt\" when the ring's State breaks the library's\n"
+              "rules (details below the table); WRITER (unfinished) for what a creator that\n"
+              "has not finished, or died first, leaves: the file without a header, or its lock; STALE yes when no live "
+              "process holds\n"
               "the ring (`circbuf gc` removes it). Rings are found in /dev/shm by their\n"
               "headers; nothing is attached or mapped.");
   return {sub, RunLs};

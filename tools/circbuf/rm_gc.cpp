@@ -1,6 +1,7 @@
 // circbuf rm: remove one buffer (refused while live processes hold it, unless
 // --force). circbuf gc: remove every stale buffer and segment, i.e. those
-// that no live process holds any more (their processes crashed).
+// that no live process holds any more (their processes crashed), and what a
+// creator that died before it finished left (leftovers.cpp).
 // Both decide under the segment's own lock (see RemoveSegment), so they never
 // race with a process that is attaching or detaching at that moment.
 #include <cstdio>
@@ -87,14 +88,14 @@ int RunGc() {
   }
   int code = kOk;
   int removed = 0;
-  auto const remove = [&](std::string const& target, std::string const& what) {
+  auto const remove = [&](std::string const& target, std::string const& what, bool unfinished = false) {
     if (g_gc.dry_run) {
       std::printf("would remove %s (%s)\n", target.c_str(), what.c_str());
       ++removed;
       return;
     }
     try {
-      if (RemoveSegment(target, false)) {
+      if (unfinished ? RemoveUnfinished(target) : RemoveSegment(target, false)) {
         std::printf("removed %s (%s)\n", target.c_str(), what.c_str());
         ++removed;
       }
@@ -105,6 +106,16 @@ int RunGc() {
   };
   for (auto const& s : all) {
     if (!Selected(s.name) || s.open_errno != 0 || s.kind == Kind::kForeign) continue;
+    if (s.kind == Kind::kUnfinished) {  // decided under its lock (RemoveUnfinished)
+      std::string const what = s.lock_only ? "unfinished: only its lock was left"
+                                           : "unfinished: " + std::to_string(s.file_bytes) + " bytes, no header";
+      if (s.lock_held) {
+        std::printf("left %s (unfinished: a live process holds its lock)\n", s.name.c_str());
+      } else {
+        remove(s.name, what + ", its creator died", true);
+      }
+      continue;
+    }
     bool const is_ring = rings.contains(s.name);
     bool const is_ring_data = s.name.ends_with(".data") && rings.contains(s.name.substr(0, s.name.size() - 5));
     if (is_ring_data) continue;  // goes with its ring
@@ -135,6 +146,7 @@ Command AddGc(CLI::App& app) {
   sub->add_option("pattern", g_gc.patterns, "Only names that match these globs (e.g. '/test-*')");
   sub->add_flag("-n,--dry-run", g_gc.dry_run, "Only say what would be removed");
   sub->footer("Stale: no live process holds the segment (their shared flocks died with them).\n"
+              "Unfinished: a creator died before it finished the segment (its lock is free).\n"
               "Segments that are not circbuf's are never touched.");
   return {sub, RunGc};
 }

@@ -62,10 +62,18 @@ void PrintJson(SegmentInfo const& s, Rates const& r) {
   std::fflush(stdout);
 }
 
-// A segment file that is not as long as its header says (SegmentInfo::damage):
-// stat refuses the ring (kNotCircbuf, like the library), and with --json says
-// so on stdout as well, for scripts.
+// A segment file that is not as long as its header says (SegmentInfo::damage)
+// or a State that breaks the library's rules (SegmentInfo::corrupt): stat
+// refuses the ring (kNotCircbuf, like the library), and with --json says so
+// on stdout as well, for scripts.
 [[noreturn]] void RefuseDamaged(SegmentInfo const& s) {
+  if (!s.corrupt.empty()) {
+    if (g_stat.json) {
+      std::printf("{\"name\": %s, \"corrupt\": %s}\n", JsonString(s.name).c_str(), JsonString(s.corrupt).c_str());
+      std::fflush(stdout);
+    }
+    throw Error(kNotCircbuf, s.name + ": " + s.corrupt);
+  }
   if (g_stat.json) {
     std::printf("{\"name\": %s, \"truncated\": true, \"damage\": %s}\n", JsonString(s.name).c_str(),
                 JsonString(s.damage).c_str());
@@ -74,6 +82,8 @@ void PrintJson(SegmentInfo const& s, Rates const& r) {
   throw Error(kNotCircbuf, s.name + ": " + s.damage);
 }
 
+bool Refused(SegmentInfo const& s) { return !s.damage.empty() || !s.corrupt.empty(); }
+
 void PrintText(SegmentInfo const& s, Rates const& r) {
   auto const row = [](char const* key, std::string const& value) { std::printf("%-15s %s\n", key, value.c_str()); };
   row("ring", s.name);
@@ -81,8 +91,9 @@ void PrintText(SegmentInfo const& s, Rates const& r) {
                     std::to_string(s.segment_version) + ")");
   row("capacity", std::to_string(s.capacity) + " bytes (" + HumanBytes(static_cast<double>(s.capacity)) + "), chunk " +
                       std::to_string(s.chunk) + ", max message " + std::to_string(s.max_message));
-  row("write position", std::to_string(s.tail) + " (lap " + std::to_string(s.tail / s.capacity) + ", offset " +
-                            std::to_string(s.tail % s.capacity) + ")");
+  std::uint64_t const capacity = s.capacity != 0 ? s.capacity : 1;  // checked by Inspect (SegmentInfo::corrupt)
+  row("write position", std::to_string(s.tail) + " (lap " + std::to_string(s.tail / capacity) + ", offset " +
+                            std::to_string(s.tail % capacity) + ")");
   row("sequence", std::to_string(s.messages) + " messages written");
   row("rate", HumanCount(r.messages) + " msg/s, " + HumanBytes(r.bytes) + "/s");
   row("writer", WriterText(s));
@@ -96,13 +107,13 @@ int RunStat() {
   std::string const name = CheckRingName(g_stat.name);
   InstallStopHandlers();
   SegmentInfo info = InspectRing(name, /*allow_damaged=*/true);
-  if (!info.damage.empty()) RefuseDamaged(info);
+  if (Refused(info)) RefuseDamaged(info);
   Rates rates;
   double const first = g_stat.watch ? g_stat.interval : std::min(g_stat.interval, 0.5);
   if (!Measure(info, first, rates)) throw Error(kNoSuchBuffer, name + ": removed while measuring");
   info = [&] {
     SegmentInfo fresh = InspectRing(name, /*allow_damaged=*/true);
-    if (!fresh.damage.empty()) RefuseDamaged(fresh);
+    if (Refused(fresh)) RefuseDamaged(fresh);
     fresh.tail = info.tail;
     fresh.messages = info.messages;
     return fresh;
@@ -125,7 +136,7 @@ int RunStat() {
     }
     if (StopRequested()) break;
     SegmentInfo fresh = Inspect(name);
-    if (!fresh.damage.empty()) RefuseDamaged(fresh);
+    if (Refused(fresh)) RefuseDamaged(fresh);
     info.writer = fresh.writer;
     info.writer_pid = fresh.writer_pid;
     info.refcount = fresh.refcount;
