@@ -43,7 +43,7 @@ int ReadAll(std::string const& name) {
   while (next < kMessages) {
     int const n = reader.Read(buffer);
     if (n == cb::kEmpty) {
-      if (!reader.Wait(10s)) {
+      if (reader.Wait(10s) == cb::WaitResult::kTimeout) {
         std::fprintf(stderr, "reader: no message %llu within 10 s\n", static_cast<unsigned long long>(next));
         return 1;
       }

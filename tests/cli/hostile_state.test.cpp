@@ -61,7 +61,7 @@ constexpr Field kFields[] = {
     {"writer_pid", offsetof(cb::State, writer_pid), 4, false},
     {"writer_state", offsetof(cb::State, writer_state), 4, false},
     {"writer_epoch", offsetof(cb::State, writer_epoch), 8, false},
-    {"writer_flags", offsetof(cb::State, writer_flags), 4, false},
+    {"reserved1", offsetof(cb::State, reserved1), 4, false},
     {"offset 512", 512, 4, false},
 };
 
