@@ -487,3 +487,31 @@ TEST(RingProcesses, StateWithoutItsDataSegmentIsTakenOverWithFreshData) {
     EXPECT_GT(delivered, 0U);
   }
 }
+
+// Regression (issue 13): ~Writer had no owner check, so a forked child that
+// destroyed its copy of the parent's Writer marked the ring closed and
+// dropped the OFD lock it shares with the parent: a second writer could then
+// attach while the parent still wrote. Now the child's destructor changes
+// nothing shared.
+TEST(RingProcesses, AForkedChildDestroyingTheWritersCopyChangesNothing) {
+  RingName r;
+  auto const spec = cb::Spec::Make(r.name, 1 << 16);
+  auto w = std::make_unique<cb::Writer>(spec);
+  w->Write(Message(0, 32));
+  Child child([&] {
+    w.reset();  // the child's copy of the parent's Writer
+    return 0;
+  });
+  ASSERT_EQ(child.Wait(), 0);
+  cb::Reader rd(spec);
+  EXPECT_EQ(rd.GetWriterStatus(), cb::WriterStatus::kAlive) << "the ring must not look closed";
+  try {
+    cb::Writer second(spec);
+    ADD_FAILURE() << "a second writer attached while the first still holds the ring";
+  } catch (std::system_error const& e) {
+    EXPECT_EQ(e.code().value(), EBUSY) << e.what();
+  }
+  w->Write(Message(1, 32));
+  std::vector<std::byte> buf(64);
+  EXPECT_EQ(rd.Read(buf), 32);
+}
