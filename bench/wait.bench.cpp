@@ -278,7 +278,8 @@ void RunWakes(benchmark::State& state, std::function<WakeTransport(WakeShared*)>
   for (int k = 0; k < 50 && ok; ++k) ok = sample(false);
   std::uint32_t const wakes_before = w->WakeCount();
   for (auto _ : state) {
-    if (!ok || !(ok = sample(true))) {
+    if (ok) ok = sample(true);
+    if (!ok) {
       state.SkipWithError(error.c_str());
       break;
     }
@@ -316,6 +317,7 @@ void RegisterWake(std::string const& name, std::function<WakeTransport(WakeShare
 void KillSleepers(std::string const& ring, std::function<void()> const& publish, int count) {
   auto* attached = cbb::MapShared<std::atomic<int>>();
   std::vector<std::unique_ptr<cbb::Process>> readers;
+  readers.reserve(static_cast<std::size_t>(count));
   for (int i = 0; i < count; ++i) {
     readers.push_back(std::make_unique<cbb::Process>(cbb::g_cpus.echo, [&]() -> int {
       cb::Reader reader(cb::Spec::Make(ring, 0), {.start = cb::StartAt::kNext});
@@ -557,6 +559,7 @@ void Bystander(benchmark::State& state, RingA mode) {
     });
     while (shared->a_up.load() == 0) std::this_thread::yield();
     std::vector<std::unique_ptr<cbb::Process>> readers;
+    readers.reserve(kBystanderReaders);
     for (int i = 0; i < kBystanderReaders; ++i) {
       readers.push_back(std::make_unique<cbb::Process>(cpu_b, [&]() -> int {
         cb::Reader reader(cb::Spec::Make(ring_a, 0), {.start = cb::StartAt::kNext});

@@ -274,7 +274,7 @@ class Reader : public IWrapper {
   std::uint64_t dead_epoch_ = ~std::uint64_t{0};  // epoch of the writer last reported dead
   std::uint64_t closed_epoch_ = ~std::uint64_t{0};  // epoch of the writer last reported closed
   std::chrono::nanoseconds liveness_interval_{};
-  std::chrono::steady_clock::time_point next_probe_{};
+  std::chrono::steady_clock::time_point next_probe_;  // the epoch: the first sleep probes
   std::atomic<bool> stop_{false};
   static_assert(std::atomic<bool>::is_always_lock_free);
 };
