@@ -117,7 +117,7 @@ long Futex(std::atomic<std::uint64_t>& word, int op, std::uint32_t value) {
 
 WakeTransport FutexFloor(WakeShared* shared) {
   struct W final : Waker {
-    explicit W(WakeShared* s) : s(s) {}
+    explicit W(WakeShared* shared_in) : s(shared_in) {}
     void Wake() override {
       s->futex.value.store(++n, std::memory_order_release);
       Futex(s->futex.value, FUTEX_WAKE, 1);
@@ -126,7 +126,7 @@ WakeTransport FutexFloor(WakeShared* shared) {
     std::uint32_t n = 0;
   };
   struct S final : Sleeper {
-    explicit S(WakeShared* s) : s(s) {}
+    explicit S(WakeShared* shared_in) : s(shared_in) {}
     bool Block() override {
       std::uint64_t v = 0;
       while ((v = s->futex.value.load(std::memory_order_acquire)) == seen) {
@@ -145,7 +145,7 @@ WakeTransport BlockingPipe() {
   auto fds = std::make_shared<std::array<int, 2>>();
   if (::pipe(fds->data()) != 0) return {};
   struct W final : Waker {
-    explicit W(int fd) : fd(fd) {}
+    explicit W(int fd_in) : fd(fd_in) {}
     void Wake() override {
       std::array<std::byte, 64> msg{};
       if (::write(fd, msg.data(), msg.size()) != 64) std::abort();
@@ -153,7 +153,7 @@ WakeTransport BlockingPipe() {
     int fd;
   };
   struct S final : Sleeper {
-    explicit S(int fd) : fd(fd) {}
+    explicit S(int fd_in) : fd(fd_in) {}
     bool Block() override {
       std::array<std::byte, 64> buf{};
       for (std::size_t got = 0; got < buf.size();) {
