@@ -17,7 +17,7 @@
 //       | writer_pid i32 | writer_state u32 | writer_epoch u64 |        |  ownership: writer attach,
 //       | reserved1 u32 | pad ......................................512  |  detach, take-over
 //   512 +--------------------------------------------------------------+
-//       | reserved (zero) ............................................640  |
+//       | index_sequence[8] u64 ........ 576 | reserved (zero) ...... 640  |  index: writer, per chunk
 //   640 +--------------------------------------------------------------+
 //
 //   Readers map the State read-only (PROT_READ): no reader writes it, so no
@@ -66,21 +66,31 @@
 //     index[k] start of the first committed record at or after the chunk
 //              boundary b with (b / chunk) % kChunks == k (kNoRecord if none
 //              yet). A lapped reader resynchronises through it.
+//     index_sequence[k]  the full (64-bit) sequence number of the record
+//              index[k] names, stored before index[k]. A reader takes a
+//              resynchronisation point only if the record's header carries
+//              its low 48 bits (Reader::Verify): a position changed by
+//              another process then names no record that agrees with it.
+//   None of these positions ever goes backwards, across take-overs too.
 //
 // ---- Record (8-byte aligned, in segment NAME.data) -------------------------------
 //
-//    63 62                                          16 15               0
-//   +--+-----------------------------------------------+-----------------+
-//   |P |        sequence number (low 48 bits)          |  length (bytes) |  header, one u64
-//   +--+-----------------------------------------------+-----------------+
+//    63                                             16 15               0
+//   +--------------------------------------------------+-----------------+
+//   |       sequence number (low 48 bits, 63..16)      |  length (bytes) |  message header, one u64
+//   +--------------------------------------------------+-----------------+
 //   |  payload: `length` bytes, then zero padding to a multiple of 8        |
 //   +---------------------------------------------------------------------+
+//    63 62                                          16 15               0
+//   +--+-----------------------------------------------+-----------------+
+//   |1 |   next message's sequence (low 47 bits)       |        0        |  padding header
+//   +--+-----------------------------------------------+-----------------+
 //
 //   length 1 .. 65535: a message; the record takes 8 + align8(length) bytes.
 //   length 0: a padding record: the rest of the buffer up to its end is
 //             unused (the next message did not fit before the end). Bit 63
-//             (P) is set, so a padding header is never 0; its other sequence
-//             bits hold the low 47 bits of the next message's number.
+//             (P) is set, so a padding header is never 0; bits 62..16 hold
+//             the low 47 bits of the next message's number.
 //   header 0: "nothing here yet". The header is the commit: the writer stores
 //             it last, with release, after the payload, and before that it
 //             stores 0 in the header slot right after the record. So the word
@@ -90,8 +100,10 @@
 //   A padding record is published together with the record after it (the
 //   record's header first), so a reader never follows padding to a lap start
 //   that holds nothing committed, even if the writer dies in between.
-//   Sequence numbers start at 0 and count messages, not records; the reader
-//   extends the 48 bits to 64 relative to the last one it saw.
+//   Sequence numbers start at 0 and count messages, not records. They are
+//   64-bit: the State keeps full ones (sequence, index_sequence[]), from
+//   which a late reader and a writer that takes over learn the high 16 bits;
+//   a reader then counts on, and checks each header's low 48 bits.
 //
 // Why padding and not a split copy: a record is always contiguous, so the
 // zero-copy paths (Writer::Claim, Reader::ReadInPlace) can hand out one span,
@@ -213,9 +225,9 @@ struct State {
   std::uint64_t writer_epoch;
   std::uint32_t reserved1;
   std::byte pad3[kInterference - 20];
-  // reserved (version 1 kept the readers' waiter count here; readers now
-  // write nothing in the State: see the wake word above)
-  std::byte reserved2[kInterference];
+  // the index's sequence numbers: writer, once per chunk, before index[k]
+  std::uint64_t index_sequence[kChunks];
+  std::byte reserved2[kInterference - 8 * kChunks];
 };
 static_assert(std::is_trivial_v<State> && std::is_standard_layout_v<State>);
 static_assert(Storable<State>);
@@ -235,7 +247,8 @@ static_assert(offsetof(State, writer_pid) == 384);
 static_assert(offsetof(State, writer_state) == 388);
 static_assert(offsetof(State, writer_epoch) == 392);
 static_assert(offsetof(State, reserved1) == 400);
-static_assert(offsetof(State, reserved2) == 512);
+static_assert(offsetof(State, index_sequence) == 512);
+static_assert(offsetof(State, reserved2) == 576);
 static_assert(sizeof(State) == 640);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);

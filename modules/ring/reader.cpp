@@ -33,113 +33,125 @@ void Reader::MoveTo(std::uint64_t position) noexcept {
   offset_ = position % capacity_;
 }
 
-namespace reader_impl {
+// ---- Resynchronisation ---------------------------------------------------------------
+//
+// Where a reader starts (Start) and where a lapped one resumes (Lapped) are
+// positions taken from the State: an index entry, or latest. The State may
+// have been changed by another process (docs/threat-model.md), so a
+// position is only a claim, and the data segment, which only the writer
+// writes, has to confirm it: the index entry carries the full sequence
+// number of the record it names (the writer stores it before the position),
+// latest comes with the State's sequence (the number after latest's) and
+// must end exactly at tail. The record found there must be a message header
+// with those low 48 bits of that sequence number, a length that fits, and
+// be intact afterwards. A payload word that happens to look like a header
+// does not also carry the sequence number the State claims (save for a
+// payload built to imitate its own record's header: see the threat model).
+// A lapped reader also never moves backwards: the point must lie ahead of
+// its cursor, with a sequence number no lower than the one it expects and at
+// most one per 16 bytes (the smallest record) ahead of it. A claim that
+// fails is skipped (the next index entry), never delivered.
 
-// Sequence number of the committed record at `position`, if it is still
-// intact after the header was read ([R2] again); false if it was overwritten.
-bool SequenceAt(State* state, std::byte const* data, std::uint64_t capacity, std::uint64_t position,
-                std::uint64_t& sequence) {
-  std::uint64_t const header = LoadWord(data, position % capacity);
+std::size_t Reader::Verify(Point p) const noexcept {
+  if (p.position % kRecordAlignment != 0) return 0;
+  std::uint64_t const header = LoadWord(data_, p.position % capacity_);
   std::atomic_thread_fence(std::memory_order_acquire);  // as [R1]: pairs with [W1]
-  if (position + capacity < std::atomic_ref<std::uint64_t>(state->limit).load(std::memory_order_relaxed)) {
-    return false;
-  }
-  sequence = HeaderSequence(header);
-  // A record, and one that lies wholly inside the buffer.
+  if (p.position + capacity_ < Limit()) return 0;        // overwritten (or the point is stale)
   std::size_t const n = HeaderLength(header);
-  return n != 0 && position % capacity + RecordBytes(n) <= capacity;
+  bool const fits = n != 0 && n <= max_message_ && p.position % capacity_ + RecordBytes(n) <= capacity_;
+  return fits && HeaderSequence(header) == (p.sequence & kSequenceMask) ? n : 0;
 }
 
-// The oldest committed record that is intact now, through the index; kNoRecord if none.
-std::uint64_t FindOldest(State* state, std::uint64_t capacity, std::uint64_t chunk) {
-  std::uint64_t const limit = std::atomic_ref<std::uint64_t>(state->limit).load(std::memory_order_acquire);
-  std::uint64_t const low = limit > capacity ? limit - capacity : 0;
-  for (std::uint64_t b = low; b < low + capacity; b += chunk) {
-    std::uint64_t const e =
-        std::atomic_ref<std::uint64_t>(state->index[(b / chunk) % kChunks]).load(std::memory_order_acquire);  // [R3]
-    std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state->tail).load(std::memory_order_acquire);
+std::optional<Reader::Point> Reader::FindOldest(bool after_cursor) const noexcept {
+  std::uint64_t const limit = Limit();
+  std::uint64_t const low = limit > capacity_ ? limit - capacity_ : 0;
+  for (std::uint64_t b = low; b < low + capacity_; b += chunk_) {
+    std::size_t const k = (b / chunk_) % kChunks;
+    Point const p{std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire),  // [R3]
+                  std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).load(std::memory_order_relaxed)};
+    std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
     if (b >= tail) break;
     // The entry must belong to boundary b of this lap (not an older or newer
     // one) and name a committed record.
-    if (e != kNoRecord && e % kRecordAlignment == 0 && e >= b && e < b + capacity && e < tail) return e;
+    if (p.position == kNoRecord || p.position < b || p.position >= b + capacity_ || p.position >= tail) continue;
+    if (after_cursor && (p.position <= cursor_ || p.sequence < expected_ ||
+                         p.sequence - expected_ > (p.position - cursor_) / RecordBytes(1))) {
+      continue;
+    }
+    if (Verify(p) != 0) return p;
   }
-  return kNoRecord;
+  return std::nullopt;
 }
 
-}  // namespace reader_impl
-using namespace reader_impl;
-
 void Reader::Start(StartAt start) {
+  limit_floor_ = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire);
+  std::uint64_t tail = 0;
+  std::uint64_t next = 0;
   for (int attempt = 0; attempt < 1000; ++attempt) {
-    std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+    tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
     if (tail == 0) {  // nothing written yet: the first message will be sequence 0
       MoveTo(0);
       expected_ = 0;
-      synced_ = true;
       return;
     }
+    // latest and sequence are stored before tail ([W3]): the record that
+    // ends at tail, and the number after it. Checked against each other,
+    // tail and the record, below.
     std::uint64_t const latest = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_relaxed);
-    std::uint64_t position = kNoRecord;
-    if (start == StartAt::kOldest) position = FindOldest(state_, capacity_, chunk_);
-    if (position == kNoRecord) position = latest;
-    if (position == kNoRecord || position >= tail) continue;  // latest is being replaced: look again
-    if (position % kRecordAlignment != 0 || tail % kRecordAlignment != 0) break;  // corrupt: see below
-    std::uint64_t sequence = 0;
-    if (!SequenceAt(state_, data_, capacity_, position, sequence)) continue;
-    if (start == StartAt::kNext) {
-      if (position != latest) continue;
-      // Everything up to tail is skipped: the next record is latest's successor.
-      std::uint64_t const now = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
-      if (now != tail) continue;
-      MoveTo(tail);
-      expected_ = sequence + 1;
-    } else {
-      MoveTo(position);
-      expected_ = sequence;
+    next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_relaxed);
+    if (start == StartAt::kOldest) {
+      if (std::optional<Point> const oldest = FindOldest(false)) {
+        MoveTo(oldest->position);
+        expected_ = oldest->sequence;
+        return;
+      }
     }
-    synced_ = true;
+    if (latest == kNoRecord || latest >= tail || next == 0) continue;  // latest is being replaced: look again
+    std::size_t const n = Verify({latest, next - 1});
+    if (n == 0 || latest + RecordBytes(n) != tail) continue;
+    if (std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire) != tail) continue;
+    if (start == StartAt::kNext) {
+      MoveTo(tail);  // everything up to tail is skipped: the next record is latest's successor
+      expected_ = next;
+    } else {
+      MoveTo(latest);
+      expected_ = next - 1;
+    }
     return;
   }
-  // A writer lapping the whole ring faster than we can look: start at tail
-  // and learn the sequence from the first record read.
-  std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+  // A writer lapping the whole ring faster than we can look (or a State
+  // whose positions do not agree with the records): start at tail, expecting
+  // the sequence number stored with it. Begin checks the first header
+  // against it (kCorrupt if it disagrees, until a lap resynchronises).
   if (tail % kRecordAlignment != 0) {
     KeepAttachedSegments();
     throw std::invalid_argument("ring \"" + std::string(spec_.Name()) + "\": corrupt positions (tail " +
                                 std::to_string(tail) + " is not a record boundary)");
   }
   MoveTo(tail);
-  synced_ = false;
+  expected_ = next;
 }
 
 int Reader::Lapped() {
   if (truncations_->load(std::memory_order_relaxed) != truncations_seen_ && Truncation()) return kCorrupt;
   for (int attempt = 0; attempt < 1000; ++attempt) {
-    std::uint64_t const oldest = FindOldest(state_, capacity_, chunk_);
-    if (oldest == kNoRecord) {
+    std::optional<Point> const oldest = FindOldest(true);
+    if (!oldest) {
       // No committed record is intact: the writer has claimed past all of
       // them (a large record after padding) and not committed it yet -- it
       // may be slow, or dead until a new writer takes over. Nothing to read
       // until it commits; the loss is counted exactly then. A limit more
       // than a capacity past tail is never a write in progress: corrupt.
-      std::uint64_t const limit = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire);
+      std::uint64_t const limit = Limit();
       std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
       if (tail <= limit && limit - tail < capacity_) return kEmpty;
       continue;
     }
-    std::uint64_t sequence = 0;
-    if (!SequenceAt(state_, data_, capacity_, oldest, sequence)) continue;
-    if (synced_) {
-      std::uint64_t const gap = (sequence - expected_) & kSequenceMask;
-      lost_ += gap;
-      last_loss_ = gap;
-      expected_ += gap;
-    } else {
-      expected_ = sequence;
-      synced_ = true;
-      last_loss_ = 0;
-    }
-    MoveTo(oldest);
+    std::uint64_t const gap = oldest->sequence - expected_;
+    lost_ += gap;
+    last_loss_ = gap;
+    expected_ = oldest->sequence;
+    MoveTo(oldest->position);
     return kLapped;
   }
   return kCorrupt;  // no intact record could be found: the positions make no sense
@@ -206,6 +218,7 @@ timespec ToTimespec(std::chrono::nanoseconds d) noexcept {
 }
 
 }  // namespace reader_impl
+using namespace reader_impl;
 
 WaitResult Reader::Wait(std::chrono::nanoseconds timeout) {
   auto const now = std::chrono::steady_clock::now();

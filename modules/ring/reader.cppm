@@ -15,7 +15,9 @@
 //        writer overwrote it during the copy), limit shows it and the copy is
 //        discarded. A record at position p is intact while p >= limit - capacity.
 //   [R3] tail and index[k] loads(acquire) in Wait, late join and
-//        resynchronisation only. Pair with [W3].
+//        resynchronisation only (index_sequence[k] after index[k]). Pair with
+//        [W3]. What they name is a claim that the record must confirm (see
+//        "Resynchronisation" in reader.cpp).
 //   [R4] wake.fetch_or(kWakeArmed, seq_cst) in Wait before it looks at tail,
 //        the writer state and its stop flag for the last time and sleeps on
 //        the value it armed. Pairs with the writer's [W5] (see :writer).
@@ -33,9 +35,12 @@
 // object). Every offset it reads at is cursor % capacity with an 8-aligned
 // cursor, and a record is used only if it lies wholly inside the buffer, is
 // at most MaxMessageSize() long and carries the expected sequence number;
-// positions taken from the State (tail, latest, index[]) must be 8-aligned
-// and are checked against limit and tail before use; a record that ends
-// beyond limit (a frontier that went backwards) is corrupt. When something breaks
+// positions taken from the State (latest, index[]) are resynchronisation
+// points that the record found there must confirm (its header carries the
+// sequence number the State gives with the position), and a lapped reader
+// never moves backwards (see reader.cpp); a record that ends beyond limit,
+// or a limit below the one an earlier validation saw (the frontier went
+// backwards), is corrupt. When something breaks
 // these rules Read returns kCorrupt and the reader *stays put*: its cursor
 // does not move, so every later Read returns kCorrupt again until the ring
 // is repaired (a writer that takes over rewrites what follows tail) or
@@ -52,6 +57,7 @@
 // message (and on the empty path), compared with a member.
 module;
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -205,7 +211,7 @@ class Reader : public IWrapper {
       // limit before it writes a byte below it: [W1] before [W2]), or not the
       // next sequence number: corrupt.
       if (offset_ + RecordBytes(n) > capacity_ || n > max_message_ || cursor_ + RecordBytes(n) > limit ||
-          (synced_ && HeaderSequence(header) != (expected_ & kSequenceMask))) [[unlikely]] {
+          HeaderSequence(header) != (expected_ & kSequenceMask)) [[unlikely]] {
         return Corrupt(header);
       }
       header_ = header;
@@ -216,28 +222,27 @@ class Reader : public IWrapper {
   // After the payload was copied or looked at: was it intact throughout?
   int Finish(int n) {
     std::atomic_thread_fence(std::memory_order_acquire);  // [R2] pairs with [W1]
-    if (Overwritten()) [[unlikely]] {
+    // Relaxed on purpose: after [R2]'s fence, which orders this load after
+    // the data it validates.
+    std::uint64_t const limit = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_relaxed);
+    if (cursor_ + capacity_ < limit) [[unlikely]] {
       return Lapped();
     }
+    // The frontier never goes backwards: one below what an earlier
+    // validation saw is a changed State, and cannot vouch for this copy.
+    if (limit < limit_floor_) [[unlikely]] {
+      return Corrupt(header_);
+    }
+    limit_floor_ = limit;
     // A segment truncated during the copy reads as zeros from the fault on.
     if (truncations_->load(std::memory_order_relaxed) != truncations_seen_) [[unlikely]] {
       if (Truncation()) return kCorrupt;
     }
-    Advance(header_, static_cast<std::size_t>(n));
+    Advance(static_cast<std::size_t>(n));
     return n;
   }
 
-  // Relaxed on purpose: every call follows an acquire ([R1]'s header load,
-  // or [R2]'s fence), which orders this load after the data it validates.
-  [[nodiscard]] bool Overwritten() const noexcept {
-    return cursor_ + capacity_ < std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_relaxed);
-  }
-
-  void Advance(std::uint64_t header, std::size_t n) noexcept {
-    if (!synced_) [[unlikely]] {
-      expected_ = HeaderSequence(header);
-      synced_ = true;
-    }
+  void Advance(std::size_t n) noexcept {
     ++expected_;
     ++delivered_;
     cursor_ += RecordBytes(n);
@@ -245,8 +250,28 @@ class Reader : public IWrapper {
     if (offset_ == capacity_) offset_ = 0;
   }
 
+  // A position and the full sequence number of the record there, both taken
+  // from the State (an index entry, or latest): a resynchronisation point
+  // (Verify says whether the record agrees).
+  struct Point {
+    std::uint64_t position;
+    std::uint64_t sequence;
+  };
   int Lapped();
   int Corrupt(std::uint64_t header);
+  // The frontier as far as this reader can tell: limit, or the highest
+  // limit an earlier validation saw if limit is below it.
+  [[nodiscard]] std::uint64_t Limit() const noexcept {
+    return std::max(std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire), limit_floor_);
+  }
+  // Length of the record at p.position if the data segment agrees with the
+  // State about it (a message header there with p.sequence's low 48 bits, a
+  // length that fits) and it is still intact; 0 if not.
+  [[nodiscard]] std::size_t Verify(Point p) const noexcept;
+  // The oldest intact record that the index names and the data confirms;
+  // after_cursor: also one that lies ahead of this reader's cursor, with a
+  // sequence number that its distance allows (see reader.cpp).
+  [[nodiscard]] std::optional<Point> FindOldest(bool after_cursor) const noexcept;
   // Slow path after TruncationEvents() moved: true if one of our segments
   // was truncated (then every Read is kCorrupt), else remembers the count.
   bool Truncation() noexcept;
@@ -267,7 +292,7 @@ class Reader : public IWrapper {
   std::uint64_t lost_ = 0;
   std::uint64_t last_loss_ = 0;
   std::size_t pending_size_ = 0;
-  bool synced_ = false;  // expected_ is known (after the first record)
+  std::uint64_t limit_floor_ = 0;  // the limit of the last validated delivery (limit never goes backwards)
   // Wait: the writer epoch last reported, the liveness bound, the stop flag
   // (lock-free, so a signal handler may set it).
   std::uint64_t seen_epoch_ = 0;

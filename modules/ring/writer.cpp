@@ -95,21 +95,32 @@ void Writer::Recover() {
   std::uint64_t boundary = 0;  // next chunk boundary whose index entry is due
   std::uint64_t last = kNoRecord;
   std::uint64_t seq = 0;
-  auto take = [&](std::uint64_t at, std::uint64_t header) {  // a committed record at `at`
+  // A committed record at `at` whose full sequence number is seq (the caller
+  // checked its header against it).
+  auto take = [&](std::uint64_t at, std::uint64_t header) {
     for (; boundary <= at; boundary += chunk_) {
-      std::atomic_ref<std::uint64_t>(state_->index[(boundary / chunk_) % kChunks]).store(at, std::memory_order_release);
+      std::size_t const k = (boundary / chunk_) % kChunks;
+      std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).store(seq, std::memory_order_relaxed);
+      std::atomic_ref<std::uint64_t>(state_->index[k]).store(at, std::memory_order_release);
     }
     last = at;
-    seq = HeaderSequence(header) + 1;
+    ++seq;
     p = at + RecordBytes(HeaderLength(header));
   };
   if (tail != 0) {
+    // The newest index entry below tail that is intact and whose record
+    // carries the sequence number stored with it (a writer that died between
+    // the two stores of an entry left it torn: an older entry serves).
     std::uint64_t start = kNoRecord;
-    for (std::uint64_t& entry : state_->index) {
-      std::uint64_t const e = std::atomic_ref<std::uint64_t>(entry).load(std::memory_order_acquire);
+    std::uint64_t start_seq = 0;
+    for (std::size_t k = 0; k < kChunks; ++k) {
+      std::uint64_t const e = std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire);
+      std::uint64_t const s = std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).load(std::memory_order_relaxed);
       if (e != kNoRecord && e % kRecordAlignment == 0 && e < tail && e + capacity_ >= limit_ &&
-          (start == kNoRecord || e > start))
+          (start == kNoRecord || e > start) && HeaderSequence(LoadWord(data_, e % capacity_)) == (s & kSequenceMask)) {
         start = e;
+        start_seq = s;
+      }
     }
     std::uint64_t const latest = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_relaxed);
     std::uint64_t const next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_relaxed);
@@ -135,7 +146,9 @@ void Writer::Recover() {
       last = latest;
       seq = next;
     } else if (start == kNoRecord) {
-      start = 0;  // never wrapped: the first record is at 0
+      start = 0;  // never wrapped: the first record is at 0, sequence 0
+    } else {
+      seq = start_seq;  // the full 64 bits: a header holds only the low 48
     }
     p = start;
     // The entry for start's own boundary is there (for an overrun: latest's).
@@ -150,6 +163,11 @@ void Writer::Recover() {
       }
       if (n > max_message_ || off + RecordBytes(n) > capacity_) {
         throw std::invalid_argument(corrupt + "bad record at position " + std::to_string(p));
+      }
+      if (HeaderSequence(header) != (seq & kSequenceMask)) {
+        throw std::invalid_argument(corrupt + "record at position " + std::to_string(p) + " has sequence number " +
+                                    std::to_string(HeaderSequence(header)) + ", not " +
+                                    std::to_string(seq & kSequenceMask));
       }
       take(p, header);
     }
@@ -192,10 +210,11 @@ void Writer::Recover() {
   }
 }
 
-void Writer::UpdateIndex(std::uint64_t start) noexcept {
+void Writer::UpdateIndex(std::uint64_t start, std::uint64_t sequence) noexcept {
   for (; next_boundary_ <= start; next_boundary_ += chunk_) {
-    std::atomic_ref<std::uint64_t>(state_->index[(next_boundary_ / chunk_) % kChunks])
-        .store(start, std::memory_order_release);  // [W3] pairs with [R3]
+    std::size_t const k = (next_boundary_ / chunk_) % kChunks;
+    std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).store(sequence, std::memory_order_relaxed);
+    std::atomic_ref<std::uint64_t>(state_->index[k]).store(start, std::memory_order_release);  // [W3] pairs with [R3]
   }
 }
 

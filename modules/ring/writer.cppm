@@ -12,10 +12,12 @@
 //        0 stored in the next header slot. Pairs with [R1]: a reader that
 //        sees the header sees the whole record, and then 0 (or a newer
 //        record) at the next slot.
-//   [W3] tail.store(release) after [W2]; index[k].store(release) after that,
-//        so an index entry only ever names a committed record (also after a
-//        writer died between the two). Pair with [R3] (Wait, late join,
-//        resynchronisation) and with the next writer's take-over.
+//   [W3] tail.store(release) after [W2]; index_sequence[k] (relaxed), then
+//        index[k].store(release) after that, so an index entry only ever
+//        names a committed record (also after a writer died between the
+//        two). Pair with [R3] (Wait, late join, resynchronisation) and with
+//        the next writer's take-over; a torn entry (a sequence number that
+//        is not its record's) is skipped by both.
 //   [W4] wake.load(relaxed) after [W3] with only a compiler barrier between
 //        them: one load of a line that changes only when a reader goes to
 //        sleep, so free while nobody sleeps. If the armed bit is set, one
@@ -36,8 +38,9 @@
 // Crash behaviour: one writer at a time, enforced by an OFD write lock on
 // the state segment that the kernel drops when the writer dies. A new
 // writer takes over: it finds the last committed record from the index,
-// checks that the records from there end exactly at tail, and continues the
-// sequence numbers; whatever the dead writer had claimed but not committed
+// checks that the records from there carry consecutive sequence numbers and
+// end exactly at tail, and continues the 64-bit sequence numbers (the high
+// bits from index_sequence, or from the State's sequence); whatever the dead writer had claimed but not committed
 // is overwritten. Readers see WriterStatus::kDead meanwhile.
 // fork(): the OFD lock belongs to the open file description, which a child
 // shares; a child of a writer that outlives its parent keeps the ring locked
@@ -168,8 +171,8 @@ class Writer : public IWrapper {
     std::atomic_ref<std::uint64_t>(state_->latest).store(start, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->sequence).store(seq_, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->tail).store(pos_, std::memory_order_release);  // [W3]
-    if (start >= next_boundary_) [[unlikely]] {                       // [W3]
-      UpdateIndex(start);
+    if (start >= next_boundary_) [[unlikely]] {  // [W3]
+      UpdateIndex(start, seq_ - 1);
     }
     std::atomic_signal_fence(std::memory_order_seq_cst);  // [W4] compiler-only, see the header
     if ((std::atomic_ref<std::uint32_t>(*wake_).load(std::memory_order_relaxed) & kWakeArmed) != 0) [[unlikely]] {
@@ -177,7 +180,7 @@ class Writer : public IWrapper {
     }
   }
 
-  void UpdateIndex(std::uint64_t start) noexcept;
+  void UpdateIndex(std::uint64_t start, std::uint64_t sequence) noexcept;
   void WakeReaders() noexcept;           // [W5], then FUTEX_WAKE of two (they pass it on)
   void WakeAll() noexcept;               // [W5], then FUTEX_WAKE of every sleeper (attach, close)
   void Recover();
