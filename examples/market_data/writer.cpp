@@ -34,8 +34,9 @@ int main(int argc, char** argv) {
   double const rate = argc > 2 ? std::strtod(argv[2], nullptr) : 100'000;
   try {
     // 1 MiB of record space: a Quote record takes 8 + 48 bytes, so the ring
-    // holds the last ~18700 quotes; a reader that falls further behind is
-    // lapped and told exactly how many it missed.
+    // holds the last ~18700 quotes; a reader with up to 16383 unread loses
+    // none (docs/sizing.md), one further behind may be lapped and is told
+    // exactly how many it missed.
     cb::Writer writer(cb::Spec::Make(market_data::kRingName, 1 << 20));
     std::printf("writer: ring %s, %llu bytes, publishing %llu quotes at %.0f/s\n", market_data::kRingName,
                 static_cast<unsigned long long>(writer.Capacity()), static_cast<unsigned long long>(count), rate);
