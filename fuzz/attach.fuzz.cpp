@@ -12,7 +12,7 @@
 // Input (little-endian; missing bytes read as 0; files are zero beyond their contents):
 //   u32 state file bytes   (mod 4096 + 640 + 129)
 //   u32 state content bytes
-//   u32 data file bytes    (mod 4096 + 16384 + 1)
+//   u32 data file bytes    (mod 4096 + 16384 + 8 + 1: up to a 16 KiB ring with its end mark)
 //   u8  bits 0-1: where the reader starts (mod 3); bit 2: then a Writer
 //       attaches too (a take-over of whatever it finds) and writes once
 //   state content, then data content (the rest)
@@ -41,7 +41,7 @@ using namespace circbuf::fuzz;
 namespace {
 
 constexpr std::size_t kStateFileMax = circbuf::kPageSize + sizeof(cb::State) + 128;
-constexpr std::size_t kDataFileMax = circbuf::kPageSize + 16384;
+constexpr std::size_t kDataFileMax = circbuf::kPageSize + cb::DataBytes(16384);
 
 struct Input {
   std::size_t state_file = 0;
@@ -187,7 +187,9 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* bytes, std::size_t siz
   if (write_both()) {
     Refusable([&] {
       cb::Reader reader(cb::Spec::Make(name, 0), {.start = in.start});
-      if (reader.Capacity() + circbuf::kPageSize != in.data_file) Fail("attached to a ring whose data size disagrees");
+      if (circbuf::kPageSize + cb::DataBytes(reader.Capacity()) != in.data_file) {
+        Fail("attached to a ring whose data size disagrees");
+      }
       CheckRead(reader, buffer);
     });
   }
@@ -195,8 +197,10 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* bytes, std::size_t siz
     // A writer attaching to what it finds is a take-over: it recovers the
     // stream from the index and the records (Writer::Recover), then writes.
     Refusable([&] {
-      std::uint64_t const capacity =
-          in.data_file > circbuf::kPageSize ? in.data_file - circbuf::kPageSize : cb::kMinCapacity;
+      // The capacity whose data segment (records, end mark) the file would be.
+      std::uint64_t const capacity = in.data_file >= circbuf::kPageSize + cb::kMinCapacity + 8
+                                         ? in.data_file - circbuf::kPageSize - 8
+                                         : cb::kMinCapacity;
       cb::Writer writer(cb::Spec::Make(name, capacity));
       std::byte const message[24] = {};
       writer.Write(message);

@@ -145,10 +145,12 @@ void Run(Bytes& in) {
   for (std::size_t i = 0; i < kPositions; ++i) {
     std::memcpy(state.data() + kPageSize + kPositionOffset[i], &positions[i], 8);
   }
-  // The data segment: content from the input, zeros after it.
-  std::vector<std::uint8_t> data = SegmentFile(capacity);
+  // The data segment: content from the input, zeros after it, and the end
+  // mark (without it the attach refuses the ring).
+  std::vector<std::uint8_t> data = SegmentFile(cb::DataBytes(capacity));
   std::size_t const content = std::min<std::size_t>(in.Take(2), capacity);
   for (std::size_t i = 0; i < content; ++i) data[kPageSize + i] = static_cast<std::uint8_t>(in.Take(1));
+  std::memcpy(data.data() + kPageSize + cb::EndMarkOffset(capacity), &cb::kEndMark, 8);
   if (!WriteSegment(name, state.size(), state) || !WriteSegment(data_name, data.size(), data)) {
     Fail("cannot write the segments");
   }
@@ -251,7 +253,7 @@ void WriteSeeds(std::string const& dir) {
       out.push_back(static_cast<std::uint8_t>(c.start));
       for (std::size_t off : kPositionOffset) PutU64(out, Word(state.data() + kPageSize + off));
       std::vector<std::uint8_t> const content =
-          Trimmed(std::vector<std::uint8_t>(data.begin() + kPageSize, data.end()));
+          Trimmed(std::vector<std::uint8_t>(data.begin() + kPageSize, data.begin() + kPageSize + c.capacity));
       out.push_back(static_cast<std::uint8_t>(content.size()));
       out.push_back(static_cast<std::uint8_t>(content.size() >> 8));
       out.insert(out.end(), content.begin(), content.end());

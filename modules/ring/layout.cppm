@@ -105,6 +105,21 @@
 //   which a late reader and a writer that takes over learn the high 16 bits;
 //   a reader then counts on, and checks each header's low 48 bits.
 //
+// ---- End mark (segment NAME.data, after the record space) -----------------------
+//
+//   The data segment's user region is DataBytes(capacity) bytes: the record
+//   space (capacity bytes), rounded up to whole pages, then one u64 kEndMark
+//   at EndMarkOffset(capacity), alone in the last page of the file. It is
+//   written when the segment is created and never again. A cut of the file
+//   (ftruncate by another process) anywhere inside the record space, also in
+//   the middle of a page, takes the last page with it: the kernel unmaps the
+//   pages past the new end before it zeroes the rest of the page the cut
+//   falls in. A cut inside a page does not fault (the rest of that page
+//   reads as zeros), so a reader would copy the zeros as a message; instead
+//   it loads the end mark after every copy (and when it finds nothing to
+//   read): gone or zero means the ring was truncated (kCorrupt, Truncated()),
+//   and the copy is not delivered. One load of a line nobody writes.
+//
 // Why padding and not a split copy: a record is always contiguous, so the
 // zero-copy paths (Writer::Claim, Reader::ReadInPlace) can hand out one span,
 // and the copy loops have no wrap test. The cost is at most one message's
@@ -124,18 +139,27 @@ import circbuf.shm;
 export namespace circbuf::CircularBuffer {
 
 inline constexpr std::uint64_t kRingMagic = 0x3130'474E'4952'4243ULL;  // "CBRING01" little-endian
-inline constexpr std::uint32_t kRingVersion = 2;  // 2: wake word in the header page, State read-only for readers
+// 2: wake word in the header page, State read-only for readers, index_sequence[], the data segment's end mark
+inline constexpr std::uint32_t kRingVersion = 2;
 inline constexpr std::size_t kInterference = 128;  // two cache lines
 inline constexpr std::uint64_t kChunks = 8;
 inline constexpr std::uint64_t kNoRecord = ~std::uint64_t{0};
 
 inline constexpr std::size_t kMaxMessageSize = 65535;
 inline constexpr std::size_t kMinCapacity = 4096;
-inline constexpr std::size_t kMaxCapacity = kMaxSegmentSize;  // 50 MiB = 52428800
+inline constexpr std::size_t kMaxCapacity = std::size_t{50} * 1024 * 1024;  // 50 MiB = 52428800
 inline constexpr std::size_t kCapacityAlignment = 64;         // capacity is rounded up to this
 inline constexpr std::size_t kRecordAlignment = 8;
 inline constexpr std::size_t kHeaderBytes = 8;
 inline constexpr std::size_t kMaxRingNameLength = kMaxNameLength - 5;  // room for ".data"
+
+inline constexpr std::uint64_t kEndMark = 0x444E'4541'5441'4443ULL;  // "CDATAEND" little-endian
+constexpr std::uint64_t EndMarkOffset(std::uint64_t capacity) noexcept {
+  return (capacity + kPageSize - 1) / kPageSize * kPageSize;
+}
+// Bytes of the data segment's user region (see "End mark" above).
+constexpr std::uint64_t DataBytes(std::uint64_t capacity) noexcept { return EndMarkOffset(capacity) + 8; }
+static_assert(DataBytes(kMaxCapacity) <= kMaxSegmentSize);
 
 inline constexpr std::uint64_t kSequenceBits = 48;
 inline constexpr std::uint64_t kSequenceMask = (std::uint64_t{1} << kSequenceBits) - 1;

@@ -166,6 +166,12 @@ int Reader::Corrupt(std::uint64_t header) {
   return kCorrupt;
 }
 
+int Reader::TruncatedData() {
+  EndMarkGone();
+  (void)Truncation();  // logs it (Truncated() is true now)
+  return kCorrupt;
+}
+
 bool Reader::Truncation() noexcept {
   std::uint32_t const now = truncations_->load(std::memory_order_seq_cst);
   if (!Truncated()) {

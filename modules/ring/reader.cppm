@@ -193,6 +193,11 @@ class Reader : public IWrapper {
         if (truncations_->load(std::memory_order_relaxed) != truncations_seen_) [[unlikely]] {
           if (Truncation()) return kCorrupt;
         }
+        // A cut inside a page reads as zeros, and a reader would wait at a
+        // zero header forever: the end mark says so (see :layout).
+        if (!EndMarkIntact()) [[unlikely]] {
+          return TruncatedData();
+        }
         // While waiting, also ask for the line after the header's: a record
         // of more than 56 bytes continues there, and the writer fills it just
         // before it publishes the header, so both lines then travel together.
@@ -234,9 +239,14 @@ class Reader : public IWrapper {
       return Corrupt(header_);
     }
     limit_floor_ = limit;
-    // A segment truncated during the copy reads as zeros from the fault on.
+    // A segment truncated during the copy reads as zeros from the fault on;
+    // a cut inside a page reads as zeros without a fault, and the end mark,
+    // loaded after the copy, is gone (see :layout for why it is in time).
     if (truncations_->load(std::memory_order_relaxed) != truncations_seen_) [[unlikely]] {
       if (Truncation()) return kCorrupt;
+    }
+    if (!EndMarkIntact()) [[unlikely]] {
+      return TruncatedData();
     }
     Advance(static_cast<std::size_t>(n));
     return n;
@@ -259,6 +269,7 @@ class Reader : public IWrapper {
   };
   int Lapped();
   int Corrupt(std::uint64_t header);
+  int TruncatedData();  // the end mark is gone: logs once, kCorrupt (sticky through shrunk_)
   // The frontier as far as this reader can tell: limit, or the highest
   // limit an earlier validation saw if limit is below it.
   [[nodiscard]] std::uint64_t Limit() const noexcept {

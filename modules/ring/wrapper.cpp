@@ -152,11 +152,15 @@ void IWrapper::AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages) {
   // the data segment's `initialize`: no reader can attach to the new data
   // and start from the old positions.
   State* const orphan = state_;
-  data_shm_.emplace(
-      DataName(spec_), spec_.capacity,
-      ShmOptions{.mode = mode, .group = group, .huge_pages = huge_pages, .initialize = [orphan](std::span<std::byte>) {
-                   if (orphan != nullptr) ResetPositions(*orphan);
-                 }});
+  std::uint64_t const end_mark = EndMarkOffset(spec_.capacity);
+  data_shm_.emplace(DataName(spec_), DataBytes(spec_.capacity),
+                    ShmOptions{.mode = mode,
+                               .group = group,
+                               .huge_pages = huge_pages,
+                               .initialize = [orphan, end_mark](std::span<std::byte> region) {
+                                 StoreWord(region.data(), end_mark, kEndMark);
+                                 if (orphan != nullptr) ResetPositions(*orphan);
+                               }});
   if (!state_shm_) {
     std::uint64_t const capacity = spec_.capacity;
     state_shm_.emplace(spec_.Name(), sizeof(State),
@@ -167,6 +171,22 @@ void IWrapper::AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages) {
     Validate();
   }
   data_ = data_shm_->Data();
+  CheckEndMark();
+}
+
+void IWrapper::CheckEndMark() const {
+  if (LoadWord(data_, EndMarkOffset(capacity_)) != kEndMark) {
+    throw std::invalid_argument("ring " + Q(spec_.Name()) + ": data segment " + Q(DataName(spec_)) +
+                                " lacks its end mark (damaged, or made by another version)");
+  }
+}
+
+bool IWrapper::EndMarkGone() noexcept {
+  // The load faults if the page is gone: the truncation guard maps zeros
+  // there, so the mark reads 0.
+  if (LoadWord(data_, EndMarkOffset(capacity_)) == kEndMark) return false;
+  shrunk_ = true;
+  return true;
 }
 
 void IWrapper::AttachAsReader(std::chrono::milliseconds wait_for_buffer) {
@@ -193,8 +213,10 @@ void IWrapper::AttachAsReader(std::chrono::milliseconds wait_for_buffer) {
   // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
   BindState(const_cast<State*>(state_shm_->AsStruct<State const>()));
   Validate();
-  data_shm_.emplace(DataName(spec_), capacity_, ShmOptions{.open = OpenMode::kAttach, .access = Access::kReadOnly});
+  data_shm_.emplace(DataName(spec_), DataBytes(capacity_),
+                    ShmOptions{.open = OpenMode::kAttach, .access = Access::kReadOnly});
   data_ = data_shm_->Data();  // mapped PROT_READ: a Reader never writes through it
+  CheckEndMark();
 }
 
 // Treats the shared header as untrusted: everything the hot paths rely on is
@@ -228,6 +250,7 @@ void IWrapper::Validate() {
   }
   truncations_seen_ = truncations_->load(std::memory_order_relaxed);
   capacity_ = s.capacity;
+  end_mark_ = EndMarkOffset(capacity_);
   chunk_ = s.chunk;
   max_message_ = s.max_message;
   spec_.capacity = s.capacity;

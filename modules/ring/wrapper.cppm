@@ -160,6 +160,11 @@ class IWrapper {
   // inside a page reads as zeros without a fault). Sticky: then Truncated()
   // is true too.
   bool CheckShrunk() noexcept;
+  // The data segment's end mark (see :layout) is gone or changed: a cut of
+  // the data segment, also one inside a page that no access faults on.
+  // Sticky (Truncated() is true from then on). Hot paths inline the load.
+  bool EndMarkGone() noexcept;
+  [[nodiscard]] bool EndMarkIntact() const noexcept { return LoadWord(data_, end_mark_) == kEndMark; }
 
   Spec spec_{};
   std::optional<SharedMemory> state_shm_;  // NAME
@@ -168,6 +173,7 @@ class IWrapper {
   std::uint32_t* wake_ = nullptr;   // the wake word (see :layout), read-write for all
   std::byte* data_ = nullptr;
   std::uint64_t capacity_ = 0;
+  std::uint64_t end_mark_ = 0;  // EndMarkOffset(capacity_)
   std::uint64_t chunk_ = 0;
   std::size_t max_message_ = 0;
   // TruncationEvents() of circbuf.shm, and the count last seen: when they
@@ -180,6 +186,7 @@ class IWrapper {
   void AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages);
   void AttachAsReader(std::chrono::milliseconds wait_for_buffer);
   void Validate();
+  void CheckEndMark() const;
   void BindState(State* state) noexcept;
 };
 

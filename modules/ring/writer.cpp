@@ -210,6 +210,19 @@ void Writer::Recover() {
   }
 }
 
+void Writer::CheckNotTruncated() {
+  bool truncated = false;
+  if (std::uint32_t const now = truncations_->load(std::memory_order_seq_cst); now != truncations_seen_) {
+    truncated = Truncated();
+    if (!truncated) truncations_seen_ = now;  // another attachment's segment
+  }
+  if (truncated || EndMarkGone()) {
+    throw std::system_error(EIO, std::generic_category(),
+                            "ring \"" + std::string(spec_.Name()) +
+                                "\": a segment was truncated by another process; nothing written now reaches a reader");
+  }
+}
+
 void Writer::UpdateIndex(std::uint64_t start, std::uint64_t sequence) noexcept {
   for (; next_boundary_ <= start; next_boundary_ += chunk_) {
     std::size_t const k = (next_boundary_ / chunk_) % kChunks;

@@ -90,7 +90,9 @@ class Writer : public IWrapper {
   Writer& operator=(Writer const&) = delete;
 
   // Publishes one message of 1 .. MaxMessageSize() bytes. Never waits for a
-  // reader. Throws std::length_error for a bad size (the ring is unchanged).
+  // reader. Throws std::length_error for a bad size (the ring is unchanged),
+  // and std::system_error (EIO) once another process has truncated a segment
+  // of the ring (checked once per chunk, so within capacity / 8 bytes).
   void Write(std::span<std::byte const> message) {
     std::size_t const n = message.size();
     if (n == 0 || n > max_message_) [[unlikely]] {
@@ -141,6 +143,7 @@ class Writer : public IWrapper {
   std::uint64_t Reserve(std::uint64_t bytes) {
     pad_ = offset_ + bytes > capacity_ ? capacity_ - offset_ : 0;
     if (pos_ + pad_ + bytes + kHeaderBytes > limit_) [[unlikely]] {
+      CheckNotTruncated();
       AdvanceLimit(pos_ + pad_ + bytes + kHeaderBytes);
     }
     return pad_ == 0 ? offset_ : 0;
@@ -180,6 +183,10 @@ class Writer : public IWrapper {
     }
   }
 
+  // Once per chunk: throws std::system_error (EIO) if a segment of the ring
+  // was truncated by another process (what is written after that reaches
+  // no reader: the pages are private zeros or beyond the file's end).
+  void CheckNotTruncated();
   void UpdateIndex(std::uint64_t start, std::uint64_t sequence) noexcept;
   void WakeReaders() noexcept;           // [W5], then FUTEX_WAKE of two (they pass it on)
   void WakeAll() noexcept;               // [W5], then FUTEX_WAKE of every sleeper (attach, close)

@@ -77,8 +77,9 @@ export namespace circbuf {
 
 inline constexpr std::size_t kCacheLineSize = 64;
 inline constexpr std::size_t kPageSize = 4096;
-// Largest user region of one segment: the 50 MiB ring data limit.
-inline constexpr std::size_t kMaxSegmentSize = std::size_t{50} * 1024 * 1024;
+// Largest user region of one segment: the 50 MiB ring data limit, plus the
+// page that holds a ring's end mark (circbuf.ring:layout).
+inline constexpr std::size_t kMaxSegmentSize = std::size_t{50} * 1024 * 1024 + kPageSize;
 
 // ---- What may live in shared memory ------------------------------------------
 //

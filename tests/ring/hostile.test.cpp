@@ -16,6 +16,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -185,7 +186,9 @@ TEST(HostileRing, CapacityThatDisagreesWithTheDataSegmentIsRefused) {
   s.max_message = static_cast<std::uint32_t>(cb::MaxMessageFor(s.capacity));
   std::string const error = ErrorOf<std::length_error>([&] { cb::Reader reader(cb::Spec::Make(r.name, 0)); });
   EXPECT_NE(error.find(r.name + ".data"), std::string::npos) << error;
-  EXPECT_NE(error.find("exists with 4096 bytes, asked for 8192"), std::string::npos) << error;
+  std::string const sizes = "exists with " + std::to_string(cb::DataBytes(kCapacity)) + " bytes, asked for " +
+                            std::to_string(cb::DataBytes(2 * kCapacity));
+  EXPECT_NE(error.find(sizes), std::string::npos) << error;
 }
 
 // Another process shrinks a segment of the ring under a reader (a separate
@@ -224,6 +227,73 @@ TEST(HostileRing, SegmentShrunkUnderAReaderIsReportedNotSigbus) {
     Fill(w, 5, 300);  // the writer, too, lives through the shrink of its own segments
     shrunk.Send();
     EXPECT_EQ(reader.Wait(), 0) << "segment " << r.name + which << " (135 = SIGBUS)";
+  }
+}
+
+// NAME.data cut inside a page, by another process: the rest of that page
+// reads as zeros and no access faults (the pages after it are gone). A
+// reader used to deliver the record that the cut went through with its tail
+// zeroed, and a caught-up reader whose next header lay in the zeroed part
+// reported kEmpty forever, Truncated() false both times. Now: kCorrupt, and
+// Truncated() (the data segment's end mark is gone, see :layout).
+TEST(HostileRing, CutInsideAPageIsReportedNotDeliveredAsZeros) {
+  struct Case {
+    off_t cut;   // bytes of record space left
+    int before;  // messages read before the cut
+  };
+  // Records of 108 bytes: record 10 spans 1080 .. 1188, so a cut at 1168
+  // goes through it; at 3000 all 20 lie before the cut, and the reader is
+  // caught up at a header slot in the zeroed part.
+  for (Case const c : {Case{1168, 10}, Case{3000, 20}}) {
+    RingName r;
+    cb::Writer w(cb::Spec::Make(r.name, 16 * kCapacity));
+    Fill(w, 20, 100);
+    Pipe attached;
+    Pipe shrunk;
+    Child reader([&] {
+      cb::Reader rd(cb::Spec::Make(r.name, 0), {.start = cb::StartAt::kOldest});
+      std::vector<std::byte> buf(cb::kMaxMessageSize);
+      for (int i = 0; i < c.before; ++i) {
+        if (rd.Read(buf) != 100 || !Matches(static_cast<std::uint64_t>(i), std::span(buf.data(), 100))) return 10;
+      }
+      attached.Send();
+      if (shrunk.Receive() < 0) return 11;
+      for (int i = 0; i < 3; ++i) {
+        int const n = rd.Read(buf);
+        if (n > 0) return 12;  // delivered (with zeros)
+        if (n == cb::kEmpty) return 13;
+        if (n != cb::kCorrupt) return 14;
+      }
+      return rd.Truncated() ? 0 : 15;
+    });
+    ASSERT_EQ(attached.Receive(), '.');
+    Shrink(r.name + ".data", static_cast<off_t>(kPageSize) + c.cut);
+    shrunk.Send();
+    EXPECT_EQ(reader.Wait(), 0) << "cut at " << c.cut << " (12: a message delivered, 13: kEmpty, 15: not Truncated)";
+  }
+}
+
+// The writer, too, learns that its ring was truncated, within a chunk:
+// Write throws std::system_error (EIO) instead of publishing into pages no
+// reader can see (it used to go on for ever).
+TEST(HostileRing, WriterStopsPublishingIntoATruncatedRing) {
+  for (off_t const cut : {off_t{1168}, off_t{8192}}) {  // inside a page, and on a page boundary
+    RingName r;
+    cb::Writer w(cb::Spec::Make(r.name, 16 * kCapacity));
+    Fill(w, 20, 100);
+    Shrink(r.name + ".data", static_cast<off_t>(kPageSize) + cut);
+    int written = 0;
+    std::error_code error;
+    try {
+      for (; written < 10000; ++written) w.Write(Message(20 + static_cast<std::uint64_t>(written), 100));
+    } catch (std::system_error const& e) {
+      error = e.code();
+      EXPECT_NE(std::string(e.what()).find("truncated by another process"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(error.value(), EIO) << "cut at " << cut << ": " << written << " messages written after it";
+    // Within one chunk (capacity / 8) of where the writer stood.
+    EXPECT_LE(static_cast<std::uint64_t>(written) * cb::RecordBytes(100), 16 * kCapacity / cb::kChunks + 108);
+    EXPECT_TRUE(w.Truncated());
   }
 }
 

@@ -261,9 +261,10 @@ void FillRing(SegmentInfo& info, cb::State const& s, SegmentFile const& state_fi
   info.data_refcount = header.refcount;
   info.damage = SizeDamage("data segment " + data_name, data.FileBytes(), header.user_bytes);
   if (!info.corrupt.empty()) return;  // nothing below may trust the State
-  if (info.damage.empty() && header.user_bytes != s.capacity) {
+  if (info.damage.empty() && header.user_bytes != cb::DataBytes(s.capacity)) {
     info.damage = "damaged: data segment " + data_name + " holds " + std::to_string(header.user_bytes) +
-                  " bytes, the ring's capacity is " + std::to_string(s.capacity);
+                  " bytes, a ring of capacity " + std::to_string(s.capacity) + " has " +
+                  std::to_string(cb::DataBytes(s.capacity)) + " (records and end mark)";
   }
   if (info.damage.empty()) {
     info.messages = MessagesWritten(state_file, s.capacity, data);
