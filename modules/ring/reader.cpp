@@ -94,11 +94,6 @@ void Reader::Start(StartAt start) {
       expected_ = 0;
       return;
     }
-    // latest and sequence are stored before tail ([W3]): the record that
-    // ends at tail, and the number after it. Checked against each other,
-    // tail and the record, below.
-    std::uint64_t const latest = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_relaxed);
-    next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_relaxed);
     if (start == StartAt::kOldest) {
       if (std::optional<Point> const oldest = FindOldest(false)) {
         MoveTo(oldest->position);
@@ -106,12 +101,17 @@ void Reader::Start(StartAt start) {
         return;
       }
     }
-    if (latest == kNoRecord || latest >= tail || next == 0) continue;  // latest is being replaced: look again
+    // latest, then the number after its record (the writer stores them in
+    // this order, with tail after them: [W3]). Two adjacent loads: if the
+    // writer published in between, the record at latest does not carry
+    // next - 1, and we look again.
+    std::uint64_t const latest = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_acquire);
+    next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_acquire);
+    if (latest == kNoRecord || next == 0) continue;
     std::size_t const n = Verify({latest, next - 1});
-    if (n == 0 || latest + RecordBytes(n) != tail) continue;
-    if (std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire) != tail) continue;
+    if (n == 0) continue;
     if (start == StartAt::kNext) {
-      MoveTo(tail);  // everything up to tail is skipped: the next record is latest's successor
+      MoveTo(latest + RecordBytes(n));  // latest's successor comes next (after padding, if it did not fit)
       expected_ = next;
     } else {
       MoveTo(latest);
@@ -119,10 +119,17 @@ void Reader::Start(StartAt start) {
     }
     return;
   }
-  // A writer lapping the whole ring faster than we can look (or a State
-  // whose positions do not agree with the records): start at tail, expecting
-  // the sequence number stored with it. Begin checks the first header
-  // against it (kCorrupt if it disagrees, until a lap resynchronises).
+  // A writer lapping the whole ring faster than we can look, or a State
+  // whose positions agree with no record. The oldest record the index
+  // names, if the data confirms one (for kNext too: better old messages
+  // than a guess); else tail, expecting the sequence number stored with it
+  // (Begin checks the first header against it: kCorrupt if it disagrees,
+  // until a lap resynchronises).
+  if (std::optional<Point> const oldest = FindOldest(false)) {
+    MoveTo(oldest->position);
+    expected_ = oldest->sequence;
+    return;
+  }
   if (tail % kRecordAlignment != 0) {
     KeepAttachedSegments();
     throw std::invalid_argument("ring \"" + std::string(spec_.Name()) + "\": corrupt positions (tail " +
@@ -261,7 +268,8 @@ std::optional<WaitResult> Reader::Look(bool probe_due) {
     bool dead = false;
     try {
       dead = GetWriterStatus() == WriterStatus::kDead;
-    } catch (...) {  // fcntl failed: no verdict; the next probe tries again
+    } catch (...) {
+      dead = false;  // fcntl failed: no verdict; the next probe tries again
     }
     if (dead) {
       dead_epoch_ = epoch;

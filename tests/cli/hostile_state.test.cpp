@@ -164,7 +164,7 @@ struct HostileRing {
   }
 
   // Sets `f` to each of its values in turn, runs every subcommand, restores it.
-  void Try(Field const& f) {
+  void Try(Field const& f) const {
     auto const original = Get(name, f.offset, f.bytes);
     for (std::uint64_t const value : Values(f)) {
       if (std::memcmp(&value, original.data(), f.bytes) == 0) continue;  // the right value

@@ -64,7 +64,7 @@ class RawState {
   RawState& operator=(RawState const&) = delete;
 
   cb::State& State() { return *reinterpret_cast<cb::State*>(static_cast<std::byte*>(base_) + kPageSize); }
-  std::atomic_ref<std::uint64_t> Word(std::uint64_t& field) { return std::atomic_ref<std::uint64_t>(field); }
+  static std::atomic_ref<std::uint64_t> Word(std::uint64_t& field) { return std::atomic_ref<std::uint64_t>(field); }
 
  private:
   void* base_ = nullptr;
@@ -247,6 +247,7 @@ TEST(ForgedState, RandomWritesIntoTheStateNeverDeliverAFakeOrRepeatedMessage) {
     // a State that is corrupt at that moment: that is not what is tested).
     Pipe attached;
     std::vector<std::unique_ptr<Child>> readers;
+    readers.reserve(4);
     for (int i = 0; i < 4; ++i) {
       readers.push_back(std::make_unique<Child>([&, i] {
         cb::Reader reader(cb::Spec::Make(r.name, 0),

@@ -77,7 +77,7 @@ struct Calls {
   }
   Calls(Calls const&) = delete;
   Calls& operator=(Calls const&) = delete;
-  int Count() const {
+  [[nodiscard]] int Count() const {
     char buf[4096];
     int n = 0;
     for (ssize_t got = 0; (got = ::read(fds[0], buf, sizeof buf)) > 0;) n += static_cast<int>(got);

@@ -133,10 +133,11 @@ int Follow(cb::Reader& reader) {
     Flush();
     if (closing) break;
     switch (reader.Wait()) {
-      case cb::WaitResult::kReady: break;
       case cb::WaitResult::kStopped: Note("stopped by a signal"); return kOk;
-      case cb::WaitResult::kTruncated: break;  // the next Read reports it
-      case cb::WaitResult::kTimeout: break;    // Wait() has no deadline
+      case cb::WaitResult::kReady:
+      case cb::WaitResult::kTruncated:  // the next Read reports it
+      case cb::WaitResult::kTimeout:    // Wait() has no deadline
+        break;
       case cb::WaitResult::kTakenOver:
         Note("a new writer (pid " + std::to_string(reader.WriterPid()) + ") took over the ring");
         break;
