@@ -285,6 +285,14 @@ WaitResult Reader::WaitUntil(std::chrono::steady_clock::time_point deadline) {
   std::atomic_ref<std::uint32_t> wake(*wake_);
   std::uint32_t slept_on = 0;  // the armed value of the last sleep (armed values are odd)
   for (;;) {
+    // A plain look at the word first, so that a header page cut away by a
+    // shrunk state segment faults on a load, never inside the arming RMW:
+    // under ThreadSanitizer a fault inside a non-relaxed atomic RMW deadlocks
+    // the thread when the truncation guard runs (docs/toolchain-notes.md,
+    // "ThreadSanitizer: SIGBUS inside an atomic"). Elsewhere it changes
+    // nothing: the guard handles either fault, and the load only brings in
+    // the line the RMW takes next.
+    (void)wake.load(std::memory_order_relaxed);  // not an ordering: [R4] orders
     std::uint32_t const armed = wake.fetch_or(kWakeArmed, std::memory_order_seq_cst) | kWakeArmed;  // [R4]
     auto now = std::chrono::steady_clock::now();
     bool const probe_due = now >= next_probe_;

@@ -240,8 +240,20 @@ void IWrapper::Validate() {
     throw std::length_error(ring + ": exists with capacity " + std::to_string(s.capacity) + ", asked for " +
                             std::to_string(spec_.capacity));
   }
-  std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
-  std::uint64_t const limit = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire);
+  // tail and limit are two loads, and a live writer goes on between them: a
+  // process preempted there saw tail laps behind limit and refused a healthy
+  // ring (found by circbuf-torture under clang-tsan: "corrupt positions
+  // (tail 40783808, limit 40836096)", capacity 8192). So the pair counts
+  // when tail reads the same after limit as before (tail never goes
+  // backwards). This only retries: a State whose positions really disagree
+  // reads the same each time and is refused below.
+  std::uint64_t tail = 0;
+  std::uint64_t limit = 0;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+    limit = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire);
+    if (std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire) == tail) break;
+  }
   // Positions are record starts or ends: multiples of 8. limit - tail < 2 *
   // capacity also keeps tail + 2 * capacity from overflowing below.
   if (tail % kRecordAlignment != 0 || limit % s.chunk != 0 || tail > limit || limit - tail > 2 * s.capacity) {
