@@ -41,15 +41,17 @@ void Reader::MoveTo(std::uint64_t position) noexcept {
 // position is only a claim, and the data segment, which only the writer
 // writes, has to confirm it: the index entry carries the full sequence
 // number of the record it names (the writer stores it before the position),
-// latest comes with the State's sequence (the number after latest's) and
-// must end exactly at tail. The record found there must be a message header
+// latest comes with the State's sequence (the number after latest's), and
+// must lie below tail. The record found there must be a message header
 // with those low 48 bits of that sequence number, a length that fits, and
 // be intact afterwards. A payload word that happens to look like a header
 // does not also carry the sequence number the State claims (save for a
 // payload built to imitate its own record's header: see the threat model).
 // A lapped reader also never moves backwards: the point must lie ahead of
-// its cursor, with a sequence number no lower than the one it expects and at
-// most one per 16 bytes (the smallest record) ahead of it. A claim that
+// its cursor, with a sequence number no lower than the one it expects, at
+// most one per 16 bytes (the smallest record) ahead of it, and less than
+// 2^47 ahead (a gap that large could be a record it already delivered,
+// renumbered by a multiple of 2^48: the headers hold 48 bits). A claim that
 // fails is skipped (the next index entry), never delivered.
 
 std::size_t Reader::Verify(Point p) const noexcept {
@@ -75,7 +77,8 @@ std::optional<Reader::Point> Reader::FindOldest(bool after_cursor) const noexcep
     // one) and name a committed record.
     if (p.position == kNoRecord || p.position < b || p.position >= b + capacity_ || p.position >= tail) continue;
     if (after_cursor && (p.position <= cursor_ || p.sequence < expected_ ||
-                         p.sequence - expected_ > (p.position - cursor_) / RecordBytes(1))) {
+                         p.sequence - expected_ > (p.position - cursor_) / RecordBytes(1) ||
+                         p.sequence - expected_ >= kSequenceMask / 2)) {
       continue;
     }
     if (Verify(p) != 0) return p;
@@ -84,7 +87,7 @@ std::optional<Reader::Point> Reader::FindOldest(bool after_cursor) const noexcep
 }
 
 void Reader::Start(StartAt start) {
-  limit_floor_ = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire);
+  limit_floor_ = 0;  // set by the first validated delivery (a State value is no floor yet)
   std::uint64_t tail = 0;
   std::uint64_t next = 0;
   for (int attempt = 0; attempt < 1000; ++attempt) {
@@ -107,7 +110,11 @@ void Reader::Start(StartAt start) {
     // next - 1, and we look again.
     std::uint64_t const latest = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_acquire);
     next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_acquire);
-    if (latest == kNoRecord || next == 0) continue;
+    // tail after them ([R3]): a latest below it was published before it, so
+    // its header is visible to Verify (latest and sequence are relaxed
+    // stores: their loads synchronise with nothing by themselves).
+    tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+    if (latest == kNoRecord || next == 0 || latest >= tail) continue;
     std::size_t const n = Verify({latest, next - 1});
     if (n == 0) continue;
     if (start == StartAt::kNext) {
@@ -129,6 +136,16 @@ void Reader::Start(StartAt start) {
     MoveTo(oldest->position);
     expected_ = oldest->sequence;
     return;
+  }
+  // tail with the sequence stored before it, as a pair: only while nothing
+  // is committed (latest kNoRecord before and after: a ring whose data
+  // segment was created anew), where no record can confirm them.
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    std::uint64_t const before = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_acquire);
+    tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+    next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_acquire);
+    std::uint64_t const after = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_acquire);
+    if (before == kNoRecord && after == kNoRecord) break;
   }
   if (tail % kRecordAlignment != 0) {
     KeepAttachedSegments();

@@ -185,7 +185,7 @@ class Writer : public IWrapper {
 
   // Once per chunk: throws std::system_error (EIO) if a segment of the ring
   // was truncated by another process (what is written after that reaches
-  // no reader: the pages are private zeros or beyond the file's end).
+  // no reader that checks: pages beyond the file's end become private zeros).
   void CheckNotTruncated();
   void UpdateIndex(std::uint64_t start, std::uint64_t sequence) noexcept;
   void WakeReaders() noexcept;           // [W5], then FUTEX_WAKE of two (they pass it on)

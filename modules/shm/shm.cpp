@@ -43,6 +43,15 @@ std::string Q(std::string_view s) { return "\"" + std::string(s) + "\""; }
 // has to check it first).
 std::string_view CheckedName(std::string const& name, std::size_t size, ShmOptions const& options) {
   ValidateName(name, "shared memory");
+  // The header page is the mmap offset of the user region, and a ring's end
+  // mark must sit in a kernel page of its own: both assume 4 KiB pages
+  // (docs/toolchain-notes.md). On a 16 or 64 KiB kernel the mapping would
+  // fail with EINVAL; say why instead.
+  if (long const page = ::sysconf(_SC_PAGESIZE); page != static_cast<long>(kPageSize)) {
+    throw std::system_error(ENOTSUP, std::generic_category(),
+                            "shared memory " + Q(name) + ": the kernel's page size is " + std::to_string(page) +
+                                " bytes; circbuf supports " + std::to_string(kPageSize) + "-byte pages only");
+  }
   bool const any_size = options.open == OpenMode::kAttach && size == 0;
   if (!any_size && (size == 0 || size > kMaxSegmentSize)) {
     throw std::length_error("shared memory " + Q(name) + ": size " + std::to_string(size) + " bytes: must be 1 .. " +

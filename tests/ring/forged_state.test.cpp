@@ -229,6 +229,45 @@ TEST(ForgedState, IndexEntryNamingAnOlderRecordDeliversNothingTwice) {
   EXPECT_GE(v.delivered, 100U);
 }
 
+// The same older record, claimed 2^48 messages later and 2^52 bytes ahead
+// (so that the gap fits the distance, and the headers' 48 bits match): a
+// delivered message renumbered, not a new one. Found by review of the
+// distance bound; a gap of 2^47 or more is refused.
+TEST(ForgedState, OlderRecordRenumberedByTwoToTheFortyEightIsNotDeliveredAgain) {
+  RingName r;
+  cb::Writer w(cb::Spec::Make(r.name, kCapacity));
+  Write(w, 1000, 200);
+  cb::Reader reader(cb::Spec::Make(r.name, 0), {.start = cb::StartAt::kOldest});
+  Verdict v;
+  Check(reader, v, 200);  // caught up
+  cb::Reader scout(cb::Spec::Make(r.name, 0), {.start = cb::StartAt::kOldest});
+  std::vector<std::byte> buf(cb::kMaxMessageSize);
+  ASSERT_GT(scout.Read(buf), 0);
+  std::uint64_t const at = scout.Position() - cb::RecordBytes(SizeOf(scout.NextSequence() - 1, 200));
+  std::uint64_t const seq = scout.NextSequence() - 1;
+  std::uint64_t const chunk = kCapacity / cb::kChunks;
+  std::uint64_t const far = (std::uint64_t{1} << 52) + 32 * kCapacity;  // so that 2^48 messages fit the distance
+  std::uint64_t const limit = (reader.Position() + far) / chunk * chunk;
+  std::uint64_t const low = limit - kCapacity;
+  std::uint64_t const claimed =
+      low + (at - low % kCapacity + kCapacity) % kCapacity;  // at's offset, in [low, low + capacity)
+  ASSERT_EQ(claimed % kCapacity, at % kCapacity);
+  ASSERT_EQ(EditInAnotherProcess(r.name,
+                                 [&](RawState& raw) {
+                                   cb::State& s = raw.State();
+                                   std::size_t const k = (low / chunk) % cb::kChunks;
+                                   raw.Word(s.index_sequence[k]).store(seq + (std::uint64_t{1} << 48));
+                                   raw.Word(s.index[k]).store(claimed);
+                                   raw.Word(s.tail).store(limit);
+                                   raw.Word(s.limit).store(limit);
+                                 }),
+            0);
+  Check(reader, v, 200);
+  EXPECT_EQ(v.wrong, 0U) << v.first;
+  EXPECT_EQ(v.backwards, 0U) << v.first;
+  EXPECT_LT(reader.Lost(), std::uint64_t{1} << 32) << "a gap of about 2^48 was counted";
+}
+
 // Random bytes written into the State at random places while a writer
 // writes flat out and four readers (each its own process) read: not one
 // delivered message may differ from what the writer wrote as it, and no
