@@ -39,6 +39,8 @@ def main():
         "--seconds=0.4", "--round_trips=20000", f"--cpus={a.cpus}",
         "--benchmark_filter=^writer-rate/(solo|after-killed-sleepers|polling-reader|waiting-reader)/"
         + ("|^audit/" if i == 0 else "")])) for i in range(3)]
+    burst_runs = [suite.rows(suite.run(build, "bench_wait", tmp / f"bursts{i}.json", [
+        "--seconds=0.4", f"--cpus={a.cpus}", "--benchmark_filter=^writer-rate/bursts"])) for i in range(2)]
     bys = suite.rows(suite.run(build, "bench_wait", tmp / "bystander.json", [
         "--seconds=0.5", f"--cpus={a.cpus}", "--benchmark_filter=^bystander/"]))
     print(f"\ncircbuf performance targets on {suite.machine()} (ratios within one run; "
@@ -120,7 +122,7 @@ def main():
                f"page faults in {audit['audited_operations']:.0f} operations (seccomp {'on' if audit['seccomp'] else 'off'})")
     else:
         target("5. hot-path audit", None, "measurement missing")
-    wait_targets(target, get, wake_runs, rate_runs, bys)
+    wait_targets(target, get, wake_runs, rate_runs, bys, burst_runs)
     missed = sum(1 for r in results if r is False)
     missing = sum(1 for r in results if r is None)
     print(f"\n{len(results) - missed - missing} met, {missed} missed, {missing} not measured")
@@ -137,8 +139,8 @@ def median_of(runs, ratio_of):
     return x, r, [m for m, _ in measured]
 
 
-def wait_targets(target, get, wake_runs, rate_runs, bys):
-    """Targets 6-9: blocking readers (bench_wait)."""
+def wait_targets(target, get, wake_runs, rate_runs, bys, burst_runs):
+    """Targets 6-10: blocking readers (bench_wait)."""
     def wake(r, t, f="p50_ns"):
         return get(r, ("wake", t, 64), f)
 
@@ -193,6 +195,16 @@ def wait_targets(target, get, wake_runs, rate_runs, bys):
         target("9. CAL interrupts/s on ring B's writer CPU, 64 sleepers of ring A active minus idle <= 100", extra <= 100,
                f"{active['cal_per_s']:,.0f} - {idle['cal_per_s']:,.0f} = {extra:,.0f}/s while ring A's readers "
                f"waited {active['reader_waits_per_s']:,.0f} times/s (TLB {active['tlb_per_s']:,.0f}/s){was}")
+
+    x, r, every = median_of(burst_runs, lambda r: ratio(rate(r, "bursts-256-sleepers"), rate(r, "bursts")))
+    if x is None:
+        target("10. writer rate in bursts with 256 sleepers", None, "measurement missing")
+    else:
+        target("10. writer rate inside bursts with 256 readers asleep between them >= 0.9 x with none", x >= 0.9,
+               f"{rate(r, 'bursts-256-sleepers'):,.0f} / {rate(r, 'bursts'):,.0f} msg/s = {x:.2f} (of "
+               f"{len(every)}: " + ", ".join(f"{v:.2f}" for v in every)
+               + f"); {rate(r, 'bursts-256-sleepers', 'futex_wakes_per_s'):,.0f} futex wakes/s, readers waited "
+               f"{rate(r, 'bursts-256-sleepers', 'reader_waits_per_s'):,.0f} times/s")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@
 //                     were SIGKILLed inside Wait; with a busy-polling reader;
 //                     with one and two readers that read until empty and then
 //                     Wait; alone with a seq_cst fence after every Write (the
-//                     writer-side alternative to the reader's settle slice).
+//                     writer-side alternative to the reader's settle slice);
+//                     in bursts of 1024 messages 2 ms apart, alone and with
+//                     256 reader processes that sleep in Wait between bursts
+//                     (the rate counts the time inside bursts only).
 //                     Futex wakes per second from the wake word's count.
 //   audit/...         after 32 sleepers were killed, the writer's Write loop
 //                     under the system-call trap (the suite's seccomp audit)
@@ -343,7 +346,8 @@ void KillSleepers(std::string const& ring, std::function<void()> const& publish,
 
 // ---- Writer rate ----------------------------------------------------------------------
 
-enum class Load : std::uint8_t { kSolo, kAfterKills, kPolling, kWaiting, kTwoWaiting, kFence };
+enum class Load : std::uint8_t { kSolo, kAfterKills, kPolling, kWaiting, kTwoWaiting, kFence, kBursts, kBursts256 };
+constexpr int kBurstReaders = 256;
 
 struct RateShared {
   std::atomic<int> attached{0};
@@ -384,6 +388,22 @@ int RateReader(std::string const& ring, bool waits, RateShared& shared) {
   return 0;
 }
 
+// Bursts of 1024 messages flat out, 2 ms apart (every reader catches up and
+// goes back to sleep in between); returns the messages written and adds the
+// time spent inside bursts to `busy`: the writer's rate while it publishes.
+std::uint64_t WriteBursts(cb::Writer& writer, Clock::time_point end, double& busy) {
+  std::vector<std::byte> const msg(64, std::byte{1});
+  std::uint64_t n = 0;
+  do {
+    auto const start = Clock::now();
+    for (int i = 0; i < 1024; ++i) writer.Write(msg);
+    busy += std::chrono::duration<double>(Clock::now() - start).count();
+    n += 1024;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  } while (Clock::now() < end);
+  return n;
+}
+
 template <bool kFence>
 std::uint64_t WriteFlatOut(cb::Writer& writer, Clock::time_point end) {
   std::vector<std::byte> const msg(64, std::byte{1});
@@ -401,7 +421,10 @@ std::uint64_t WriteFlatOut(cb::Writer& writer, Clock::time_point end) {
 void WriterRate(benchmark::State& state, Load load) {
   std::string const name = cbb::UniqueName("rate");
   auto const spec = cb::Spec::Make(name, g_capacity);
-  int const readers = load == Load::kPolling || load == Load::kWaiting ? 1 : load == Load::kTwoWaiting ? 2 : 0;
+  int const readers = load == Load::kPolling || load == Load::kWaiting ? 1
+                      : load == Load::kTwoWaiting                      ? 2
+                      : load == Load::kBursts256                       ? kBurstReaders
+                                                                       : 0;
   double written = 0;
   double seconds = 0;
   double wakes = 0;
@@ -426,9 +449,15 @@ void WriterRate(benchmark::State& state, Load load) {
       std::uint32_t const before = word.Count();
       auto const start = Clock::now();
       auto const end = start + g_duration;
-      written += static_cast<double>(load == Load::kFence ? WriteFlatOut<true>(writer, end)
-                                                          : WriteFlatOut<false>(writer, end));
-      seconds += std::chrono::duration<double>(Clock::now() - start).count();
+      if (load == Load::kBursts || load == Load::kBursts256) {
+        double busy = 0;
+        written += static_cast<double>(WriteBursts(writer, end, busy));
+        seconds += busy;
+      } else {
+        written += static_cast<double>(load == Load::kFence ? WriteFlatOut<true>(writer, end)
+                                                            : WriteFlatOut<false>(writer, end));
+        seconds += std::chrono::duration<double>(Clock::now() - start).count();
+      }
       wakes += cbb::WakeWordView::Wakes(before, word.Count());
       shared->stop.store(1);
     }  // the writer closes: waiting readers return kClosed
@@ -643,10 +672,10 @@ int main(int argc, char** argv) {
   RegisterWake("circbuf", [](WakeShared*) { return CircbufWait(); });
   RegisterWake("pipe", [](WakeShared*) { return BlockingPipe(); });
   // Pairs that are compared run back to back: solo / after kills, polling / waiting.
-  for (auto [name, load] :
-       {std::pair{"solo", Load::kSolo}, std::pair{"after-killed-sleepers", Load::kAfterKills},
-        std::pair{"polling-reader", Load::kPolling}, std::pair{"waiting-reader", Load::kWaiting},
-        std::pair{"2-waiting-readers", Load::kTwoWaiting}, std::pair{"seq-cst-fence", Load::kFence}}) {
+  for (auto [name, load] : {std::pair{"solo", Load::kSolo}, std::pair{"after-killed-sleepers", Load::kAfterKills},
+                            std::pair{"polling-reader", Load::kPolling}, std::pair{"waiting-reader", Load::kWaiting},
+                            std::pair{"2-waiting-readers", Load::kTwoWaiting}, std::pair{"seq-cst-fence", Load::kFence},
+                            std::pair{"bursts", Load::kBursts}, std::pair{"bursts-256-sleepers", Load::kBursts256}}) {
     benchmark::RegisterBenchmark((std::string("writer-rate/") + name + "/64").c_str(),
                                  [load](benchmark::State& state) { WriterRate(state, load); })
         ->Iterations(1)
