@@ -153,3 +153,19 @@ TEST(CliLeftovers, GcCleansUpAfterWritersKilledDuringCreation) {
     circbuf::SharedMemory::Remove(name + ".data");
   }
 }
+
+// `circbuf rm NAME` on a ring that a creator SIGKILLed while creating it
+// (NAME.data unfinished, NAME never made): removes what is there, the locks
+// too, when no live process holds them.
+TEST(CliLeftovers, RmRemovesAnUnfinishedRing) {
+  for (long const bytes : {0L, 4096L, kNoFile}) {
+    std::string const name = UniqueName("clirm");
+    Leave(name + ".data", bytes);
+    ASSERT_TRUE(SemFileExists(name + ".data"));
+    auto const rm = Circbuf({"rm", name});
+    EXPECT_EQ(rm.code, 0) << bytes << " bytes: " << rm.out << rm.err;
+    EXPECT_FALSE(AnythingLeft(name)) << bytes << " bytes: " << rm.out << rm.err;
+    circbuf::SharedMemory::Remove(name + ".data");  // whatever the tool left
+    ::sem_unlink((name + ".data").c_str());
+  }
+}

@@ -42,7 +42,21 @@ int RunRm() {
   std::string const data = name + ".data";
   bool const has_state = SharedMemory::Exists(name);
   bool const has_data = SharedMemory::Exists(data);
-  if (!has_state && !has_data) throw Error(kNoSuchBuffer, name + ": no such buffer");
+  if (!has_state && !has_data) {
+    // Only locks left (a creator killed before it made a file): removed
+    // under the lock if nobody holds it, as gc does (RemoveUnfinished).
+    bool found = false;
+    for (auto const& lock : {name, data}) {
+      if (!LockExists(lock)) continue;
+      found = true;
+      if (!RemoveUnfinished(lock)) {
+        throw Error(kBusy, lock + ": its lock is held by a live process (a creator or attacher); not removed");
+      }
+      std::printf("removed %s (unfinished: only its lock was left)\n", lock.c_str());
+    }
+    if (!found) throw Error(kNoSuchBuffer, name + ": no such buffer");
+    return kOk;
+  }
   std::vector<std::string> targets;
   bool live = false;
   std::string who;
