@@ -19,9 +19,9 @@
 //   operations, at most 256, each an opcode byte (mod 7) and operands:
 //     0 write u8 (1 + mod 16) messages of u16 (1 + mod max) bytes
 //     1 Read into 65535 bytes              2 ReadInPlace
-//     3 set State word u8 (mod 20) to u64  4 move State word u8 (mod 20) by i8 * 8
+//     3 set State word u8 (mod 28) to u64  4 move State word u8 (mod 28) by i8 * 8
 //     5 attach a new reader, start u8 (mod 3)   6 Wait(0)
-//   State words: tail, latest, sequence, limit, index[0..7], index_sequence[0..7].
+//   State words: tail, latest, sequence, limit, index[0..7], index_sequence[0..7], index_check[0..7].
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -49,7 +49,7 @@ using namespace circbuf::fuzz;
 
 namespace {
 
-constexpr std::size_t kWords = 20;
+constexpr std::size_t kWords = 28;
 constexpr std::size_t kMaxOps = 256;
 constexpr std::size_t WordOffset(std::size_t i) {
   if (i == 0) return offsetof(cb::State, tail);
@@ -57,7 +57,8 @@ constexpr std::size_t WordOffset(std::size_t i) {
   if (i == 2) return offsetof(cb::State, sequence);
   if (i == 3) return offsetof(cb::State, limit);
   if (i < 12) return offsetof(cb::State, index) + 8 * (i - 4);
-  return offsetof(cb::State, index_sequence) + 8 * (i - 12);
+  if (i < 20) return offsetof(cb::State, index_sequence) + 8 * (i - 12);
+  return offsetof(cb::State, index_check) + 8 * (i - 20);
 }
 
 struct Bytes {

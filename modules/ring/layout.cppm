@@ -17,7 +17,7 @@
 //       | writer_pid i32 | writer_state u32 | writer_epoch u64 |        |  ownership: writer attach,
 //       | reserved1 u32 | pad ......................................512  |  detach, take-over
 //   512 +--------------------------------------------------------------+
-//       | index_sequence[8] u64 ........ 576 | reserved (zero) ...... 640  |  index: writer, per chunk
+//       | index_sequence[8] u64 ........ 576 | index_check[8] u64 ... 640  |  index: writer, per chunk
 //   640 +--------------------------------------------------------------+
 //
 //   Readers map the State read-only (PROT_READ): no reader writes it, so no
@@ -53,7 +53,8 @@
 //   offset p % capacity.
 //     tail     end of the last committed record (for Wait, late join and
 //              take-over; readers that are caught up poll record headers instead)
-//     latest   start of the last committed record (kNoRecord before the first)
+//     latest   start of the last committed record (kNoRecord before the first;
+//              for take-over and the tool: readers do not trust it)
 //     sequence the sequence number of the next message (stored with tail):
 //              a writer that takes over reads it when the dead writer's
 //              claim has left no committed record intact to read it from
@@ -67,10 +68,14 @@
 //              boundary b with (b / chunk) % kChunks == k (kNoRecord if none
 //              yet). A lapped reader resynchronises through it.
 //     index_sequence[k]  the full (64-bit) sequence number of the record
-//              index[k] names, stored before index[k]. A reader takes a
-//              resynchronisation point only if the record's header carries
-//              its low 48 bits (Reader::Verify): a position changed by
-//              another process then names no record that agrees with it.
+//              index[k] names, and index_check[k] = IndexCheck(index[k],
+//              index_sequence[k]), both stored before index[k]. A reader
+//              takes a resynchronisation point only if the check agrees and
+//              the record's header carries the sequence number's low 48 bits
+//              (Reader::Verify): a position or a number changed on its own
+//              breaks the check, and a payload word that looks like a header
+//              of a small sequence number (any small integer does, for
+//              sequence 0) is not taken for one.
 //   None of these positions ever goes backwards, across take-overs too.
 //
 // ---- Record (8-byte aligned, in segment NAME.data) -------------------------------
@@ -160,6 +165,17 @@ constexpr std::uint64_t EndMarkOffset(std::uint64_t capacity) noexcept {
 // Bytes of the data segment's user region (see "End mark" above).
 constexpr std::uint64_t DataBytes(std::uint64_t capacity) noexcept { return EndMarkOffset(capacity) + 8; }
 static_assert(DataBytes(kMaxCapacity) <= kMaxSegmentSize);
+
+// The check word of an index entry: a 64-bit mix (splitmix64's finaliser)
+// of its position and sequence number. Not a secret: it catches entries
+// changed at random or one field at a time, not a forger who recomputes it
+// (docs/threat-model.md).
+constexpr std::uint64_t IndexCheck(std::uint64_t position, std::uint64_t sequence) noexcept {
+  std::uint64_t x = (position * 0x9E37'79B9'7F4A'7C15ULL) ^ (sequence + 0x632B'E59B'D9B4'E019ULL);
+  x = (x ^ (x >> 30)) * 0xBF58'476D'1CE4'E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D0'49BB'1331'11EBULL;
+  return x ^ (x >> 31);
+}
 
 inline constexpr std::uint64_t kSequenceBits = 48;
 inline constexpr std::uint64_t kSequenceMask = (std::uint64_t{1} << kSequenceBits) - 1;
@@ -251,7 +267,8 @@ struct State {
   std::byte pad3[kInterference - 20];
   // the index's sequence numbers: writer, once per chunk, before index[k]
   std::uint64_t index_sequence[kChunks];
-  std::byte reserved2[kInterference - 8 * kChunks];
+  // IndexCheck(index[k], index_sequence[k]), stored with them
+  std::uint64_t index_check[kChunks];
 };
 static_assert(std::is_trivial_v<State> && std::is_standard_layout_v<State>);
 static_assert(Storable<State>);
@@ -272,7 +289,7 @@ static_assert(offsetof(State, writer_state) == 388);
 static_assert(offsetof(State, writer_epoch) == 392);
 static_assert(offsetof(State, reserved1) == 400);
 static_assert(offsetof(State, index_sequence) == 512);
-static_assert(offsetof(State, reserved2) == 576);
+static_assert(offsetof(State, index_check) == 576);
 static_assert(sizeof(State) == 640);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);

@@ -36,17 +36,17 @@ void Reader::MoveTo(std::uint64_t position) noexcept {
 // ---- Resynchronisation ---------------------------------------------------------------
 //
 // Where a reader starts (Start) and where a lapped one resumes (Lapped) are
-// positions taken from the State: an index entry, or latest. The State may
-// have been changed by another process (docs/threat-model.md), so a
-// position is only a claim, and the data segment, which only the writer
-// writes, has to confirm it: the index entry carries the full sequence
-// number of the record it names (the writer stores it before the position),
-// latest comes with the State's sequence (the number after latest's), and
-// must lie below tail. The record found there must be a message header
-// with those low 48 bits of that sequence number, a length that fits, and
-// be intact afterwards. A payload word that happens to look like a header
-// does not also carry the sequence number the State claims (save for a
-// payload built to imitate its own record's header: see the threat model).
+// positions taken from the State's index. The State may have been changed
+// by another process (docs/threat-model.md), so an entry is only a claim:
+// its check word (IndexCheck of position and sequence number, stored with
+// them) must agree, and the data segment, which only the writer writes,
+// must confirm it: the word there must be a message header with the low 48
+// bits of the entry's sequence number, a length that fits, and be intact
+// afterwards. A reader that starts at the newest message (kLatest, kNext)
+// walks from the newest confirmed entry along the records after it (each
+// the next sequence number) to the last one committed: State::latest is
+// not used, since a payload word near a changed latest can pass for a
+// header (any small integer is one of sequence 0).
 // A lapped reader also never moves backwards: the point must lie ahead of
 // its cursor, with a sequence number no lower than the one it expects, at
 // most one per 16 bytes (the smallest record) ahead of it, and less than
@@ -64,24 +64,53 @@ std::size_t Reader::Verify(Point p) const noexcept {
   return fits && HeaderSequence(header) == (p.sequence & kSequenceMask) ? n : 0;
 }
 
-std::optional<Reader::Point> Reader::FindOldest(bool after_cursor) const noexcept {
+std::optional<Reader::Point> Reader::FindOldest(bool after_cursor, bool newest) const noexcept {
   std::uint64_t const limit = Limit();
   std::uint64_t const low = limit > capacity_ ? limit - capacity_ : 0;
+  std::optional<Point> found;
   for (std::uint64_t b = low; b < low + capacity_; b += chunk_) {
     std::size_t const k = (b / chunk_) % kChunks;
     Point const p{std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire),  // [R3]
                   std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).load(std::memory_order_relaxed)};
+    std::uint64_t const check = std::atomic_ref<std::uint64_t>(state_->index_check[k]).load(std::memory_order_relaxed);
     std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
     if (b >= tail) break;
     // The entry must belong to boundary b of this lap (not an older or newer
-    // one) and name a committed record.
+    // one), name a committed record, and agree with its check word.
     if (p.position == kNoRecord || p.position < b || p.position >= b + capacity_ || p.position >= tail) continue;
+    if (check != IndexCheck(p.position, p.sequence)) continue;
     if (after_cursor && (p.position <= cursor_ || p.sequence < expected_ ||
                          p.sequence - expected_ > (p.position - cursor_) / RecordBytes(1) ||
                          p.sequence - expected_ >= kSequenceMask / 2)) {
       continue;
     }
-    if (Verify(p) != 0) return p;
+    if (Verify(p) == 0) continue;
+    if (!newest) return p;
+    if (!found || p.position > found->position) found = p;
+  }
+  return found;
+}
+
+// From a confirmed record, along the records the writer wrote after it
+// (each header the next sequence number, padding skipped), to the last one
+// committed: latest, found without trusting State::latest. Nullopt if the
+// writer keeps ahead of the walk, or the start was overwritten meanwhile.
+std::optional<std::pair<Reader::Point, std::size_t>> Reader::WalkToNewest(Point p) const noexcept {
+  std::size_t n = Verify(p);
+  if (n == 0) return std::nullopt;
+  for (std::uint64_t steps = 0; steps <= capacity_ / RecordBytes(1); ++steps) {
+    std::uint64_t q = p.position + RecordBytes(n);
+    std::uint64_t const header = LoadWord(data_, q % capacity_);
+    if (HeaderLength(header) == 0 && (header & kPaddingFlag) != 0 && q % capacity_ != 0) {
+      q += capacity_ - q % capacity_;  // padding: the next record starts the next lap
+    }
+    std::size_t const m = Verify({q, p.sequence + 1});
+    if (m == 0) {  // nothing newer is committed there (0, an older lap, or overwritten)
+      if (Verify(p) != n) return std::nullopt;
+      return std::pair{p, n};
+    }
+    p = {q, p.sequence + 1};
+    n = m;
   }
   return std::nullopt;
 }
@@ -103,26 +132,21 @@ void Reader::Start(StartAt start) {
         expected_ = oldest->sequence;
         return;
       }
+      continue;
     }
-    // latest, then the number after its record (the writer stores them in
-    // this order, with tail after them: [W3]). Two adjacent loads: if the
-    // writer published in between, the record at latest does not carry
-    // next - 1, and we look again.
-    std::uint64_t const latest = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_acquire);
-    next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_acquire);
-    // tail after them ([R3]): a latest below it was published before it, so
-    // its header is visible to Verify (latest and sequence are relaxed
-    // stores: their loads synchronise with nothing by themselves).
-    tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
-    if (latest == kNoRecord || next == 0 || latest >= tail) continue;
-    std::size_t const n = Verify({latest, next - 1});
-    if (n == 0) continue;
+    // kLatest, kNext: the newest confirmed index entry, then along the
+    // records after it to the last one committed (State::latest is not
+    // trusted: a payload word near it could pass for a header).
+    std::optional<Point> const newest = FindOldest(false, true);
+    if (!newest) continue;
+    std::optional<std::pair<Point, std::size_t>> const last = WalkToNewest(*newest);
+    if (!last) continue;
     if (start == StartAt::kNext) {
-      MoveTo(latest + RecordBytes(n));  // latest's successor comes next (after padding, if it did not fit)
-      expected_ = next;
+      MoveTo(last->first.position + RecordBytes(last->second));  // after padding, if its successor did not fit
+      expected_ = last->first.sequence + 1;
     } else {
-      MoveTo(latest);
-      expected_ = next - 1;
+      MoveTo(last->first.position);
+      expected_ = last->first.sequence;
     }
     return;
   }

@@ -15,7 +15,7 @@
 //        writer overwrote it during the copy), limit shows it and the copy is
 //        discarded. A record at position p is intact while p >= limit - capacity.
 //   [R3] tail and index[k] loads(acquire) in Wait, late join and
-//        resynchronisation only (index_sequence[k] after index[k]). Pair with
+//        resynchronisation only (index_sequence[k], index_check[k] after index[k]). Pair with
 //        [W3]. What they name is a claim that the record must confirm (see
 //        "Resynchronisation" in reader.cpp).
 //   [R4] wake.fetch_or(kWakeArmed, seq_cst) in Wait before it looks at tail,
@@ -279,10 +279,12 @@ class Reader : public IWrapper {
   // State about it (a message header there with p.sequence's low 48 bits, a
   // length that fits) and it is still intact; 0 if not.
   [[nodiscard]] std::size_t Verify(Point p) const noexcept;
-  // The oldest intact record that the index names and the data confirms;
-  // after_cursor: also one that lies ahead of this reader's cursor, with a
-  // sequence number that its distance allows (see reader.cpp).
-  [[nodiscard]] std::optional<Point> FindOldest(bool after_cursor) const noexcept;
+  // The oldest (newest: the newest) intact record that the index names, its
+  // check word vouches for and the data confirms; after_cursor: also one
+  // that lies ahead of this reader's cursor, with a sequence number that its
+  // distance allows (see reader.cpp).
+  [[nodiscard]] std::optional<Point> FindOldest(bool after_cursor, bool newest = false) const noexcept;
+  [[nodiscard]] std::optional<std::pair<Point, std::size_t>> WalkToNewest(Point p) const noexcept;
   // Slow path after TruncationEvents() moved: true if one of our segments
   // was truncated (then every Read is kCorrupt), else remembers the count.
   bool Truncation() noexcept;

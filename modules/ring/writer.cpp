@@ -101,6 +101,7 @@ void Writer::Recover() {
     for (; boundary <= at; boundary += chunk_) {
       std::size_t const k = (boundary / chunk_) % kChunks;
       std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).store(seq, std::memory_order_relaxed);
+      std::atomic_ref<std::uint64_t>(state_->index_check[k]).store(IndexCheck(at, seq), std::memory_order_relaxed);
       std::atomic_ref<std::uint64_t>(state_->index[k]).store(at, std::memory_order_release);
     }
     last = at;
@@ -116,8 +117,11 @@ void Writer::Recover() {
     for (std::size_t k = 0; k < kChunks; ++k) {
       std::uint64_t const e = std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire);
       std::uint64_t const s = std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).load(std::memory_order_relaxed);
+      std::uint64_t const check =
+          std::atomic_ref<std::uint64_t>(state_->index_check[k]).load(std::memory_order_relaxed);
       if (e != kNoRecord && e % kRecordAlignment == 0 && e < tail && e + capacity_ >= limit_ &&
-          (start == kNoRecord || e > start) && HeaderSequence(LoadWord(data_, e % capacity_)) == (s & kSequenceMask)) {
+          check == IndexCheck(e, s) && (start == kNoRecord || e > start) &&
+          HeaderSequence(LoadWord(data_, e % capacity_)) == (s & kSequenceMask)) {
         start = e;
         start_seq = s;
       }
@@ -227,6 +231,8 @@ void Writer::UpdateIndex(std::uint64_t start, std::uint64_t sequence) noexcept {
   for (; next_boundary_ <= start; next_boundary_ += chunk_) {
     std::size_t const k = (next_boundary_ / chunk_) % kChunks;
     std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).store(sequence, std::memory_order_relaxed);
+    std::atomic_ref<std::uint64_t>(state_->index_check[k])
+        .store(IndexCheck(start, sequence), std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->index[k]).store(start, std::memory_order_release);  // [W3] pairs with [R3]
   }
 }

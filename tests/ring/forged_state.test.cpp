@@ -179,6 +179,39 @@ TEST(ForgedState, IndexEntryMovedIntoAPayloadDeliversNothingFake) {
   EXPECT_GE(v.delivered, 100U);
 }
 
+// An index entry moved (one field) onto the first payload word of a
+// message, which the suite's messages fill with their sequence number: a
+// small integer, so a plausible header of sequence 0, which is what the
+// entry's untouched sequence number says. Found by fuzz_forged; the reader
+// delivered 5 bytes of message 5 as message 0 until index entries got a
+// check word.
+TEST(ForgedState, IndexEntryMovedOntoASmallIntegerPayloadWordDeliversNothingFake) {
+  for (cb::StartAt const start : {cb::StartAt::kOldest, cb::StartAt::kLatest, cb::StartAt::kNext}) {
+    RingName r;
+    cb::Writer w(cb::Spec::Make(r.name, 4096));
+    Write(w, 18, 120);
+    cb::Reader scout(cb::Spec::Make(r.name, 0), {.start = cb::StartAt::kOldest});
+    std::vector<std::byte> buf(cb::kMaxMessageSize);
+    std::uint64_t at = 0;
+    for (;;) {
+      int const n = scout.Read(buf);
+      ASSERT_GT(n, 0);
+      at = scout.Position() - cb::RecordBytes(static_cast<std::size_t>(n));
+      if (scout.NextSequence() - 1 == 5) break;
+    }
+    ASSERT_GT(SizeOf(5, 120), 8U);
+    ASSERT_EQ(EditInAnotherProcess(r.name, [&](RawState& raw) { raw.Word(raw.State().index[0]).store(at + 8); }), 0);
+    cb::Reader reader(cb::Spec::Make(r.name, 0), {.start = start});
+    Verdict v;
+    Check(reader, v, 120);
+    Write(w, 20, 120);
+    Check(reader, v, 120);
+    EXPECT_EQ(v.wrong, 0U) << "start " << static_cast<int>(start) << ": " << v.first;
+    EXPECT_EQ(v.backwards, 0U) << v.first;
+    EXPECT_GE(v.delivered, 20U);
+  }
+}
+
 // An index entry that names an older record still in the ring (one lap
 // later, where the reader would find it at the same offset), with its
 // sequence number, and limit and tail moved forward so that the reader is
@@ -214,7 +247,9 @@ TEST(ForgedState, IndexEntryNamingAnOlderRecordDeliversNothingTwice) {
                                  [&](RawState& raw) {
                                    cb::State& s = raw.State();
                                    std::size_t const k = (low / chunk) % cb::kChunks;
+                                   // A forger who also writes the check word: the rules below it hold.
                                    raw.Word(s.index_sequence[k]).store(seq);
+                                   raw.Word(s.index_check[k]).store(cb::IndexCheck(at + kCapacity, seq));
                                    raw.Word(s.index[k]).store(at + kCapacity);
                                    raw.Word(s.tail).store(c + kCapacity);
                                    raw.Word(s.limit).store(limit);
@@ -252,16 +287,18 @@ TEST(ForgedState, OlderRecordRenumberedByTwoToTheFortyEightIsNotDeliveredAgain) 
   std::uint64_t const claimed =
       low + (at - low % kCapacity + kCapacity) % kCapacity;  // at's offset, in [low, low + capacity)
   ASSERT_EQ(claimed % kCapacity, at % kCapacity);
-  ASSERT_EQ(EditInAnotherProcess(r.name,
-                                 [&](RawState& raw) {
-                                   cb::State& s = raw.State();
-                                   std::size_t const k = (low / chunk) % cb::kChunks;
-                                   raw.Word(s.index_sequence[k]).store(seq + (std::uint64_t{1} << 48));
-                                   raw.Word(s.index[k]).store(claimed);
-                                   raw.Word(s.tail).store(limit);
-                                   raw.Word(s.limit).store(limit);
-                                 }),
-            0);
+  ASSERT_EQ(
+      EditInAnotherProcess(r.name,
+                           [&](RawState& raw) {
+                             cb::State& s = raw.State();
+                             std::size_t const k = (low / chunk) % cb::kChunks;
+                             raw.Word(s.index_sequence[k]).store(seq + (std::uint64_t{1} << 48));
+                             raw.Word(s.index_check[k]).store(cb::IndexCheck(claimed, seq + (std::uint64_t{1} << 48)));
+                             raw.Word(s.index[k]).store(claimed);
+                             raw.Word(s.tail).store(limit);
+                             raw.Word(s.limit).store(limit);
+                           }),
+      0);
   Check(reader, v, 200);
   EXPECT_EQ(v.wrong, 0U) << v.first;
   EXPECT_EQ(v.backwards, 0U) << v.first;
