@@ -22,7 +22,13 @@ namespace circbuf::CircularBuffer {
 
 Reader::Reader(Spec const& spec, ReaderOptions options)
     : IWrapper(spec, Role::kReader, 0, kKeepGroup, HugePages::kAsMounted, options.wait_for_buffer),
+      on_lap_(options.on_lap),
       liveness_interval_(std::max<std::chrono::nanoseconds>(options.liveness_interval, std::chrono::milliseconds(1))) {
+  if (on_lap_ != OnLap::kHeadroom && on_lap_ != OnLap::kOldest && on_lap_ != OnLap::kLatest) {
+    KeepAttachedSegments();
+    throw std::invalid_argument("ring \"" + std::string(spec.Name()) + "\": ReaderOptions::on_lap " +
+                                std::to_string(static_cast<int>(on_lap_)) + " is not an OnLap policy");
+  }
   seen_epoch_ = std::atomic_ref<std::uint64_t>(state_->writer_epoch).load(std::memory_order_acquire);
   Start(options.start);
   detail::Log().info("ring \"{}\": reader attached at position {} (capacity {})", spec_.Name(), cursor_, capacity_);
@@ -64,7 +70,7 @@ std::size_t Reader::Verify(Point p) const noexcept {
   return fits && HeaderSequence(header) == (p.sequence & kSequenceMask) ? n : 0;
 }
 
-std::optional<Reader::Point> Reader::FindOldest(bool after_cursor, bool newest) const noexcept {
+std::optional<Reader::Point> Reader::FindOldest(bool after_cursor, bool newest, std::uint64_t at_least) const noexcept {
   std::uint64_t const limit = Limit();
   std::uint64_t const low = limit > capacity_ ? limit - capacity_ : 0;
   std::optional<Point> found;
@@ -78,6 +84,7 @@ std::optional<Reader::Point> Reader::FindOldest(bool after_cursor, bool newest) 
     // The entry must belong to boundary b of this lap (not an older or newer
     // one), name a committed record, and agree with its check word.
     if (p.position == kNoRecord || p.position < b || p.position >= b + capacity_ || p.position >= tail) continue;
+    if (p.position < at_least) continue;
     if (check != IndexCheck(p.position, p.sequence)) continue;
     if (after_cursor && (p.position <= cursor_ || p.sequence < expected_ ||
                          p.sequence - expected_ > (p.position - cursor_) / RecordBytes(1) ||
@@ -180,10 +187,41 @@ void Reader::Start(StartAt start) {
   expected_ = next;
 }
 
+// kOldest: the oldest intact record ahead of the cursor, right at the edge
+// of what the writer overwrites next. kHeadroom: the first one at least half
+// a capacity behind the frontier (an index entry: one per chunk), so the
+// reader has half a lap to catch up before the next overwrite; the oldest if
+// the index names none there. kLatest: the newest confirmed entry, then along
+// the records after it to the last one committed (WalkToNewest; the entry
+// itself if the writer keeps ahead of the walk). Each candidate passes the
+// after-cursor rules of FindOldest, so no policy moves a reader backwards.
+std::optional<Reader::Point> Reader::ResumePoint() const noexcept {
+  switch (on_lap_) {
+    case OnLap::kOldest: break;
+    case OnLap::kHeadroom: {
+      std::uint64_t const limit = Limit();
+      if (limit > capacity_ / 2) {
+        if (std::optional<Point> const p = FindOldest(true, false, limit - capacity_ / 2)) return p;
+      }
+      break;
+    }
+    case OnLap::kLatest: {
+      std::optional<Point> const p = FindOldest(true, true);
+      if (!p) break;
+      std::optional<std::pair<Point, std::size_t>> const last = WalkToNewest(*p);
+      // The walk adds one sequence number per record of 16 bytes or more, so
+      // its end keeps FindOldest's distance rule; the 2^47 rule is checked again.
+      if (last && last->first.sequence - expected_ < kSequenceMask / 2) return last->first;
+      return p;
+    }
+  }
+  return FindOldest(true);
+}
+
 int Reader::Lapped() {
   if (truncations_->load(std::memory_order_relaxed) != truncations_seen_ && Truncation()) return kCorrupt;
   for (int attempt = 0; attempt < 1000; ++attempt) {
-    std::optional<Point> const oldest = FindOldest(true);
+    std::optional<Point> const oldest = ResumePoint();
     if (!oldest) {
       // No committed record is intact: the writer has claimed past all of
       // them (a large record after padding) and not committed it yet -- it

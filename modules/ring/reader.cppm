@@ -26,9 +26,9 @@
 //   L1 hit); it never reads the writer's per-message tail line.
 //
 // Exact loss: every record carries a sequence number. After a lap the reader
-// jumps to the oldest record that is still intact (through the index) and
-// adds the difference of sequence numbers to Lost(): delivered + lost equals
-// what was written while the reader was attached.
+// jumps to an intact record (through the index; where: ReaderOptions::on_lap)
+// and adds the difference of sequence numbers to Lost(): delivered + lost
+// equals what was written while the reader was attached.
 //
 // Untrusted contents: the reader trusts nothing it reads from the ring beyond
 // what it checked at attach (capacity, chunk, max message: copied into the
@@ -79,8 +79,19 @@ enum class StartAt : std::uint8_t {
   kNext,    // only messages written after the reader attached
 };
 
+// Where a lapped reader (one the writer overwrote) resumes. Loss is exact in
+// every policy: LastLoss() is the difference of sequence numbers.
+enum class OnLap : std::uint8_t {
+  kHeadroom,  // the first intact record at least half the capacity behind the writer's frontier (default)
+  kOldest,    // the oldest intact record: the fewest messages lost now, but at the edge, lapped again soon
+  kLatest,    // the newest committed record: the most headroom, the most messages skipped
+};
+
 struct ReaderOptions {
   StartAt start = StartAt::kLatest;
+  // The default was chosen by bench_throughput's lap/ runs (README,
+  // "Performance": kLapped per second and delivered rate for each policy).
+  OnLap on_lap = OnLap::kHeadroom;
   // How long to wait for a ring that does not exist yet (0: fail at once
   // with std::system_error ENOENT).
   std::chrono::milliseconds wait_for_buffer{0};
@@ -283,7 +294,11 @@ class Reader : public IWrapper {
   // check word vouches for and the data confirms; after_cursor: also one
   // that lies ahead of this reader's cursor, with a sequence number that its
   // distance allows (see reader.cpp).
-  [[nodiscard]] std::optional<Point> FindOldest(bool after_cursor, bool newest = false) const noexcept;
+  // at_least: only entries at that position or beyond (OnLap::kHeadroom).
+  [[nodiscard]] std::optional<Point> FindOldest(bool after_cursor, bool newest = false,
+                                                std::uint64_t at_least = 0) const noexcept;
+  // Where a lapped reader resumes, by on_lap_ (nullopt: no intact record).
+  [[nodiscard]] std::optional<Point> ResumePoint() const noexcept;
   [[nodiscard]] std::optional<std::pair<Point, std::size_t>> WalkToNewest(Point p) const noexcept;
   // Slow path after TruncationEvents() moved: true if one of our segments
   // was truncated (then every Read is kCorrupt), else remembers the count.
@@ -306,6 +321,7 @@ class Reader : public IWrapper {
   std::uint64_t last_loss_ = 0;
   std::size_t pending_size_ = 0;
   std::uint64_t limit_floor_ = 0;  // the limit of the last validated delivery (limit never goes backwards)
+  OnLap on_lap_ = OnLap::kHeadroom;
   // Wait: the writer epoch last reported, the liveness bound, the stop flag
   // (lock-free, so a signal handler may set it).
   std::uint64_t seen_epoch_ = 0;
