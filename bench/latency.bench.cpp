@@ -3,6 +3,9 @@
 //   floor      one cache line bounced between the processes (the best one-way
 //              latency this machine allows)
 //   circbuf    ping over ring A, pong over ring B
+//   copy-floor the copy floor (support/copy_floor.hpp): memcpy into a shared
+//              ring, a release-stored counter, memcpy out; two rings of the
+//              circbuf rings' capacity
 //   kernel     pipe, Unix stream socket, POSIX message queue; blocking and busy-polled
 //   peers      Boost.Interprocess message_queue, iceoryx (when built with them)
 // Plus an audit run: the echo process runs its Read/Write loop under a
@@ -20,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "support/copy_floor.hpp"
 #include "support/harness.hpp"
 #include "support/peers.hpp"
 #include "support/transports.hpp"
@@ -113,6 +117,7 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("latency/floor/64", CacheLineRoundTrip)->Iterations(n)->UseRealTime();
   for (std::size_t payload : {8, 64, 1024, 65535}) {
     Register("circbuf", [] { return cbb::RingRoundTrip(g_capacity); }, payload, n);
+    Register("copy-floor", [] { return cbb::FloorRoundTrip(g_capacity); }, payload, n);
     Register("pipe-spin", [] { return cbb::PipeTransport(true); }, payload, n / 4);
     Register("pipe", [] { return cbb::PipeTransport(false); }, payload, blocking);
     Register("unix-socket-spin", [] { return cbb::UnixSocketTransport(true); }, payload, n / 4);
