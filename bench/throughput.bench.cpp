@@ -5,6 +5,10 @@
 //   kernel, peers  the same flat-out run (these block the sender when full:
 //                  consume semantics with back-pressure, nothing is lost)
 //   writer-rate    the circbuf writer's own rate with 0, 1 .. cores-1 readers
+//   paced          delivered rate with nothing lost, circbuf and the copy floor
+//                  (support/copy_floor.hpp) back to back at each size, both
+//                  paced the same way (support/paced.hpp): the writer stays
+//                  within half the capacity of the reader's acknowledgement
 // Flags: --cpus=A,B (default 0,1), --seconds=S (default 1), --capacity=BYTES of
 // the circbuf rings (default 4 MiB), --huge-pages=no|prefer|require for them
 // (bench/hugepages.sh), Google Benchmark's own.
@@ -19,7 +23,9 @@
 #include <utility>
 #include <vector>
 
+#include "support/copy_floor.hpp"
 #include "support/harness.hpp"
+#include "support/paced.hpp"
 #include "support/peers.hpp"
 #include "support/transports.hpp"
 
@@ -59,6 +65,38 @@ void Register(std::string const& name, std::function<cbb::Transport()> make, std
                                    return;
                                  }
                                  cbb::RunThroughput(state, t, payload, g_duration);
+                               })
+      ->Iterations(1)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
+// paced/copy-floor/SIZE and paced/circbuf/SIZE, registered back to back:
+// rings of the same capacity, the same pacing, the same loops.
+void RegisterPaced(std::size_t payload) {
+  auto const size = std::to_string(payload);
+  benchmark::RegisterBenchmark(("paced/copy-floor/" + size).c_str(),
+                               [payload](benchmark::State& state) {
+                                 cbb::FloorRing const ring(g_capacity);
+                                 cbb::RunPaced(
+                                     state, [&] { return std::make_unique<cbb::FloorSender>(ring); },
+                                     [&] { return std::make_unique<cbb::FloorReceiver>(ring); }, [] {}, ring.Capacity(),
+                                     payload, g_duration);
+                               })
+      ->Iterations(1)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark(("paced/circbuf/" + size).c_str(),
+                               [payload](benchmark::State& state) {
+                                 auto const spec = cb::Spec::Make(cbb::UniqueName("p"), g_capacity);
+                                 cbb::RunPaced(
+                                     state, [&] { return std::make_unique<cbb::RingSender>(spec); },
+                                     [&] { return std::make_unique<cbb::RingReceiver>(spec); },
+                                     [&] {
+                                       circbuf::SharedMemory::Remove(spec.Name());
+                                       circbuf::SharedMemory::Remove(std::string(spec.Name()) + ".data");
+                                     },
+                                     spec.capacity, payload, g_duration);
                                })
       ->Iterations(1)
       ->UseRealTime()
@@ -134,6 +172,7 @@ int main(int argc, char** argv) {
     Register("posix-mq", [payload] { return cbb::MqTransport(false, payload); }, payload);
     for (auto const& peer : cbb::Peers(payload)) Register(peer.name, peer.make, payload);
   }
+  for (std::size_t payload : {8, 64, 73, 1024, 65535}) RegisterPaced(payload);
   // Reader scaling: 0, 1, and up to cores - 1 readers (one core for the writer).
   int const cores = cbb::CpuCount();
   auto* scaling = benchmark::RegisterBenchmark("writer-rate/circbuf/64", WriterRate);
