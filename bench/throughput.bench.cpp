@@ -5,6 +5,9 @@
 //   kernel, peers  the same flat-out run (these block the sender when full:
 //                  consume semantics with back-pressure, nothing is lost)
 //   writer-rate    the circbuf writer's own rate with 0, 1 .. cores-1 readers
+//   lap            a flat-out writer and one reader that falls behind, for
+//                  each lap policy (ReaderOptions::on_lap) at 64 B and 1 KiB:
+//                  how often Read ends in kLapped, delivered rate and loss
 //   paced          delivered rate with nothing lost, circbuf and the copy floor
 //                  (support/copy_floor.hpp) back to back at each size, both
 //                  paced the same way (support/paced.hpp): the writer stays
@@ -103,6 +106,92 @@ void RegisterPaced(std::size_t payload) {
       ->Unit(benchmark::kMillisecond);
 }
 
+// lap/circbuf/SIZE/POLICY: the writer flat out for --seconds, one reader
+// (kNext, on_lap = POLICY) looping Read. Counters: reads_per_s (Read
+// returns other than kEmpty), lapped_per_s, lapped_fraction (kLapped of
+// those returns), delivered_msgs_per_s, lost_fraction (Lost / (Delivered +
+// Lost) at the end), writer_msgs_per_s, is_default (1 where POLICY is
+// ReaderOptions{}.on_lap). A kCorrupt return fails the run.
+struct LapShared {
+  std::atomic<std::uint64_t> reads{0};
+  std::atomic<std::uint64_t> lapped{0};
+  std::atomic<std::uint64_t> corrupt{0};
+  std::atomic<std::uint64_t> delivered{0};
+  std::atomic<std::uint64_t> lost{0};
+  std::atomic<int> attached{0};
+  std::atomic<int> stop{0};
+};
+
+void Lap(benchmark::State& state, std::size_t payload, cb::OnLap policy) {
+  auto const spec = cb::Spec::Make(cbb::UniqueName("l"), g_capacity);
+  std::uint64_t reads = 0;
+  std::uint64_t lapped = 0;
+  std::uint64_t corrupt = 0;
+  std::uint64_t delivered = 0;
+  std::uint64_t lost = 0;
+  std::uint64_t written = 0;
+  double seconds = 0;
+  for (auto _ : state) {
+    auto* r = cbb::MapShared<LapShared>();
+    {
+      cb::Writer writer(spec, cbb::g_writer_options);
+      cbb::Process reader_process(cbb::g_cpus.echo, [&] {
+        cb::Reader reader(cb::Spec::Make(spec.Name(), 0), {.start = cb::StartAt::kNext, .on_lap = policy});
+        std::vector<std::byte> buf(65536);
+        r->attached.store(1);
+        std::uint64_t n_reads = 0;
+        std::uint64_t n_lapped = 0;
+        std::uint64_t n_corrupt = 0;
+        while (r->stop.load(std::memory_order_relaxed) == 0) {
+          int const n = reader.Read(buf);
+          if (n == cb::kEmpty) continue;
+          ++n_reads;
+          n_lapped += n == cb::kLapped ? 1 : 0;
+          n_corrupt += n < 0 && n != cb::kLapped ? 1 : 0;
+        }
+        r->reads = n_reads;
+        r->lapped = n_lapped;
+        r->corrupt = n_corrupt;
+        r->delivered = reader.Delivered();
+        r->lost = reader.Lost();
+        return 0;
+      });
+      while (r->attached.load() == 0) std::this_thread::yield();
+      cbb::Pin(cbb::g_cpus.main);
+      std::vector<std::byte> msg(payload, std::byte{1});
+      auto const start = std::chrono::steady_clock::now();
+      auto const end = start + g_duration;
+      std::uint64_t n = 0;
+      do {
+        for (int i = 0; i < 64; ++i) writer.Write(msg);
+        n += 64;
+      } while (std::chrono::steady_clock::now() < end);
+      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      written += n;
+      r->stop.store(1);
+      reader_process.Wait();
+    }
+    circbuf::SharedMemory::Remove(spec.Name());
+    circbuf::SharedMemory::Remove(std::string(spec.Name()) + ".data");
+    reads += r->reads;
+    lapped += r->lapped;
+    corrupt += r->corrupt;
+    delivered += r->delivered;
+    lost += r->lost;
+    cbb::Unmap(r);
+  }
+  if (corrupt != 0) state.SkipWithError("Read returned kCorrupt (or another error) under a healthy writer");
+  auto const per_s = [&](std::uint64_t v) { return static_cast<double>(v) / seconds; };
+  state.counters["reads_per_s"] = per_s(reads);
+  state.counters["lapped_per_s"] = per_s(lapped);
+  state.counters["lapped_fraction"] = reads == 0 ? 0.0 : static_cast<double>(lapped) / static_cast<double>(reads);
+  state.counters["delivered_msgs_per_s"] = per_s(delivered);
+  state.counters["lost_fraction"] =
+      delivered + lost == 0 ? 0.0 : static_cast<double>(lost) / static_cast<double>(delivered + lost);
+  state.counters["writer_msgs_per_s"] = per_s(written);
+  state.counters["is_default"] = policy == cb::ReaderOptions{}.on_lap ? 1 : 0;
+}
+
 // The writer's own rate for 64-byte messages with `readers` reader processes
 // attached and reading flat out (reader i pinned to CPU 1 + i).
 void WriterRate(benchmark::State& state) {
@@ -173,6 +262,17 @@ int main(int argc, char** argv) {
     for (auto const& peer : cbb::Peers(payload)) Register(peer.name, peer.make, payload);
   }
   for (std::size_t payload : {8, 64, 73, 1024, 65535}) RegisterPaced(payload);
+  for (std::size_t payload : {64, 1024}) {
+    for (auto const& [policy, name] :
+         {std::pair{cb::OnLap::kOldest, "oldest"}, std::pair{cb::OnLap::kHeadroom, "headroom"},
+          std::pair{cb::OnLap::kLatest, "latest"}}) {
+      benchmark::RegisterBenchmark(("lap/circbuf/" + std::to_string(payload) + "/" + name).c_str(), Lap, payload,
+                                   policy)
+          ->Iterations(1)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
   // Reader scaling: 0, 1, and up to cores - 1 readers (one core for the writer).
   int const cores = cbb::CpuCount();
   auto* scaling = benchmark::RegisterBenchmark("writer-rate/circbuf/64", WriterRate);
