@@ -3,7 +3,9 @@
 latency.json and throughput.json (Google Benchmark), summary.md (tables with
 ratios measured in the same run) and latency.png, latency_sizes.png and throughput.png.
 
-    python3 bench/report.py [--build build/clang-bench] [--out docs/perf] [--quick]
+    python3 bench/report.py [--build build/clang-bench] [--out docs/perf] [--quick] [--reuse]
+
+Like check.py, it builds the benchmarks first when a binary is missing or stale.
 """
 
 import argparse
@@ -23,7 +25,7 @@ def fmt_ns(v):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build/clang-bench")
+    ap.add_argument("--build", default=str(suite.DEFAULT_BUILD))
     ap.add_argument("--out", default="docs/perf")
     ap.add_argument("--quick", action="store_true", help="fewer round trips, shorter runs")
     ap.add_argument("--cpus", default="0,1")
@@ -37,6 +39,7 @@ def main():
         lat = suite.rows(json.loads((out / "latency.json").read_text()))
         tp_data = json.loads((out / "throughput.json").read_text())
     else:
+        suite.ensure_built(build)
         lat = suite.rows(suite.run(build, "bench_latency", out / "latency.json", [f"--round_trips={trips}", f"--cpus={a.cpus}"]))
         tp_data = suite.run(build, "bench_throughput", out / "throughput.json", [f"--seconds={seconds}", f"--cpus={a.cpus}"])
     tp = suite.rows(tp_data)
