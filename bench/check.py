@@ -28,14 +28,21 @@ def main():
     build = Path(a.build)
     suite.ensure_built(build)
     tmp = Path(tempfile.mkdtemp(prefix="circbuf-check-"))
+    # "^latency/floor/": the cache-line floor only (the copy floor is "copy-floor").
+    # circbuf/1024 and copy-floor/1024 are registered back to back (target 12).
+    pair_filter = "^latency/floor/|^latency/circbuf/(64|1024)/|^latency/copy-floor/1024/"
     lat = suite.rows(suite.run(build, "bench_latency", tmp / "latency.json", [
         "--round_trips=200000", f"--cpus={a.cpus}",
-        "--benchmark_filter=^latency/floor/|circbuf/64/|audit|unix-socket/64/|iceoryx.*/64/|boost.*/64/"]))
+        f"--benchmark_filter={pair_filter}|audit|unix-socket/64/|iceoryx.*/64/|boost.*/64/"]))
     pair_runs = [suite.rows(suite.run(build, "bench_latency", tmp / f"pair{i}.json", [
-        "--round_trips=200000", f"--cpus={a.cpus}", "--benchmark_filter=^latency/floor/|circbuf/64/"])) for i in (1, 2)]
+        "--round_trips=200000", f"--cpus={a.cpus}", f"--benchmark_filter={pair_filter}"])) for i in (1, 2)]
     tp_data = suite.run(build, "bench_throughput", tmp / "throughput.json", [
         "--seconds=0.4", f"--cpus={a.cpus}", "--benchmark_filter=^throughput|writer-rate/circbuf/64/[01]/"])
     tp = suite.rows(tp_data)
+    # Paced throughput (copy-floor and circbuf back to back at each size) and
+    # the lap policies, three runs: targets 11 and 14.
+    copy_runs = [suite.run(build, "bench_throughput", tmp / f"paced{i}.json", [
+        "--seconds=0.3", f"--cpus={a.cpus}", "--benchmark_filter=^paced/|^lap/"]) for i in range(3)]
     # bench_wait: wake latency in three runs (the floor and circbuf back to
     # back in each), writer rates in three runs, interrupts in one.
     wake_runs = [suite.rows(suite.run(build, "bench_wait", tmp / f"wake{i}.json", [
@@ -129,6 +136,7 @@ def main():
     else:
         target("5. hot-path audit", None, "measurement missing")
     wait_targets(target, get, wake_runs, rate_runs, bys, burst_runs)
+    copy_targets(target, get, [lat] + pair_runs, copy_runs)
     missed = sum(1 for r in results if r is False)
     missing = sum(1 for r in results if r is None)
     print(f"\n{len(results) - missed - missing} met, {missed} missed, {missing} not measured")
@@ -211,6 +219,91 @@ def wait_targets(target, get, wake_runs, rate_runs, bys, burst_runs):
                f"{len(every)}: " + ", ".join(f"{v:.2f}" for v in every)
                + f"); {rate(r, 'bursts-256-sleepers', 'futex_wakes_per_s'):,.0f} futex wakes/s, readers waited "
                f"{rate(r, 'bursts-256-sleepers', 'reader_waits_per_s'):,.0f} times/s")
+
+
+PACED_SIZES = [8, 64, 73, 1024, 65535]
+LAP_SIZES = [64, 1024]
+# The lap policy with the most headroom behind the writer (modules/ring/reader.cppm, OnLap).
+MOST_HEADROOM = "latest"
+
+
+def copy_targets(target, get, lat_runs, copy_runs):
+    """Targets 11, 12 and 14 (issue 14): circbuf against the copy floor, and
+    the lap policies. Target 13 of that issue (the writer's rate with a busy
+    reader) is target 3 above."""
+    def ratio(num, den):
+        return None if None in (num, den) or den == 0 else num / den
+
+    # 11. Paced delivered rate, per size: median of the three runs' ratios.
+    paced = [suite.rows(d) for d in copy_runs]
+    lines, ok, missing = [], True, False
+    for s in PACED_SIZES:
+        errors = [r[("paced", "circbuf", s)]["error_message"] for r in paced
+                  if "error_message" in r.get(("paced", "circbuf", s), {})]
+        x, r, every = median_of(paced, lambda r: ratio(get(r, ("paced", "circbuf", s), "delivered_msgs_per_s"),
+                                                       get(r, ("paced", "copy-floor", s), "delivered_msgs_per_s")))
+        if errors:
+            ok = False
+            lines.append(f"{s} B: circbuf run failed ({errors[0]})")
+        elif x is None:
+            missing = True
+            lines.append(f"{s} B: not measured")
+        else:
+            ok = ok and x >= 0.8
+            c = get(r, ("paced", "circbuf", s), "delivered_GB_per_s")
+            f = get(r, ("paced", "copy-floor", s), "delivered_GB_per_s")
+            lines.append(f"{s} B {x:.2f} ({c:.2f} / {f:.2f} GB/s; of {len(every)}: "
+                         + ", ".join(f"{v:.2f}" for v in every) + ")")
+    target("11. paced delivered rate (no loss) >= 0.8 x copy floor at 8, 64, 73, 1024, 65535 B",
+           None if missing and ok else ok, "; ".join(lines))
+
+    # 12. One-way p50 at 1 KiB, floor and circbuf back to back in each latency run.
+    x, r, every = median_of(lat_runs, lambda r: ratio(get(r, ("latency", "circbuf", 1024), "p50_ns"),
+                                                      get(r, ("latency", "copy-floor", 1024), "p50_ns")))
+    if x is None:
+        target("12. 1 KiB one-way p50", None, "measurement missing")
+    else:
+        target("12. 1 KiB one-way p50 <= 1.2 x copy floor p50", x <= 1.2,
+               f"{get(r, ('latency', 'circbuf', 1024), 'p50_ns'):.1f} ns / "
+               f"{get(r, ('latency', 'copy-floor', 1024), 'p50_ns'):.1f} ns = {x:.2f} (median of {len(every)} "
+               "back-to-back pairs: " + ", ".join(f"{v:.2f}" for v in every) + ")")
+
+    # 14. Lap policy under a flat-out writer: the default loses no more than
+    # the policy with the most headroom (within 5 % + 0.01) and < 1 % of its
+    # reads end in kLapped. Per size, each value is the median of three runs.
+    laps = [suite.lap_rows(d) for d in copy_runs]
+    lines, ok, missing = [], True, False
+    for s in LAP_SIZES:
+        def field(r, policy, name, s=s):
+            b = r.get((s, policy))
+            return None if b is None or "error_message" in b else b.get(name)
+
+        defaults = {p for r in laps for (size, p), b in r.items() if size == s and b.get("is_default") == 1}
+        if len(defaults) != 1:
+            missing = True
+            lines.append(f"{s} B: not measured")
+            continue
+        default = defaults.pop()
+
+        def excess(r, default=default):  # the default's lost fraction minus what is allowed
+            mine, best = field(r, default, "lost_fraction"), field(r, MOST_HEADROOM, "lost_fraction")
+            return None if None in (mine, best) else mine - (1.05 * best + 0.01)
+
+        over, _, overs = median_of(laps, excess)
+        lapped, _, _ = median_of(laps, lambda r, d=default: field(r, d, "lapped_fraction"))
+        per_s, _, _ = median_of(laps, lambda r, d=default: field(r, d, "lapped_per_s"))
+        if over is None or lapped is None:
+            missing = True
+            lines.append(f"{s} B: not measured")
+            continue
+        ok = ok and over <= 0 and lapped < 0.01
+        lost = {p: median_of(laps, lambda r, p=p: field(r, p, "lost_fraction"))[0] for p in ("oldest", "headroom", "latest")}
+        same = " (the default is that policy)" if default == MOST_HEADROOM else ""
+        lines.append(f"{s} B: default {default}{same}: {100 * lapped:.3f} % of reads kLapped ({per_s:,.0f}/s); lost "
+                     + ", ".join(f"{p} {100 * v:.2f} %" for p, v in lost.items() if v is not None)
+                     + "; default minus allowed " + ", ".join(f"{100 * v:+.2f}" for v in overs) + " points")
+    target(f"14. default lap policy loses <= {MOST_HEADROOM} x 1.05 + 0.01 and < 1 % of reads kLapped, 64 B and 1 KiB",
+           None if missing and ok else ok, "; ".join(lines))
 
 
 if __name__ == "__main__":

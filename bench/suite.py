@@ -74,6 +74,16 @@ def rows(data: dict) -> dict:
     return table
 
 
+def lap_rows(data: dict) -> dict:
+    """{(size, policy): entry} of the lap/circbuf/SIZE/POLICY runs."""
+    table = {}
+    for b in data["benchmarks"]:
+        parts = b["name"].split("/")
+        if len(parts) >= 4 and parts[0] == "lap":
+            table[(int(parts[2]), parts[3])] = b
+    return table
+
+
 def writer_rates(data: dict) -> dict:
     """{readers: writer messages per second} from the writer-rate runs."""
     return {int(b["readers"]): b["writer_msgs_per_s"] for b in data["benchmarks"]
