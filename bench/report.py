@@ -50,17 +50,22 @@ def main():
           f"processes pinned to CPUs {a.cpus}. One run, all transports: compare ratios within it.", "",
           "## One-way latency (round trip / 2)", "",
           f"Floor: one cache line bounced between the two processes, p50 {floor:.1f} ns one way.", "",
-          "| transport | bytes | p50 | p90 | p99 | p99.9 | max | p50 / floor |",
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+          "Copy floor (copy-floor): memcpy into a shared ring of the same size as circbuf's, a release-stored "
+          "counter, memcpy out (bench/support/copy_floor.hpp); the last column compares each p50 with its p50 "
+          "at the same size.", "",
+          "| transport | bytes | p50 | p90 | p99 | p99.9 | max | p50 / floor | p50 / copy floor |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     transports = sorted({t for (k, t, s) in lat if k == "latency" and t != "floor"},
-                        key=lambda t: (t != "circbuf", t))
+                        key=lambda t: (t != "circbuf", t != "copy-floor", t))
     for t in transports:
         for s in LAT_SIZES:
             b = lat.get(("latency", t, s))
             if b is None or "error_message" in b:
                 continue
+            cf = lat.get(("latency", "copy-floor", s))
+            vs_copy = f"{b['p50_ns'] / cf['p50_ns']:.2f}" if cf and "error_message" not in cf else ""
             md.append(f"| {t} | {s} | {fmt_ns(b['p50_ns'])} | {fmt_ns(b['p90_ns'])} | {fmt_ns(b['p99_ns'])} | "
-                      f"{fmt_ns(b['p999_ns'])} | {fmt_ns(b['max_ns'])} | {b['p50_ns'] / floor:.2f} |")
+                      f"{fmt_ns(b['p999_ns'])} | {fmt_ns(b['max_ns'])} | {b['p50_ns'] / floor:.2f} | {vs_copy} |")
     audit = lat.get(("audit", "circbuf", 64))
     if audit:
         md += ["", f"Hot-path audit: the echo process ran {audit['audited_operations']:.0f} Read/Write operations "
@@ -87,6 +92,7 @@ def main():
             ratio = f"{b['delivered_GB_per_s'] / mc_gbs:.2f}" if mc_gbs else ""
             md.append(f"| {t} | {s} | {b['delivered_msgs_per_s']:,.0f} | {b['delivered_GB_per_s']:.2f} | "
                       f"{b['sent_msgs_per_s']:,.0f} | {100 * b['loss_fraction']:.1f} % | {ratio} |")
+    md += paced_table(tp) + lap_table(suite.lap_rows(tp_data))
     md += ["", "## The writer's rate with readers attached (64-byte messages)", "",
            "| readers | writer msg/s | vs no reader |", "| ---: | ---: | ---: |"]
     rates = suite.writer_rates(tp_data)
@@ -96,6 +102,46 @@ def main():
     (out / "summary.md").write_text("\n".join(md))
     print("\n".join(md))
     plots(lat, tp, transports, tps, out)
+
+
+def paced_table(tp):
+    md = ["", "## Paced throughput, nothing lost: circbuf against the copy floor", "",
+          "Both paced the same way (bench/support/paced.hpp): the reader acknowledges what it consumed every "
+          "few messages, and the writer never runs more than half the ring ahead of the last acknowledgement, "
+          "so circbuf is never lapped (a run that loses a message is an error).", "",
+          "| bytes | copy floor msg/s | copy floor GB/s | circbuf msg/s | circbuf GB/s | circbuf lost | circbuf / copy floor |",
+          "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s in TP_SIZES:
+        f, c = tp.get(("paced", "copy-floor", s)), tp.get(("paced", "circbuf", s))
+        if f is None or c is None:
+            continue
+        if "error_message" in f or "error_message" in c:
+            md.append(f"| {s} | {f.get('error_message', '')} | | {c.get('error_message', '')} | | | |")
+            continue
+        md.append(f"| {s} | {f['delivered_msgs_per_s']:,.0f} | {f['delivered_GB_per_s']:.2f} | "
+                  f"{c['delivered_msgs_per_s']:,.0f} | {c['delivered_GB_per_s']:.2f} | {c['lost']:.0f} | "
+                  f"{c['delivered_msgs_per_s'] / f['delivered_msgs_per_s']:.2f} |")
+    return md
+
+
+def lap_table(laps):
+    if not laps:
+        return []
+    md = ["", "## A reader that falls behind a flat-out writer: the lap policies", "",
+          "One reader looping Read, ReaderOptions::on_lap as given; kLapped of reads = kLapped returns of all "
+          "Read returns other than kEmpty; lost = Lost / (Delivered + Lost).", "",
+          "| bytes | on_lap | reads/s | kLapped/s | kLapped of reads | delivered msg/s | lost | writer msg/s |",
+          "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    order = {"oldest": 0, "headroom": 1, "latest": 2}
+    for (s, policy), b in sorted(laps.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 3))):
+        name = policy + (" (default)" if b.get("is_default") == 1 else "")
+        if "error_message" in b:
+            md.append(f"| {s} | {name} | {b['error_message']} | | | | | |")
+            continue
+        md.append(f"| {s} | {name} | {b['reads_per_s']:,.0f} | {b['lapped_per_s']:,.0f} | "
+                  f"{100 * b['lapped_fraction']:.3f} % | {b['delivered_msgs_per_s']:,.0f} | "
+                  f"{100 * b['lost_fraction']:.1f} % | {b['writer_msgs_per_s']:,.0f} |")
+    return md
 
 
 def plots(lat, tp, transports, tps, out):
@@ -129,7 +175,8 @@ def plots(lat, tp, transports, tps, out):
         if not pts:
             continue
         ax.plot([s for s, _ in pts], [b["p50_ns"] for _, b in pts], marker="o", label=n,
-                color="black" if n == "circbuf" else colours[i % len(colours)],
+                color="black" if n in ("circbuf", "copy-floor") else colours[i % len(colours)],
+                linestyle="--" if n == "copy-floor" else "-",
                 linewidth=3 if n == "circbuf" else 1.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -147,11 +194,17 @@ def plots(lat, tp, transports, tps, out):
             continue
         ys = [b["GB_per_s"] if t == "memcpy" else b["delivered_GB_per_s"] for _, b in pts]
         ax.plot([s for s, _ in pts], ys, marker="o", label=t, linestyle="--" if t == "memcpy" else "-")
+    for t, style in (("copy-floor", dict(color="black", linestyle=":")), ("circbuf", dict(color="black", linestyle="-."))):
+        pts = [(s, tp[("paced", t, s)]) for s in TP_SIZES if ("paced", t, s) in tp]
+        pts = [(s, b) for s, b in pts if "error_message" not in b]
+        if pts:
+            ax.plot([s for s, _ in pts], [b["delivered_GB_per_s"] for _, b in pts], marker="s",
+                    label=f"{t}, paced (no loss)", **style)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("message size, bytes (log)")
     ax.set_ylabel("delivered GB/s (log)")
-    ax.set_title("Throughput delivered to one reader")
+    ax.set_title("Throughput delivered to one reader (flat out; paced: nothing lost)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
