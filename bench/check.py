@@ -57,7 +57,7 @@ def main():
     bys = suite.rows(suite.run(build, "bench_wait", tmp / "bystander.json", [
         "--seconds=0.5", f"--cpus={a.cpus}", "--benchmark_filter=^bystander/"]))
     print(f"\ncircbuf performance targets on {suite.machine()} (ratios within one run; "
-          "target 1 from three back-to-back pairs)\n")
+          "targets 1, 11, 12 and 14 from three back-to-back runs)\n")
     results = []
 
     def target(label, ok, detail):
