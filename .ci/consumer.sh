@@ -4,7 +4,8 @@
 #     off) into a fresh temporary prefix; check what was installed; run the
 #     examples (market_data writer + readers, blocking_reader) as a smoke
 #     test; build the standalone project examples/consumer against that
-#     prefix (find_package(circbuf 0.1), import circbuf;) and run it.
+#     prefix (find_package(circbuf 0.1), import circbuf;), run it, and
+#     check that Read and Write inlined into it (.ci/inline-check.sh).
 #  2. g++-14: the same (without the tool) inside the Debian 13 chroot of
 #     toolchains/gcc-chroot.sh.
 #     circbuf is built with g++-14 there too: the consumer recompiles the
@@ -77,6 +78,7 @@ build_and_run_consumer() {
     -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CXX_FLAGS="-Wall -Wextra -Werror" "$@" >/dev/null
   cmake --build "$build"
   "$build/circbuf_roundtrip" || fail "examples/consumer ($build) exited with $?"
+  .ci/inline-check.sh "$build/circbuf_roundtrip" || fail "the hot path of examples/consumer ($build) is not inlined"
 }
 
 # The examples of circbuf's own build: a writer and three readers at once.

@@ -195,7 +195,7 @@ struct Spec {
   // the capacity of the existing ring").
   static Spec Make(std::string_view name, std::uint64_t capacity);
 
-  [[nodiscard]] std::string_view Name() const noexcept { return name; }
+  [[nodiscard]] inline std::string_view Name() const noexcept { return name; }
 };
 static_assert(std::is_trivial_v<Spec> && std::is_standard_layout_v<Spec>);
 

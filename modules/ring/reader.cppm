@@ -127,7 +127,7 @@ class Reader : public IWrapper {
   // kEmpty, kLapped (resynchronised; see LastLoss), kBufferTooSmall (the
   // message stays unread; see PendingSize) or kCorrupt. Never blocks, never
   // writes shared memory, never delivers a byte the writer overwrote.
-  int Read(std::span<std::byte> out) {
+  [[gnu::always_inline]] inline int Read(std::span<std::byte> out) {
     int const n = Begin();
     if (n <= 0) return n;
     if (static_cast<std::size_t>(n) > out.size()) [[unlikely]] {
@@ -163,35 +163,35 @@ class Reader : public IWrapper {
   // reader armed), nothing while nobody sleeps, and nothing after a reader died asleep.
   [[nodiscard]] WaitResult Wait(std::chrono::nanoseconds timeout);
   [[nodiscard]] WaitResult WaitUntil(std::chrono::steady_clock::time_point deadline);
-  [[nodiscard]] WaitResult Wait() { return WaitUntil(std::chrono::steady_clock::time_point::max()); }
+  [[nodiscard]] inline WaitResult Wait() { return WaitUntil(std::chrono::steady_clock::time_point::max()); }
 
   // Makes a Wait in progress (in any thread) and every later one return
   // kStopped, until ClearStop(). Async-signal-safe: it may be called from a
   // signal handler (lock-free atomics and one futex system call). The wake
   // reaches every reader asleep on this ring; the others go back to sleep.
   void RequestStop() noexcept;
-  void ClearStop() noexcept { stop_.store(false, std::memory_order_relaxed); }
-  [[nodiscard]] bool StopRequested() const noexcept { return stop_.load(std::memory_order_relaxed); }
+  inline void ClearStop() noexcept { stop_.store(false, std::memory_order_relaxed); }
+  [[nodiscard]] inline bool StopRequested() const noexcept { return stop_.load(std::memory_order_relaxed); }
 
   // Messages delivered by Read / ReadInPlace so far.
-  [[nodiscard]] std::uint64_t Delivered() const noexcept { return delivered_; }
+  [[nodiscard]] inline std::uint64_t Delivered() const noexcept { return delivered_; }
   // Messages lost to overwrites so far: Delivered() + Lost() is what was
   // written since this reader's first message.
-  [[nodiscard]] std::uint64_t Lost() const noexcept { return lost_; }
+  [[nodiscard]] inline std::uint64_t Lost() const noexcept { return lost_; }
   // Messages skipped by the last kLapped.
-  [[nodiscard]] std::uint64_t LastLoss() const noexcept { return last_loss_; }
+  [[nodiscard]] inline std::uint64_t LastLoss() const noexcept { return last_loss_; }
   // Length of the message that the last kBufferTooSmall left unread.
-  [[nodiscard]] std::size_t PendingSize() const noexcept { return pending_size_; }
+  [[nodiscard]] inline std::size_t PendingSize() const noexcept { return pending_size_; }
   // Stream position of the next record this reader looks at.
-  [[nodiscard]] std::uint64_t Position() const noexcept { return cursor_; }
+  [[nodiscard]] inline std::uint64_t Position() const noexcept { return cursor_; }
   // Sequence number of the next message this reader expects (valid once it
   // has read or skipped one).
-  [[nodiscard]] std::uint64_t NextSequence() const noexcept { return expected_; }
+  [[nodiscard]] inline std::uint64_t NextSequence() const noexcept { return expected_; }
 
  private:
   // Finds the next record: returns its length (> 0) with header_ set, or an
   // outcome (<= 0). Skips padding records.
-  int Begin() {
+  [[gnu::always_inline]] inline int Begin() {
     for (;;) {
       std::uint64_t const header = std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data_ + offset_))
                                        .load(std::memory_order_acquire);  // [R1]
@@ -236,7 +236,7 @@ class Reader : public IWrapper {
   }
 
   // After the payload was copied or looked at: was it intact throughout?
-  int Finish(int n) {
+  [[gnu::always_inline]] inline int Finish(int n) {
     std::atomic_thread_fence(std::memory_order_acquire);  // [R2] pairs with [W1]
     // Relaxed on purpose: after [R2]'s fence, which orders this load after
     // the data it validates.
@@ -263,7 +263,7 @@ class Reader : public IWrapper {
     return n;
   }
 
-  void Advance(std::size_t n) noexcept {
+  [[gnu::always_inline]] inline void Advance(std::size_t n) noexcept {
     ++expected_;
     ++delivered_;
     cursor_ += RecordBytes(n);
@@ -283,7 +283,7 @@ class Reader : public IWrapper {
   int TruncatedData();  // the end mark is gone: logs once, kCorrupt (sticky through shrunk_)
   // The frontier as far as this reader can tell: limit, or the highest
   // limit an earlier validation saw if limit is below it.
-  [[nodiscard]] std::uint64_t Limit() const noexcept {
+  [[nodiscard]] inline std::uint64_t Limit() const noexcept {
     return std::max(std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire), limit_floor_);
   }
   // Length of the record at p.position if the data segment agrees with the
@@ -308,7 +308,7 @@ class Reader : public IWrapper {
   // Wait's checks after arming: kReady if there is nothing to report yet
   // (sleep on), else what to return.
   std::optional<WaitResult> Look(bool probe_due);
-  [[nodiscard]] bool HasData() const noexcept {
+  [[nodiscard]] inline bool HasData() const noexcept {
     return cursor_ < std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_seq_cst);
   }
 

@@ -3,12 +3,16 @@
 // and copies the immutable header fields into the object, so the hot paths
 // never re-read (or trust again) the shared header.
 //
-// Word-wise copies. A reader may copy bytes that the writer is overwriting at
-// that very moment; it then discards them (the `limit` test, see :layout).
-// To keep that race-free in C++ terms (the seqlock problem, P1478) both sides
-// access ring memory through std::atomic_ref<std::uint64_t> with
-// memory_order_relaxed: on x86-64 and AArch64 these are plain 8-byte moves,
-// so the cost is losing wide vector copies, which the benchmarks measure.
+// The copy. A reader may copy bytes that the writer is overwriting at that
+// very moment; it then discards them (the `limit` test, see :layout). C++
+// allows such a race only on atomics (the seqlock problem, P1478), so the
+// portable copy accesses ring memory through std::atomic_ref<std::uint64_t>
+// with memory_order_relaxed: plain 8-byte moves on x86-64 and AArch64. On
+// x86-64 (outside the sanitizers) both sides copy with 16-byte SSE2 moves in
+// inline assembly instead, outside the C++ abstract machine as the Linux
+// kernel's copy routines are; which was chosen, its formal status and what
+// ThreadSanitizer sees: docs/toolchain-notes.md, "The copy". Define
+// CIRCBUF_WORD_COPY to build the word-wise copy on x86-64 too.
 module;
 
 #include <sys/types.h>
@@ -25,6 +29,25 @@ module;
 #include <emmintrin.h>
 #endif
 
+// The copy between the ring and private memory: SSE2 moves in assembly on
+// x86-64, 8-byte relaxed atomics elsewhere and under the sanitizers, which
+// cannot see inside an asm statement (ThreadSanitizer would miss the race it
+// is there to check; AddressSanitizer the bounds). See the comment at the
+// top and docs/toolchain-notes.md, "The copy".
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define CIRCBUF_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define CIRCBUF_SANITIZED 1
+#endif
+#if defined(__x86_64__) && !defined(CIRCBUF_SANITIZED) && !defined(CIRCBUF_WORD_COPY)
+#define CIRCBUF_VECTOR_COPY 1
+#else
+#define CIRCBUF_VECTOR_COPY 0
+#endif
+
 export module circbuf.ring:wrapper;
 
 import circbuf.shm;
@@ -32,7 +55,7 @@ import :layout;
 
 namespace circbuf::CircularBuffer {
 
-inline std::uint64_t LoadWord(std::byte const* ring, std::uint64_t offset) noexcept {
+[[gnu::always_inline]] inline std::uint64_t LoadWord(std::byte const* ring, std::uint64_t offset) noexcept {
   // std::atomic_ref<T const> arrives only in C++26; a load never writes (the
   // reader's data segment is even mapped PROT_READ).
   // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
@@ -40,53 +63,128 @@ inline std::uint64_t LoadWord(std::byte const* ring, std::uint64_t offset) noexc
   return std::atomic_ref<std::uint64_t>(*word).load(std::memory_order_relaxed);
 }
 
-inline void StoreWord(std::byte* ring, std::uint64_t offset, std::uint64_t value) noexcept {
+[[gnu::always_inline]] inline void StoreWord(std::byte* ring, std::uint64_t offset, std::uint64_t value) noexcept {
   auto* word = reinterpret_cast<std::uint64_t*>(ring + offset);
   std::atomic_ref<std::uint64_t>(*word).store(value, std::memory_order_relaxed);
 }
 
-inline void CopyToRing(std::byte* ring, std::uint64_t offset, std::byte const* src, std::size_t n) noexcept {
-  std::size_t const full = n / 8;
-  for (std::size_t i = 0; i < full; ++i) {
-    std::uint64_t word = 0;  // overwritten whole by the memcpy: the compiler drops the store
-    std::memcpy(&word, src + i * 8, 8);
-    StoreWord(ring, offset + i * 8, word);
+// 1 .. 7 bytes at p as the low bytes of a word (the rest zero), without a
+// libc call: two fixed-size loads that overlap where `rest` is not a power
+// of two (the overlapping bytes are the same bytes, so OR keeps them).
+[[gnu::always_inline]] inline std::uint64_t LoadTail(std::byte const* p, std::size_t rest) noexcept {
+  if (rest >= 4) {
+    std::uint32_t lo = 0;
+    std::uint32_t hi = 0;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + rest - 4, 4);
+    return lo | (std::uint64_t{hi} << (8 * (rest - 4)));
   }
-  if (std::size_t const rest = n % 8; rest != 0) {
-    std::uint64_t word = 0;  // the record's padding bytes are zero
-    std::memcpy(&word, src + full * 8, rest);
-    StoreWord(ring, offset + full * 8, word);
+  if (rest >= 2) {
+    std::uint16_t lo = 0;
+    std::uint16_t hi = 0;
+    std::memcpy(&lo, p, 2);
+    std::memcpy(&hi, p + rest - 2, 2);
+    return lo | (std::uint64_t{hi} << (8 * (rest - 2)));
+  }
+  return std::to_integer<std::uint64_t>(*p);
+}
+
+// The low `rest` (1 .. 7) bytes of word to p, likewise without a libc call.
+[[gnu::always_inline]] inline void StoreTail(std::byte* p, std::uint64_t word, std::size_t rest) noexcept {
+  if (rest >= 4) {
+    auto const lo = static_cast<std::uint32_t>(word);
+    auto const hi = static_cast<std::uint32_t>(word >> (8 * (rest - 4)));
+    std::memcpy(p + rest - 4, &hi, 4);
+    std::memcpy(p, &lo, 4);
+  } else if (rest >= 2) {
+    auto const lo = static_cast<std::uint16_t>(word);
+    auto const hi = static_cast<std::uint16_t>(word >> (8 * (rest - 2)));
+    std::memcpy(p + rest - 2, &hi, 2);
+    std::memcpy(p, &lo, 2);
+  } else {
+    *p = static_cast<std::byte>(word);
   }
 }
 
-inline void CopyFromRing(std::byte* dst, std::byte const* ring, std::uint64_t offset, std::size_t n) noexcept {
-  std::size_t const full = n / 8;
+#if CIRCBUF_VECTOR_COPY
+// 64 bytes at a time in four 16-byte SSE2 moves (x86-64 baseline), written
+// in assembly: the ring side's accesses race with the other process by
+// design, which C++ allows only for atomics; an asm statement is outside the
+// abstract machine (as the kernel's copy routines are), and "memory" keeps
+// the compiler from moving ring accesses across it. x86-64 keeps loads in
+// order with loads and stores with stores, so the protocol's fences hold for
+// these moves as for 8-byte ones (docs/toolchain-notes.md, "The copy").
+[[gnu::always_inline]] inline void Move64(std::byte* dst, std::byte const* src) noexcept {
+  asm volatile("movdqu   (%[s]), %%xmm0\n\t"
+               "movdqu 16(%[s]), %%xmm1\n\t"
+               "movdqu 32(%[s]), %%xmm2\n\t"
+               "movdqu 48(%[s]), %%xmm3\n\t"
+               "movdqu %%xmm0,   (%[d])\n\t"
+               "movdqu %%xmm1, 16(%[d])\n\t"
+               "movdqu %%xmm2, 32(%[d])\n\t"
+               "movdqu %%xmm3, 48(%[d])"
+               :
+               : [s] "r"(src), [d] "r"(dst)
+               : "xmm0", "xmm1", "xmm2", "xmm3", "memory");
+}
+
+[[gnu::always_inline]] inline void Move16(std::byte* dst, std::byte const* src) noexcept {
+  asm volatile("movdqu (%[s]), %%xmm0\n\t"
+               "movdqu %%xmm0, (%[d])"
+               :
+               : [s] "r"(src), [d] "r"(dst)
+               : "xmm0", "memory");
+}
+#endif
+
+// The writer's copy of a message into the ring (offset: 8-aligned; the
+// record's padding bytes, up to the next multiple of 8, become zero).
+[[gnu::always_inline]] inline void CopyToRing(std::byte* ring, std::uint64_t offset, std::byte const* src,
+                                              std::size_t n) noexcept {
   std::size_t i = 0;
-#if defined(__SSE2__)
-  // Two 8-byte atomic loads feed one 16-byte store: the destination is the
-  // caller's private memory, so only the loads need to be atomic, and one
-  // store per 16 bytes instead of two lifts a store-bound loop. The software
-  // prefetch 2 KiB ahead keeps enough cache misses in flight, which 8-byte
-  // loads alone do not; it runs past the message on purpose: a reader that
-  // is behind finds the next records there (prefetching is a hint: it never
-  // faults, even past the end of the mapping). 64 KiB messages: 8.8 -> 17 GB/s.
+#if CIRCBUF_VECTOR_COPY
+  for (; i + 64 <= n; i += 64) Move64(ring + offset + i, src + i);
+  for (; i + 16 <= n; i += 16) Move16(ring + offset + i, src + i);
+#endif
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t word = 0;  // overwritten whole by the memcpy: the compiler drops the store
+    std::memcpy(&word, src + i, 8);
+    StoreWord(ring, offset + i, word);
+  }
+  if (i < n) StoreWord(ring, offset + i, LoadTail(src + i, n - i));
+}
+
+// The reader's copy of a message out of the ring. The software prefetch
+// 2 KiB ahead keeps enough cache misses in flight for large messages; it
+// runs past the message on purpose: a reader that is behind finds the next
+// records there (a prefetch is a hint: it never faults, even past the end of
+// the mapping). 64 KiB messages: 8.8 -> 17 GB/s with 8-byte loads.
+[[gnu::always_inline]] inline void CopyFromRing(std::byte* dst, std::byte const* ring, std::uint64_t offset,
+                                                std::size_t n) noexcept {
   constexpr std::size_t kPrefetchAhead = 2048;
-  for (; i + 2 <= full; i += 2) {
-    if ((i & 7) == 0) __builtin_prefetch(ring + offset + i * 8 + kPrefetchAhead);
-    std::uint64_t const lo = LoadWord(ring, offset + i * 8);
-    std::uint64_t const hi = LoadWord(ring, offset + i * 8 + 8);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i * 8),
+  std::size_t i = 0;
+#if CIRCBUF_VECTOR_COPY
+  for (; i + 64 <= n; i += 64) {
+    __builtin_prefetch(ring + offset + i + kPrefetchAhead);
+    Move64(dst + i, ring + offset + i);
+  }
+  for (; i + 16 <= n; i += 16) Move16(dst + i, ring + offset + i);
+#elif defined(__SSE2__)
+  // Two 8-byte atomic loads feed one 16-byte store: the destination is the
+  // caller's private memory, so only the loads need to be atomic.
+  for (; i + 16 <= n; i += 16) {
+    if ((i & 63) == 0) __builtin_prefetch(ring + offset + i + kPrefetchAhead);
+    std::uint64_t const lo = LoadWord(ring, offset + i);
+    std::uint64_t const hi = LoadWord(ring, offset + i + 8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
                      _mm_set_epi64x(static_cast<long long>(hi), static_cast<long long>(lo)));
   }
 #endif
-  for (; i < full; ++i) {
-    std::uint64_t const word = LoadWord(ring, offset + i * 8);
-    std::memcpy(dst + i * 8, &word, 8);
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t const word = LoadWord(ring, offset + i);
+    std::memcpy(dst + i, &word, 8);
   }
-  if (std::size_t const rest = n % 8; rest != 0) {
-    std::uint64_t const word = LoadWord(ring, offset + full * 8);
-    std::memcpy(dst + full * 8, &word, rest);
-  }
+  if (i < n) StoreTail(dst + i, LoadWord(ring, offset + i), n - i);
 }
 
 // The wake word (see :layout). Bump: [W5], word := (word | kWakeArmed) + 1,
@@ -113,22 +211,22 @@ class IWrapper {
  public:
   // The ring's name and capacity as attached (capacity filled in for a
   // reader that passed 0).
-  [[nodiscard]] Spec const& GetSpec() const noexcept { return spec_; }
+  [[nodiscard]] inline Spec const& GetSpec() const noexcept { return spec_; }
   // Bytes of record space.
-  [[nodiscard]] std::uint64_t Capacity() const noexcept { return capacity_; }
+  [[nodiscard]] inline std::uint64_t Capacity() const noexcept { return capacity_; }
   // Largest message this ring accepts: MaxMessageFor(Capacity()).
-  [[nodiscard]] std::size_t MaxMessageSize() const noexcept { return max_message_; }
+  [[nodiscard]] inline std::size_t MaxMessageSize() const noexcept { return max_message_; }
   // Whether a writer is attached and alive, closed, dead, or never was
   // (probes the writer's OFD lock: a system call, slow path only).
   [[nodiscard]] WriterStatus GetWriterStatus() const;
   // Pid of the writer that holds (or last held) the ring; 0 if none ever did.
   [[nodiscard]] pid_t WriterPid() const noexcept;
   // Positions as published now (diagnostics and tools).
-  [[nodiscard]] std::uint64_t PublishedTail() const noexcept {
+  [[nodiscard]] inline std::uint64_t PublishedTail() const noexcept {
     return std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
   }
   // The shared State, read-only (diagnostics; load its fields with atomic_ref).
-  [[nodiscard]] State const& SharedState() const noexcept { return *state_; }
+  [[nodiscard]] inline State const& SharedState() const noexcept { return *state_; }
   // True once another process has shrunk (ftruncate) one of the ring's
   // segments under this attachment (see circbuf.shm's truncation guard):
   // what this process sees of the ring is no longer the ring. A reader then
@@ -151,7 +249,7 @@ class IWrapper {
   // state_shm_ is engaged from the end of the constructor on (which throws
   // otherwise); Writer and Reader call this only after it.
   // NOLINTNEXTLINE(bugprone-unchecked-optional-access)
-  [[nodiscard]] int StateHandle() const noexcept { return state_shm_->NativeHandle(); }
+  [[nodiscard]] inline int StateHandle() const noexcept { return state_shm_->NativeHandle(); }
   // After refusing what it attached to: leave the segments this object did
   // not create exactly as they were (never unlink them on the way out).
   void KeepAttachedSegments() noexcept;
@@ -164,7 +262,7 @@ class IWrapper {
   // the data segment, also one inside a page that no access faults on.
   // Sticky (Truncated() is true from then on). Hot paths inline the load.
   bool EndMarkGone() noexcept;
-  [[nodiscard]] bool EndMarkIntact() const noexcept { return LoadWord(data_, end_mark_) == kEndMark; }
+  [[nodiscard]] inline bool EndMarkIntact() const noexcept { return LoadWord(data_, end_mark_) == kEndMark; }
 
   Spec spec_{};
   std::optional<SharedMemory> state_shm_;  // NAME

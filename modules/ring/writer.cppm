@@ -93,7 +93,7 @@ class Writer : public IWrapper {
   // reader. Throws std::length_error for a bad size (the ring is unchanged),
   // and std::system_error (EIO) once another process has truncated a segment
   // of the ring (checked once per chunk, so within capacity / 8 bytes).
-  void Write(std::span<std::byte const> message) {
+  [[gnu::always_inline]] inline void Write(std::span<std::byte const> message) {
     std::size_t const n = message.size();
     if (n == 0 || n > max_message_) [[unlikely]] {
       ThrowBadSize(n);
@@ -109,7 +109,7 @@ class Writer : public IWrapper {
   // claim. The span is plain memory that a lapped reader may be looking at,
   // so writes through it are outside the atomic protocol of Write (the same
   // caveat as every seqlock; readers still never deliver torn data).
-  [[nodiscard]] std::span<std::byte> Claim(std::size_t n) {
+  [[gnu::always_inline]] [[nodiscard]] inline std::span<std::byte> Claim(std::size_t n) {
     if (n == 0 || n > max_message_) [[unlikely]] {
       ThrowBadSize(n);
     }
@@ -117,7 +117,7 @@ class Writer : public IWrapper {
     claimed_ = n;
     return {data_ + claim_offset_ + kHeaderBytes, n};
   }
-  void Commit(std::size_t n) {
+  [[gnu::always_inline]] inline void Commit(std::size_t n) {
     if (claimed_ == 0 || n == 0 || n > claimed_) [[unlikely]] {
       ThrowBadCommit(n);
     }
@@ -129,9 +129,9 @@ class Writer : public IWrapper {
   }
 
   // Sequence number the next message gets (48 bits are stored per record).
-  [[nodiscard]] std::uint64_t NextSequence() const noexcept { return seq_; }
+  [[nodiscard]] inline std::uint64_t NextSequence() const noexcept { return seq_; }
   // True if this writer took over from a writer that had died.
-  [[nodiscard]] bool TookOver() const noexcept { return took_over_; }
+  [[nodiscard]] inline bool TookOver() const noexcept { return took_over_; }
 
  private:
   // Room for a record of `bytes` at the current position, or at the start
@@ -140,7 +140,7 @@ class Writer : public IWrapper {
   // record, or the 8-byte "nothing yet" word after it, reaches past it.
   // Returns the ring offset of the record. Changes nothing readers can see
   // but limit, so an abandoned Claim leaves no trace.
-  std::uint64_t Reserve(std::uint64_t bytes) {
+  [[gnu::always_inline]] inline std::uint64_t Reserve(std::uint64_t bytes) {
     pad_ = offset_ + bytes > capacity_ ? capacity_ - offset_ : 0;
     if (pos_ + pad_ + bytes + kHeaderBytes > limit_) [[unlikely]] {
       CheckNotTruncated();
@@ -149,13 +149,13 @@ class Writer : public IWrapper {
     return pad_ == 0 ? offset_ : 0;
   }
 
-  void AdvanceLimit(std::uint64_t end) noexcept {
+  inline void AdvanceLimit(std::uint64_t end) noexcept {
     limit_ = (end + chunk_ - 1) / chunk_ * chunk_;
     std::atomic_ref<std::uint64_t>(state_->limit).store(limit_, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_release);  // [W1] pairs with [R1], [R2]
   }
 
-  void Publish(std::uint64_t offset, std::size_t n) {
+  [[gnu::always_inline]] inline void Publish(std::uint64_t offset, std::size_t n) {
     claimed_ = 0;  // a Write abandons an uncommitted Claim
     std::uint64_t const start = pos_ + pad_;
     std::uint64_t end = offset + RecordBytes(n);

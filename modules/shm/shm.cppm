@@ -214,13 +214,13 @@ class SharedMemory {
   SharedMemory& operator=(SharedMemory&& other) noexcept;
 
   // The segment's name, as given ("/NAME").
-  [[nodiscard]] std::string const& Name() const noexcept { return name_; }
+  [[nodiscard]] inline std::string const& Name() const noexcept { return name_; }
   // Bytes of the user region (the header page is not counted).
-  [[nodiscard]] std::size_t Size() const noexcept { return size_; }
+  [[nodiscard]] inline std::size_t Size() const noexcept { return size_; }
   // How the user region is mapped in this process.
-  [[nodiscard]] Access GetAccess() const noexcept { return access_; }
+  [[nodiscard]] inline Access GetAccess() const noexcept { return access_; }
   // True if this object created the segment (false: it attached).
-  [[nodiscard]] bool Created() const noexcept { return created_; }
+  [[nodiscard]] inline bool Created() const noexcept { return created_; }
   // Attachments recorded in the segment (live ones, plus dead ones not yet
   // noticed). Slow-path diagnostic.
   [[nodiscard]] std::uint32_t RefCount() const noexcept;
@@ -232,14 +232,16 @@ class SharedMemory {
   // aligned): shared memory that every attachment may write, a read-only one
   // too. For the few words that readers of a segment must write (the ring's
   // wake word), so that its user region can be mapped read-only for them.
-  [[nodiscard]] std::byte* AttacherLine() const noexcept { return header_ == nullptr ? nullptr : header_->attachers; }
+  [[nodiscard]] inline std::byte* AttacherLine() const noexcept {
+    return header_ == nullptr ? nullptr : header_->attachers;
+  }
   // The segment's file descriptor (for fstat and the like; do not close it).
-  [[nodiscard]] int NativeHandle() const noexcept { return fd_; }
+  [[nodiscard]] inline int NativeHandle() const noexcept { return fd_; }
 
   // This attachment will not unlink the segment when it detaches, even as
   // the last one out. For an attacher that refuses what it found (another
   // layout version, corrupt contents): refusing must change nothing.
-  void KeepOnDetach() noexcept { keep_ = true; }
+  inline void KeepOnDetach() noexcept { keep_ = true; }
 
   // True once the truncation guard has caught an access to this attachment
   // beyond the end of its file (another process shrank the segment): the
@@ -249,8 +251,8 @@ class SharedMemory {
   [[nodiscard]] bool Truncated() const noexcept;
 
   // Bytes of the user region as raw memory.
-  [[nodiscard]] std::byte* Data() noexcept { return user_; }
-  [[nodiscard]] std::byte const* Data() const noexcept { return user_; }
+  [[nodiscard]] inline std::byte* Data() noexcept { return user_; }
+  [[nodiscard]] inline std::byte const* Data() const noexcept { return user_; }
 
   // The user region viewed as one T at its start. T must be const on a
   // read-only attachment. Throws std::length_error if sizeof(T) > Size().

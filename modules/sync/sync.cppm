@@ -84,11 +84,11 @@ class SemaphoreLock {
   void Release();
 
   // True while this object holds the lock.
-  [[nodiscard]] bool Held() const noexcept { return held_; }
+  [[nodiscard]] inline bool Held() const noexcept { return held_; }
   // True when the last acquisition took over from a holder that died inside.
-  [[nodiscard]] bool Recovered() const noexcept { return recovered_; }
+  [[nodiscard]] inline bool Recovered() const noexcept { return recovered_; }
   // The semaphore's name, as given ("/NAME"; its file is /dev/shm/sem.NAME).
-  [[nodiscard]] std::string const& Name() const noexcept { return name_; }
+  [[nodiscard]] inline std::string const& Name() const noexcept { return name_; }
 
   // Removes the name (sem_unlink). Holders and waiters keep working; the next
   // process to open the name creates a fresh semaphore. ENOENT is not an error.
@@ -97,13 +97,13 @@ class SemaphoreLock {
   static bool Remove(std::string_view name);
 
   // BasicLockable / TimedLockable spelling, so that std::unique_lock works.
-  void lock() { Acquire(); }
-  bool try_lock() { return TryAcquire(); }
+  inline void lock() { Acquire(); }
+  inline bool try_lock() { return TryAcquire(); }
   template <class Rep, class Period>
   bool try_lock_for(std::chrono::duration<Rep, Period> const& timeout) {
     return TryAcquireFor(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
   }
-  void unlock() { Release(); }
+  inline void unlock() { Release(); }
 
   // Scoped guard: acquires in the constructor, releases in the destructor.
   class Guard {

@@ -146,6 +146,27 @@ TEST(RingReader, SizesOneAnd65535) {
   ExpectMessage(reader, 2, 1);
 }
 
+// The copy writes exactly n bytes: every size from 1 to 200 (every tail of 1
+// to 7 bytes behind 0 to 12 whole 16-byte moves) into a buffer of exactly n
+// bytes between two guard areas, which stay as they were.
+TEST(RingReader, CopyWritesExactlyTheMessageAndNothingAroundIt) {
+  RingName r;
+  cb::Writer w(SpecOf(r, 65536));
+  cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
+  constexpr std::size_t kGuard = 64;
+  for (std::uint64_t s = 0; s < 200; ++s) {
+    std::size_t const n = s + 1;
+    WriteSeq(w, s, n);
+    std::vector<std::byte> buf(kGuard + n + kGuard, std::byte{0xa5});
+    ASSERT_EQ(reader.Read(std::span(buf).subspan(kGuard, n)), static_cast<int>(n));
+    EXPECT_TRUE(Matches(s, std::span(buf).subspan(kGuard, n))) << n << " bytes";
+    for (std::size_t i = 0; i < kGuard; ++i) {
+      ASSERT_EQ(buf[i], std::byte{0xa5}) << n << " bytes: guard before, byte " << i;
+      ASSERT_EQ(buf[kGuard + n + i], std::byte{0xa5}) << n << " bytes: guard after, byte " << i;
+    }
+  }
+}
+
 TEST(RingReader, SmallBufferLeavesTheMessageUnreadAndTellsItsSize) {
   RingName r;
   cb::Writer w(SpecOf(r, 8192));
