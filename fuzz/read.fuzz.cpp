@@ -55,13 +55,6 @@ constexpr std::size_t kPositionOffset[kPositions] = {
     offsetof(cb::State, index) + 24, offsetof(cb::State, index) + 32, offsetof(cb::State, index) + 40,
     offsetof(cb::State, index) + 48, offsetof(cb::State, index) + 56};
 
-// A Reader that shows where its data mapping is, to check ReadInPlace's view.
-class FuzzReader : public cb::Reader {
- public:
-  using cb::Reader::Reader;
-  [[nodiscard]] std::byte const* DataBegin() const { return data_; }
-};
-
 struct Bytes {
   std::uint8_t const* p = nullptr;
   std::size_t size = 0;
@@ -100,7 +93,7 @@ void Check(bool ok, char const* what) {
 
 // Checks one outcome of Read / ReadInPlace against the rules and, for a
 // message, its bytes against the data segment as the hostile side sees it.
-void CheckOutcome(FuzzReader const& reader, int n, std::size_t buffer_bytes, std::byte const* delivered,
+void CheckOutcome(cb::Reader const& reader, int n, std::size_t buffer_bytes, std::byte const* delivered,
                   std::uint8_t const* data, std::uint64_t capacity) {
   if (n <= 0) {
     Check(n == cb::kEmpty || n == cb::kLapped || n == cb::kBufferTooSmall || n == cb::kCorrupt, "unknown outcome");
@@ -161,7 +154,7 @@ void Run(Bytes& in) {
     std::uint8_t* const st = raw_state.Base() + kPageSize;
     std::uint8_t const* const dt = raw_data.Base() + kPageSize;
     try {
-      FuzzReader reader(cb::Spec::Make(name, 0), {.start = static_cast<cb::StartAt>(flags % 3)});
+      cb::Reader reader(cb::Spec::Make(name, 0), {.start = static_cast<cb::StartAt>(flags % 3)});
       Check(reader.Capacity() == capacity, "capacity");
       std::vector<std::byte> big(cb::kMaxMessageSize);
       for (std::size_t op = 0; op < kMaxOps && !in.Done(); ++op) {
@@ -182,7 +175,8 @@ void Run(Bytes& in) {
             int const n = reader.ReadInPlace([&](std::span<std::byte const> m) {
               view = m.data();
               view_bytes = m.size();
-              Check(m.data() >= reader.DataBegin() && m.data() + m.size() <= reader.DataBegin() + capacity,
+              Check(m.data() >= reader.RecordSpace().data() &&
+                        m.data() + m.size() <= reader.RecordSpace().data() + capacity,
                     "ReadInPlace view outside the data segment");
               std::ranges::copy(m, big.begin());  // touch every byte of it
             });

@@ -218,8 +218,14 @@ std::optional<Reader::Point> Reader::ResumePoint() const noexcept {
   return FindOldest(true);
 }
 
+BacklogSize Reader::Backlog() const noexcept {
+  std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+  std::uint64_t const sequence = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_relaxed);
+  return {tail > cursor_ ? tail - cursor_ : 0, sequence > expected_ ? sequence - expected_ : 0};
+}
+
 int Reader::Lapped() {
-  if (truncations_->load(std::memory_order_relaxed) != truncations_seen_ && Truncation()) return kCorrupt;
+  if (truncations_->load(std::memory_order_relaxed) != truncations_seen_ && Truncation()) return CorruptSegment();
   for (int attempt = 0; attempt < 1000; ++attempt) {
     std::optional<Point> const oldest = ResumePoint();
     if (!oldest) {
@@ -238,12 +244,15 @@ int Reader::Lapped() {
     last_loss_ = gap;
     expected_ = oldest->sequence;
     MoveTo(oldest->position);
+    ++laps_;
     return kLapped;
   }
+  ++corrupt_;
   return kCorrupt;  // no intact record could be found: the positions make no sense
 }
 
 int Reader::Corrupt(std::uint64_t header) {
+  ++corrupt_;
   static std::atomic<bool> logged{false};
   if (!logged.exchange(true, std::memory_order_relaxed)) {
     detail::Log().error("ring \"{}\": corrupt record at position {} (header {:#018x}, expected sequence {})",
@@ -253,6 +262,7 @@ int Reader::Corrupt(std::uint64_t header) {
 }
 
 int Reader::TruncatedData() {
+  ++corrupt_;
   EndMarkGone();
   (void)Truncation();  // logs it (Truncated() is true now)
   return kCorrupt;

@@ -65,6 +65,7 @@ module;
 #include <optional>
 #include <span>
 #include <utility>
+#include <vector>
 
 export module circbuf.ring:reader;
 
@@ -112,7 +113,53 @@ enum class WaitResult : std::uint8_t {
   kTimeout,    // nothing to read by the deadline
 };
 
-class Reader : public IWrapper {
+// What a read saw: the result type for new code (Read's int says the same,
+// for the seed's API), so that a switch over it is checked by the compiler.
+enum class Outcome : std::uint8_t {
+  kMessage,         // a message was delivered (ReadResult::size bytes)
+  kEmpty,           // nothing new
+  kLapped,          // overwritten while behind: resynchronised, ReadResult::lost messages skipped
+  kBufferTooSmall,  // the next message is ReadResult::size bytes; it stays unread (see Skip)
+  kCorrupt,         // the ring's contents break its rules (see the header of this file)
+};
+
+struct [[nodiscard]] ReadResult {
+  Outcome outcome;
+  std::size_t size;    // kMessage: bytes delivered; kBufferTooSmall: the message's length
+  std::uint64_t lost;  // kLapped: messages skipped (LastLoss())
+};
+
+// What one Poll call did.
+struct [[nodiscard]] PollResult {
+  std::size_t delivered;  // messages handed to the handler
+  std::uint64_t laps;     // laps on the way (each resynchronised; Poll went on)
+  std::uint64_t lost;     // messages those laps skipped
+  Outcome stopped;        // why it returned: kMessage (max delivered), kEmpty or kCorrupt
+};
+
+// Between a reader and the writer, as the State says now: an estimate (the
+// writer moves on meanwhile; a changed State can make it anything), for
+// monitoring, never for the protocol.
+struct BacklogSize {
+  std::uint64_t bytes;     // stream bytes from the reader's position to the writer's tail
+  std::uint64_t messages;  // messages written that this reader has not read, skipped or lost yet
+};
+
+// A reader's counters (all since it attached): delivered + lost + skipped is
+// every message written since its first.
+struct ReaderStats {
+  std::uint64_t delivered;  // messages delivered (Read, ReadInPlace, Receive, Poll)
+  std::uint64_t lost;       // messages lost to overwrites
+  std::uint64_t laps;       // kLapped outcomes
+  std::uint64_t corrupt;    // kCorrupt outcomes
+  std::uint64_t skipped;    // messages passed over by Skip
+};
+
+// Thread safety: a Reader is one cursor. Its calls must not run concurrently
+// with each other, with one exception: RequestStop (and StopRequested) may
+// be called from any thread or a signal handler while another thread is in
+// Wait. Distinct Readers (in one process or many) never affect each other.
+class Reader final : public IWrapper {
  public:
   // Attaches to an existing ring. Spec::capacity may be 0 ("whatever it
   // has"); otherwise it must match. Throws std::system_error (ENOENT: no such
@@ -126,8 +173,10 @@ class Reader : public IWrapper {
   // Copies the next message into `out` and returns its length (> 0), or
   // kEmpty, kLapped (resynchronised; see LastLoss), kBufferTooSmall (the
   // message stays unread; see PendingSize) or kCorrupt. Never blocks, never
-  // writes shared memory, never delivers a byte the writer overwrote.
-  [[gnu::always_inline]] inline int Read(std::span<std::byte> out) {
+  // writes shared memory, never delivers a byte the writer overwrote. On any
+  // return but a length, `out` may hold bytes of a message that was being
+  // overwritten: ignore them.
+  [[nodiscard, gnu::always_inline]] inline int Read(std::span<std::byte> out) {
     int const n = Begin();
     if (n <= 0) return n;
     if (static_cast<std::size_t>(n) > out.size()) [[unlikely]] {
@@ -145,12 +194,80 @@ class Reader : public IWrapper {
   // outcomes of Read. The view is shared memory that the writer may be
   // rewriting: copy out what you need and trust it only on a positive return.
   template <class Fn>
-  int ReadInPlace(Fn&& fn) {
+  [[nodiscard]] int ReadInPlace(Fn&& fn) {
     int const n = Begin();
     if (n <= 0) return n;
     std::forward<Fn>(fn)(std::span<std::byte const>(data_ + offset_ + kHeaderBytes, static_cast<std::size_t>(n)));
     return Finish(n);
   }
+
+  // Read with the result type: the same outcomes as an enum (see Outcome).
+  // On anything but kMessage, `out` may hold torn bytes: ignore them.
+  [[gnu::always_inline]] inline ReadResult Receive(std::span<std::byte> out) {
+    int const n = Read(out);
+    if (n > 0) [[likely]] {
+      return {Outcome::kMessage, static_cast<std::size_t>(n), 0};
+    }
+    switch (n) {
+      case kEmpty: return {Outcome::kEmpty, 0, 0};
+      case kLapped: return {Outcome::kLapped, 0, last_loss_};
+      case kBufferTooSmall: return {Outcome::kBufferTooSmall, pending_size_, 0};
+      default: return {Outcome::kCorrupt, 0, 0};
+    }
+  }
+
+  // Delivers up to `max` messages to handler(std::span<std::byte const>),
+  // each copied out of the ring and validated before the handler sees it (a
+  // buffer of MaxMessageSize() bytes, allocated by the first Poll), so the
+  // handler never sees a byte the writer overwrote, and the span is valid
+  // only during the call. A lap on the way is resynchronised and counted
+  // (PollResult::laps, ::lost), and Poll goes on; it returns at max
+  // messages, at kEmpty or at kCorrupt. The handler may throw: the message
+  // it was given counts as delivered, and the exception propagates.
+  template <class Handler>
+  [[nodiscard]] PollResult Poll(Handler&& handler, std::size_t max) {
+    PollResult result{0, 0, 0, Outcome::kMessage};
+    if (poll_buffer_.empty()) [[unlikely]] {
+      poll_buffer_.resize(max_message_);
+    }
+    while (result.delivered < max) {
+      int const n = Read(poll_buffer_);
+      if (n > 0) [[likely]] {
+        ++result.delivered;
+        handler(std::span<std::byte const>(poll_buffer_.data(), static_cast<std::size_t>(n)));
+        continue;
+      }
+      if (n == kLapped && result.laps <= max) {
+        ++result.laps;
+        result.lost += last_loss_;
+        continue;
+      }
+      result.stopped = n == kEmpty || n == kLapped ? Outcome::kEmpty : Outcome::kCorrupt;
+      break;
+    }
+    return result;
+  }
+
+  // Passes over the next message without copying it (the one a
+  // kBufferTooSmall left unread, typically), counted in Stats().skipped,
+  // not in Lost(). Returns its length, or what Read would have returned
+  // instead of a message (kEmpty, kLapped, kCorrupt).
+  [[nodiscard]] int Skip() {
+    int const n = Begin();
+    if (n <= 0) return n;
+    ++expected_;
+    ++skipped_;
+    cursor_ += RecordBytes(static_cast<std::size_t>(n));
+    offset_ += RecordBytes(static_cast<std::size_t>(n));
+    if (offset_ == capacity_) offset_ = 0;
+    pending_size_ = 0;
+    return n;
+  }
+
+  // Bytes and messages between this reader and the writer (an estimate:
+  // see BacklogSize). Two loads of the State.
+  [[nodiscard]] BacklogSize Backlog() const noexcept;
+  [[nodiscard]] inline ReaderStats Stats() const noexcept { return {delivered_, lost_, laps_, corrupt_, skipped_}; }
 
   // Blocks until there is something to Read, or something happened to the
   // writer, or the deadline passed, or RequestStop() was called; returns
@@ -202,7 +319,7 @@ class Reader : public IWrapper {
       }
       if (header == 0) {
         if (truncations_->load(std::memory_order_relaxed) != truncations_seen_) [[unlikely]] {
-          if (Truncation()) return kCorrupt;
+          if (Truncation()) return CorruptSegment();
         }
         // A cut inside a page reads as zeros, and a reader would wait at a
         // zero header forever: the end mark says so (see :layout).
@@ -254,7 +371,7 @@ class Reader : public IWrapper {
     // a cut inside a page reads as zeros without a fault, and the end mark,
     // loaded after the copy, is gone (see :layout for why it is in time).
     if (truncations_->load(std::memory_order_relaxed) != truncations_seen_) [[unlikely]] {
-      if (Truncation()) return kCorrupt;
+      if (Truncation()) return CorruptSegment();
     }
     if (!EndMarkIntact()) [[unlikely]] {
       return TruncatedData();
@@ -280,6 +397,10 @@ class Reader : public IWrapper {
   };
   int Lapped();
   int Corrupt(std::uint64_t header);
+  int CorruptSegment() noexcept {  // a segment was truncated: counted, kCorrupt
+    ++corrupt_;
+    return kCorrupt;
+  }
   int TruncatedData();  // the end mark is gone: logs once, kCorrupt (sticky through shrunk_)
   // The frontier as far as this reader can tell: limit, or the highest
   // limit an earlier validation saw if limit is below it.
@@ -322,6 +443,10 @@ class Reader : public IWrapper {
   std::size_t pending_size_ = 0;
   std::uint64_t limit_floor_ = 0;  // the limit of the last validated delivery (limit never goes backwards)
   OnLap on_lap_ = OnLap::kHeadroom;
+  std::uint64_t laps_ = 0;
+  std::uint64_t corrupt_ = 0;
+  std::uint64_t skipped_ = 0;
+  std::vector<std::byte> poll_buffer_;  // Poll's copy: empty until the first Poll
   // Wait: the writer epoch last reported, the liveness bound, the stop flag
   // (lock-free, so a signal handler may set it).
   std::uint64_t seen_epoch_ = 0;

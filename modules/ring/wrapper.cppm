@@ -23,6 +23,7 @@ module;
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <span>
 #include <string>
 
 #if defined(__SSE2__)
@@ -228,6 +229,9 @@ class IWrapper {
   [[nodiscard]] inline std::uint64_t PublishedTail() const noexcept {
     return std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
   }
+  // The record space as this process maps it (read-only for a reader):
+  // diagnostics and tests, e.g. to check where ReadInPlace's view lies.
+  [[nodiscard]] inline std::span<std::byte const> RecordSpace() const noexcept { return {data_, capacity_}; }
   // The shared State, read-only (diagnostics; load its fields with atomic_ref).
   [[nodiscard]] inline State const& SharedState() const noexcept { return *state_; }
   // True once another process has shrunk (ftruncate) one of the ring's

@@ -49,6 +49,8 @@ Writer::Writer(Spec const& spec, WriterOptions options)
         static_cast<WriterState>(std::atomic_ref<std::uint32_t>(state_->writer_state).load(std::memory_order_acquire));
     pid_t const previous_pid = WriterPid();
     Recover();
+    first_seq_ = seq_;
+    first_lap_ = pos_ / capacity_;
     took_over_ = previous == WriterState::kActive;
     if (took_over_) {
       detail::Log().warn("{}: writer pid {} died; taking over at position {}, sequence {}", ring, previous_pid, pos_,
@@ -260,6 +262,19 @@ void Writer::ThrowBadSize(std::size_t n) const {
 void Writer::ThrowBadCommit(std::size_t n) const {
   throw std::logic_error("ring \"" + std::string(spec_.Name()) + "\": Commit(" + std::to_string(n) + ") " +
                          (claimed_ == 0 ? "without a Claim" : "outside 1 .. " + std::to_string(claimed_)));
+}
+
+void Writer::ScopedClaim::ThrowStale() {
+  throw std::logic_error(
+      "ScopedClaim::Commit: the claim was committed, aborted, or abandoned by a later Write or Claim");
+}
+
+void Writer::ReportAbandonedClaim() const noexcept {
+  try {
+    detail::Log().warn("ring \"{}\": a ScopedClaim was destroyed without Commit or Abort; aborted (nothing published)",
+                       spec_.Name());
+  } catch (...) {  // noexcept: a destructor calls this; losing the warning is harmless
+  }
 }
 
 }  // namespace circbuf::CircularBuffer

@@ -55,6 +55,7 @@ module;
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <utility>
 
 export module circbuf.ring:writer;
 
@@ -78,7 +79,18 @@ struct WriterOptions {
   HugePages huge_pages = HugePages::kAsMounted;
 };
 
-class Writer : public IWrapper {
+// A writer's counters: what this Writer object wrote.
+struct WriterStats {
+  std::uint64_t messages;  // messages published by this Writer
+  std::uint64_t bytes;     // their payload bytes
+  std::uint64_t laps;      // times this Writer wrapped around the ring
+  bool took_over;          // it took the ring over from a writer that had died
+};
+
+// Thread safety: a Writer is the ring's one writer. Its calls must not run
+// concurrently with each other (give each producer thread its own ring, or
+// serialise them); readers in any thread or process never need a lock.
+class Writer final : public IWrapper {
  public:
   // Creates the ring (or attaches to it) and becomes its writer. Throws
   // std::system_error with EBUSY if another live process is its writer,
@@ -115,6 +127,7 @@ class Writer : public IWrapper {
     }
     claim_offset_ = Reserve(RecordBytes(n));
     claimed_ = n;
+    ++claim_generation_;
     return {data_ + claim_offset_ + kHeaderBytes, n};
   }
   [[gnu::always_inline]] inline void Commit(std::size_t n) {
@@ -126,6 +139,58 @@ class Writer : public IWrapper {
       StoreWord(data_, claim_offset_ + kHeaderBytes + n - rest, word & ((std::uint64_t{1} << (rest * 8)) - 1));
     }
     Publish(claim_offset_, n);
+  }
+
+  // A claim that cannot leak: room for n bytes as Claim gives it, committed
+  // with Commit(m) (m <= n) or dropped with Abort(); one that is destroyed
+  // without either aborts (nothing becomes visible to readers; a debug build
+  // logs a warning). It must not outlive its Writer, and a Write or another
+  // claim meanwhile abandons it (its Commit then throws std::logic_error).
+  class [[nodiscard]] ScopedClaim {
+   public:
+    ScopedClaim(ScopedClaim&& other) noexcept
+        : writer_(std::exchange(other.writer_, nullptr)), bytes_(other.bytes_), generation_(other.generation_) {}
+    ScopedClaim& operator=(ScopedClaim&&) = delete;
+    ScopedClaim(ScopedClaim const&) = delete;
+    ScopedClaim& operator=(ScopedClaim const&) = delete;
+    inline ~ScopedClaim() {
+      if (writer_ != nullptr) {
+#ifndef NDEBUG
+        writer_->ReportAbandonedClaim();
+#endif
+        Abort();
+      }
+    }
+    // The claimed bytes, in place in the ring (the caveats of Claim).
+    [[nodiscard]] inline std::span<std::byte> Bytes() const noexcept { return bytes_; }
+    inline void Commit(std::size_t n) {
+      if (writer_ == nullptr || writer_->claim_generation_ != generation_) [[unlikely]] {
+        ThrowStale();
+      }
+      std::exchange(writer_, nullptr)->Commit(n);
+    }
+    inline void Commit() { Commit(bytes_.size()); }
+    inline void Abort() noexcept {
+      if (writer_ != nullptr && writer_->claim_generation_ == generation_) writer_->claimed_ = 0;
+      writer_ = nullptr;
+    }
+
+   private:
+    friend class Writer;
+    ScopedClaim(Writer* writer, std::span<std::byte> bytes) noexcept
+        : writer_(writer), bytes_(bytes), generation_(writer->claim_generation_) {}
+    [[noreturn]] static void ThrowStale();
+    Writer* writer_;
+    std::span<std::byte> bytes_;
+    std::uint64_t generation_;
+  };
+  [[nodiscard]] inline ScopedClaim ClaimScoped(std::size_t n) {
+    std::span<std::byte> const bytes = Claim(n);
+    return {this, bytes};
+  }
+
+  [[nodiscard]] inline WriterStats Stats() const noexcept {
+    return {seq_ - first_seq_, bytes_written_, pos_ / capacity_ - first_lap_, took_over_};
   }
 
   // Sequence number the next message gets (48 bits are stored per record).
@@ -157,6 +222,7 @@ class Writer : public IWrapper {
 
   [[gnu::always_inline]] inline void Publish(std::uint64_t offset, std::size_t n) {
     claimed_ = 0;  // a Write abandons an uncommitted Claim
+    bytes_written_ += n;
     std::uint64_t const start = pos_ + pad_;
     std::uint64_t end = offset + RecordBytes(n);
     if (end == capacity_) end = 0;
@@ -193,6 +259,7 @@ class Writer : public IWrapper {
   void Recover();
   [[noreturn]] void ThrowBadSize(std::size_t n) const;
   [[noreturn]] void ThrowBadCommit(std::size_t n) const;
+  void ReportAbandonedClaim() const noexcept;  // a ScopedClaim destroyed uncommitted (debug builds)
 
   std::uint64_t pos_ = 0;            // == tail after every Publish
   std::uint64_t offset_ = 0;         // pos_ % capacity_
@@ -202,6 +269,10 @@ class Writer : public IWrapper {
   std::uint64_t pad_ = 0;            // padding before the reserved record (0: none)
   std::uint64_t claim_offset_ = 0;
   std::size_t claimed_ = 0;
+  std::uint64_t claim_generation_ = 0;  // bumped by every Claim (a ScopedClaim's is current or stale)
+  std::uint64_t bytes_written_ = 0;
+  std::uint64_t first_seq_ = 0;  // seq_ when this Writer attached
+  std::uint64_t first_lap_ = 0;  // pos_ / capacity_ then
   bool took_over_ = false;
   pid_t owner_pid_ = 0;  // the process that made this Writer (see fork() above)
 };
