@@ -8,7 +8,8 @@
 //
 //     0 +--------------------------------------------------------------+
 //       | magic u64 | version u32 | state_bytes u32 | capacity u64      |  header: written once,
-//       | chunk u64 | max_message u32 | reserved u32 | pad ......  128  |  before attachers see it
+//       | chunk u64 | max_message u32 | reserved u32 | type_size u32  |  before attachers see it
+//       | type_align u32 | type_id u64 | pad .................... 128  |  (type: see TypeTag)
 //   128 +--------------------------------------------------------------+
 //       | tail u64 | latest u64 | sequence u64 | pad ...........  256  |  commit: writer, per message
 //   256 +--------------------------------------------------------------+
@@ -180,6 +181,20 @@ constexpr std::uint64_t IndexCheck(std::uint64_t position, std::uint64_t sequenc
 inline constexpr std::uint64_t kSequenceBits = 48;
 inline constexpr std::uint64_t kSequenceMask = (std::uint64_t{1} << kSequenceBits) - 1;
 
+// The message type of a typed ring (TypedWriter, TypedReader): size and
+// alignment of the C++ type and an id its users choose, so that a reader of
+// another type is refused at attach. All zero: untyped (any message).
+struct TypeTag {
+  std::uint32_t size;
+  std::uint32_t align;
+  std::uint64_t id;
+  friend constexpr bool operator==(TypeTag const&, TypeTag const&) = default;
+};
+template <class T>
+constexpr TypeTag TagOf(std::uint64_t id) noexcept {
+  return {static_cast<std::uint32_t>(sizeof(T)), static_cast<std::uint32_t>(alignof(T)), id};
+}
+
 // What one ring is: its name and the bytes of record space.
 // POD: it can itself be placed in shared memory or sent over a socket.
 struct Spec {
@@ -249,7 +264,12 @@ struct State {
   std::uint64_t chunk;
   std::uint32_t max_message;
   std::uint32_t reserved0;
-  std::byte pad0[kInterference - 40];
+  // The message type of a typed ring (TypeTag; all 0: untyped): set by the
+  // creator, or by the first typed writer of an untyped ring.
+  std::uint32_t type_size;
+  std::uint32_t type_align;
+  std::uint64_t type_id;
+  std::byte pad0[kInterference - 56];
   // commit: writer, every message
   std::uint64_t tail;
   std::uint64_t latest;
@@ -279,6 +299,9 @@ static_assert(offsetof(State, capacity) == 16);
 static_assert(offsetof(State, chunk) == 24);
 static_assert(offsetof(State, max_message) == 32);
 static_assert(offsetof(State, reserved0) == 36);
+static_assert(offsetof(State, type_size) == 40);
+static_assert(offsetof(State, type_align) == 44);
+static_assert(offsetof(State, type_id) == 48);
 static_assert(offsetof(State, tail) == 128);
 static_assert(offsetof(State, latest) == 136);
 static_assert(offsetof(State, sequence) == 144);

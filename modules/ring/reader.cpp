@@ -29,6 +29,13 @@ Reader::Reader(Spec const& spec, ReaderOptions options)
     throw std::invalid_argument("ring \"" + std::string(spec.Name()) + "\": ReaderOptions::on_lap " +
                                 std::to_string(static_cast<int>(on_lap_)) + " is not an OnLap policy");
   }
+  if (options.type != TypeTag{}) {
+    if (TypeTag const recorded = RecordedType(); recorded != options.type) {
+      KeepAttachedSegments();
+      throw std::invalid_argument("ring \"" + std::string(spec.Name()) + "\" holds " + DescribeType(recorded) +
+                                  "; this reader expects " + DescribeType(options.type));
+    }
+  }
   seen_epoch_ = std::atomic_ref<std::uint64_t>(state_->writer_epoch).load(std::memory_order_acquire);
   Start(options.start);
   detail::Log().info("ring \"{}\": reader attached at position {} (capacity {})", spec_.Name(), cursor_, capacity_);

@@ -100,6 +100,10 @@ struct ReaderOptions {
   // fcntl on the reader's side): the bound on reporting WaitResult::kDead
   // when nobody is left to wake it. At least 1 ms.
   std::chrono::milliseconds liveness_interval{100};
+  // The message type this reader expects (TypedReader sets it): a ring that
+  // records another type, or none, is refused (std::invalid_argument naming
+  // both). {}: any ring.
+  TypeTag type{};
 };
 
 // What Reader::Wait saw, in this order of precedence.

@@ -1,8 +1,9 @@
 // circbuf.ring: the single-writer, multi-reader broadcast ring.
 //   :layout   Spec, State, the record format, outcome constants (the layout, once)
 //   :wrapper  IWrapper: the segments of a ring, validated
-//   :writer   Writer: Write, Claim/Commit
-//   :reader   Reader: Read, ReadInPlace, Wait
+//   :writer   Writer: Write, Claim/Commit, ScopedClaim
+//   :reader   Reader: Read, ReadInPlace, Receive, Poll, Wait
+//   :typed    TypedWriter<T>, TypedReader<T>: one Storable T per message
 export module circbuf.ring;
 
 export import circbuf.shm;
@@ -10,3 +11,4 @@ export import :layout;
 export import :wrapper;
 export import :writer;
 export import :reader;
+export import :typed;

@@ -11,6 +11,7 @@ module;
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <span>
 #include <stdexcept>
@@ -38,8 +39,11 @@ void CheckCapacity(std::string_view name, std::uint64_t capacity) {
   }
 }
 
-void InitState(std::span<std::byte> region, std::uint64_t capacity) {
+void InitState(std::span<std::byte> region, std::uint64_t capacity, TypeTag type) {
   auto* s = reinterpret_cast<State*>(region.data());
+  s->type_size = type.size;
+  s->type_align = type.align;
+  s->type_id = type.id;
   s->version = kRingVersion;
   s->state_bytes = sizeof(State);
   s->capacity = capacity;
@@ -70,6 +74,14 @@ void ResetPositions(State& s) {
 
 }  // namespace wrapper_impl
 using namespace wrapper_impl;
+
+std::string DescribeType(TypeTag type) {
+  if (type == TypeTag{}) return "untyped messages";
+  char id[32];
+  std::snprintf(id, sizeof id, "%#llx", static_cast<unsigned long long>(type.id));
+  return "messages of " + std::to_string(type.size) + " bytes, alignment " + std::to_string(type.align) + ", type id " +
+         id;
+}
 
 void BumpWake(std::uint32_t* word) noexcept {
   std::atomic_ref<std::uint32_t> wake(*word);
@@ -104,14 +116,14 @@ Spec Spec::Make(std::string_view name, std::uint64_t capacity) {
 }
 
 IWrapper::IWrapper(Spec const& spec, Role role, mode_t mode, gid_t group, HugePages huge_pages,
-                   std::chrono::milliseconds wait_for_buffer)
+                   std::chrono::milliseconds wait_for_buffer, TypeTag type)
     : spec_(Spec::Make(std::string_view(spec.name, ::strnlen(spec.name, sizeof spec.name)), spec.capacity)) {
   if (role == Role::kWriter && spec_.capacity == 0) {
     throw std::length_error("ring " + Q(spec_.Name()) + ": a writer needs a capacity");
   }
   try {
     if (role == Role::kWriter) {
-      AttachAsWriter(mode, group, huge_pages);
+      AttachAsWriter(mode, group, huge_pages, type);
     } else {
       AttachAsReader(wait_for_buffer);
     }
@@ -127,7 +139,14 @@ void IWrapper::KeepAttachedSegments() noexcept {
   }
 }
 
-void IWrapper::AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages) {
+TypeTag IWrapper::RecordedType() const noexcept {
+  // type_size last on a stamp (see Writer::Writer), so it is loaded first.
+  std::uint32_t const size = std::atomic_ref<std::uint32_t>(state_->type_size).load(std::memory_order_acquire);
+  return {size, std::atomic_ref<std::uint32_t>(state_->type_align).load(std::memory_order_relaxed),
+          std::atomic_ref<std::uint64_t>(state_->type_id).load(std::memory_order_relaxed)};
+}
+
+void IWrapper::AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages, TypeTag type) {
   // The state segment is the ring's "ready" mark, so the data segment is
   // created first and the state second; an existing state is checked first,
   // so that a capacity mismatch is reported as the ring's.
@@ -163,10 +182,11 @@ void IWrapper::AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages) {
                                }});
   if (!state_shm_) {
     std::uint64_t const capacity = spec_.capacity;
-    state_shm_.emplace(spec_.Name(), sizeof(State),
-                       ShmOptions{.mode = mode, .group = group, .initialize = [capacity](std::span<std::byte> region) {
-                                    InitState(region, capacity);
-                                  }});
+    state_shm_.emplace(
+        spec_.Name(), sizeof(State),
+        ShmOptions{.mode = mode, .group = group, .initialize = [capacity, type](std::span<std::byte> region) {
+                     InitState(region, capacity, type);
+                   }});
     BindState(state_shm_->AsStruct<State>());
     Validate();
   }

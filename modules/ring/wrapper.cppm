@@ -197,6 +197,8 @@ namespace circbuf::CircularBuffer {
 // word (a shared futex: any process that maps the page). Both never fail in a
 // way a caller could act on, so they return nothing.
 void BumpWake(std::uint32_t* word) noexcept;
+// "messages of 24 bytes, alignment 8, type id 0x51" (or "untyped messages").
+std::string DescribeType(TypeTag type);
 void FutexWake(std::uint32_t* word, int count) noexcept;
 
 }  // namespace circbuf::CircularBuffer
@@ -232,6 +234,8 @@ class IWrapper {
   // The record space as this process maps it (read-only for a reader):
   // diagnostics and tests, e.g. to check where ReadInPlace's view lies.
   [[nodiscard]] inline std::span<std::byte const> RecordSpace() const noexcept { return {data_, capacity_}; }
+  // The message type recorded in the ring (all zero: untyped; see TypeTag).
+  [[nodiscard]] TypeTag RecordedType() const noexcept;
   // The shared State, read-only (diagnostics; load its fields with atomic_ref).
   [[nodiscard]] inline State const& SharedState() const noexcept { return *state_; }
   // True once another process has shrunk (ftruncate) one of the ring's
@@ -249,8 +253,9 @@ class IWrapper {
 
  protected:
   enum class Role : std::uint8_t { kWriter, kReader };
+  // type: what a ring this writer creates records as its message type.
   IWrapper(Spec const& spec, Role role, mode_t mode, gid_t group, HugePages huge_pages,
-           std::chrono::milliseconds wait_for_buffer);
+           std::chrono::milliseconds wait_for_buffer, TypeTag type = {});
   ~IWrapper() = default;
 
   // state_shm_ is engaged from the end of the constructor on (which throws
@@ -289,7 +294,7 @@ class IWrapper {
   bool shrunk_ = false;  // CheckShrunk found a segment file shorter than its mapping
 
  private:
-  void AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages);
+  void AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages, TypeTag type);
   void AttachAsReader(std::chrono::milliseconds wait_for_buffer);
   void Validate();
   void CheckEndMark() const;

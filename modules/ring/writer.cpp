@@ -32,7 +32,8 @@ bool LockRange(int fd, short type) {
 using namespace writer_impl;
 
 Writer::Writer(Spec const& spec, WriterOptions options)
-    : IWrapper(spec, Role::kWriter, options.mode, options.group, options.huge_pages, std::chrono::milliseconds(0)) {
+    : IWrapper(spec, Role::kWriter, options.mode, options.group, options.huge_pages, std::chrono::milliseconds(0),
+               options.type) {
   std::string const ring = "ring \"" + std::string(spec_.Name()) + "\"";
   // One writer at a time: an OFD write lock on byte 0 of the state segment,
   // dropped by the kernel when the holder dies.
@@ -48,6 +49,7 @@ Writer::Writer(Spec const& spec, WriterOptions options)
     auto const previous =
         static_cast<WriterState>(std::atomic_ref<std::uint32_t>(state_->writer_state).load(std::memory_order_acquire));
     pid_t const previous_pid = WriterPid();
+    if (options.type != TypeTag{}) RecordType(options.type);
     Recover();
     first_seq_ = seq_;
     first_lap_ = pos_ / capacity_;
@@ -262,6 +264,19 @@ void Writer::ThrowBadSize(std::size_t n) const {
 void Writer::ThrowBadCommit(std::size_t n) const {
   throw std::logic_error("ring \"" + std::string(spec_.Name()) + "\": Commit(" + std::to_string(n) + ") " +
                          (claimed_ == 0 ? "without a Claim" : "outside 1 .. " + std::to_string(claimed_)));
+}
+
+void Writer::RecordType(TypeTag type) {
+  TypeTag const recorded = RecordedType();
+  if (recorded == type) return;
+  if (recorded != TypeTag{}) {
+    throw std::invalid_argument("ring \"" + std::string(spec_.Name()) + "\" holds " + DescribeType(recorded) +
+                                "; this writer writes " + DescribeType(type));
+  }
+  // type_size last: a reader that loads it (first) and finds it set sees the rest.
+  std::atomic_ref<std::uint64_t>(state_->type_id).store(type.id, std::memory_order_relaxed);
+  std::atomic_ref<std::uint32_t>(state_->type_align).store(type.align, std::memory_order_relaxed);
+  std::atomic_ref<std::uint32_t>(state_->type_size).store(type.size, std::memory_order_release);
 }
 
 void Writer::ScopedClaim::ThrowStale() {

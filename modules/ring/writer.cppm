@@ -77,6 +77,10 @@ struct WriterOptions {
   // always) and a capacity of 4 MiB or more; kPrefer falls back to 4 KiB
   // pages, kRequire fails with EOPNOTSUPP. Readers need no option.
   HugePages huge_pages = HugePages::kAsMounted;
+  // The message type to record (TypedWriter sets it): a ring this writer
+  // creates records it; an untyped ring gets it; a ring of another type is
+  // refused (std::invalid_argument naming both). {}: untyped, any ring.
+  TypeTag type{};
 };
 
 // A writer's counters: what this Writer object wrote.
@@ -257,6 +261,7 @@ class Writer final : public IWrapper {
   void WakeReaders() noexcept;           // [W5], then FUTEX_WAKE of two (they pass it on)
   void WakeAll() noexcept;               // [W5], then FUTEX_WAKE of every sleeper (attach, close)
   void Recover();
+  void RecordType(TypeTag type);  // under the writer lock: stamp an untyped ring, refuse another type
   [[noreturn]] void ThrowBadSize(std::size_t n) const;
   [[noreturn]] void ThrowBadCommit(std::size_t n) const;
   void ReportAbandonedClaim() const noexcept;  // a ScopedClaim destroyed uncommitted (debug builds)
