@@ -173,6 +173,11 @@ class Reader final : public IWrapper {
   ~Reader() = default;
   Reader(Reader const&) = delete;
   Reader& operator=(Reader const&) = delete;
+  // Movable: the attachment, the cursor and the counters go along; the
+  // moved-from Reader may only be destroyed or assigned to. Not while
+  // another thread is in Wait or calls RequestStop on either.
+  Reader(Reader&&) noexcept = default;
+  Reader& operator=(Reader&&) noexcept = default;
 
   // Copies the next message into `out` and returns its length (> 0), or
   // kEmpty, kLapped (resynchronised; see LastLoss), kBufferTooSmall (the
@@ -458,7 +463,7 @@ class Reader final : public IWrapper {
   std::uint64_t closed_epoch_ = ~std::uint64_t{0};  // epoch of the writer last reported closed
   std::chrono::nanoseconds liveness_interval_{};
   std::chrono::steady_clock::time_point next_probe_;  // the epoch: the first sleep probes
-  std::atomic<bool> stop_{false};
+  StopFlag stop_;
   static_assert(std::atomic<bool>::is_always_lock_free);
 };
 

@@ -25,6 +25,7 @@ module;
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -197,6 +198,40 @@ namespace circbuf::CircularBuffer {
 // word (a shared futex: any process that maps the page). Both never fail in a
 // way a caller could act on, so they return nothing.
 void BumpWake(std::uint32_t* word) noexcept;
+// A value that a move takes, leaving T{} behind (a moved-from Writer owns
+// nothing: its destructor must not close the ring).
+template <class T>
+struct Taken {
+  T value{};
+  Taken() = default;
+  Taken(Taken const&) = delete;
+  Taken& operator=(Taken const&) = delete;
+  Taken(Taken&& other) noexcept : value(std::exchange(other.value, T{})) {}
+  Taken& operator=(Taken&& other) noexcept {
+    value = std::exchange(other.value, T{});
+    return *this;
+  }
+  ~Taken() = default;
+  Taken& operator=(T v) noexcept {
+    value = v;
+    return *this;
+  }
+  operator T() const noexcept { return value; }  // NOLINT(google-explicit-constructor): a T in all but moves
+};
+
+// std::atomic<bool> that a move copies (Reader's stop flag; Reader is movable).
+struct StopFlag : std::atomic<bool> {
+  StopFlag() noexcept : std::atomic<bool>(false) {}
+  StopFlag(StopFlag const&) = delete;
+  StopFlag& operator=(StopFlag const&) = delete;
+  StopFlag(StopFlag&& other) noexcept : std::atomic<bool>(other.load(std::memory_order_relaxed)) {}
+  StopFlag& operator=(StopFlag&& other) noexcept {
+    store(other.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    return *this;
+  }
+  ~StopFlag() = default;
+};
+
 // "messages of 24 bytes, alignment 8, type id 0x51" (or "untyped messages").
 std::string DescribeType(TypeTag type);
 void FutexWake(std::uint32_t* word, int count) noexcept;
@@ -250,6 +285,10 @@ class IWrapper {
 
   IWrapper(IWrapper const&) = delete;
   IWrapper& operator=(IWrapper const&) = delete;
+  // Moves (Reader, Writer) take the attachments along; the moved-from object
+  // may only be destroyed or assigned to.
+  IWrapper(IWrapper&&) noexcept = default;
+  IWrapper& operator=(IWrapper&&) noexcept = default;
 
  protected:
   enum class Role : std::uint8_t { kWriter, kReader };

@@ -104,6 +104,12 @@ class Writer final : public IWrapper {
   ~Writer();  // marks the ring closed cleanly and releases it
   Writer(Writer const&) = delete;
   Writer& operator=(Writer const&) = delete;
+  // Movable: the ring, its lock and the position go along (no ScopedClaim
+  // may be outstanding); the moved-from Writer owns nothing, and its
+  // destructor leaves the ring alone. Not move-assignable: that would close
+  // a ring implicitly; destroy the old Writer first.
+  Writer(Writer&&) noexcept = default;
+  Writer& operator=(Writer&&) = delete;
 
   // Publishes one message of 1 .. MaxMessageSize() bytes. Never waits for a
   // reader. Throws std::length_error for a bad size (the ring is unchanged),
@@ -279,7 +285,7 @@ class Writer final : public IWrapper {
   std::uint64_t first_seq_ = 0;  // seq_ when this Writer attached
   std::uint64_t first_lap_ = 0;  // pos_ / capacity_ then
   bool took_over_ = false;
-  pid_t owner_pid_ = 0;  // the process that made this Writer (see fork() above)
+  Taken<pid_t> owner_pid_;  // the process that made this Writer (see fork() above); 0 once moved from
 };
 
 }  // namespace circbuf::CircularBuffer

@@ -6,11 +6,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <system_error>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -255,6 +259,56 @@ TEST(RingApi, ReaderStatsCountCorruptOutcomes) {
   EXPECT_EQ(reader.Read(buf), cb::kCorrupt);
   EXPECT_EQ(reader.Read(buf), cb::kCorrupt);
   EXPECT_EQ(reader.Stats().corrupt, 2U);
+}
+
+// Moves of live handles: a reader keeps its cursor and counters, a writer
+// keeps the ring and its lock, and a moved-from one leaves both alone when
+// it is destroyed. A reader process sees every message, before and after.
+TEST(RingApi, MovedReadersAndWritersKeepTheirRingAndState) {
+  RingName r;
+  Pipe ready;
+  Pipe go;
+  std::optional<cb::Writer> holder;
+  {
+    cb::Writer first(SpecOf(r, 65536));
+    first.Write(Message(0, 10));
+    holder.emplace(std::move(first));
+  }  // the moved-from Writer is destroyed here: the ring stays open and locked
+  cb::Writer& w = *holder;
+  Child reader_process([&] {
+    cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
+    if (reader.GetWriterStatus() != cb::WriterStatus::kAlive) return 1;
+    ready.Send();
+    std::vector<std::byte> buf(64);
+    for (std::uint64_t s = 0; s < 20; ++s) {
+      int n = 0;
+      while ((n = reader.Read(buf)) == cb::kEmpty) (void)reader.Wait(std::chrono::seconds(10));
+      if (n != 10 || !Matches(s, std::span(buf).first(10))) return 2;
+    }
+    return 0;
+  });
+  ASSERT_EQ(ready.Receive(), '.');
+  EXPECT_EQ(ErrorOf<std::system_error>([&] { cb::Writer second(SpecOf(r, 65536)); }).find("already has a live writer"),
+            0U + std::string("ring \"" + r.name + "\" ").size());
+  std::vector<cb::Reader> readers;
+  for (int i = 0; i < 5; ++i) readers.emplace_back(SpecOf(r, 0), cb::ReaderOptions{.start = cb::StartAt::kOldest});
+  std::vector<std::byte> buf(64);
+  ASSERT_EQ(readers[0].Read(buf), 10);  // message 0
+  for (std::uint64_t s = 1; s < 20; ++s) w.Write(Message(s, 10));
+  cb::Reader moved(std::move(readers[0]));
+  readers.erase(readers.begin());  // move-assigns the others down
+  EXPECT_EQ(moved.Delivered(), 1U);
+  for (std::uint64_t s = 1; s < 20; ++s) {
+    ASSERT_EQ(moved.Read(buf), 10);
+    EXPECT_TRUE(Matches(s, std::span(buf).first(10)));
+  }
+  for (cb::Reader& other : readers) {
+    for (std::uint64_t s = 0; s < 20; ++s) ASSERT_EQ(other.Read(buf), 10);
+    EXPECT_EQ(other.Read(buf), cb::kEmpty);
+  }
+  EXPECT_EQ(reader_process.Wait(), 0);
+  holder.reset();  // now the ring is closed
+  EXPECT_EQ(moved.GetWriterStatus(), cb::WriterStatus::kClosed);
 }
 
 }  // namespace
