@@ -69,7 +69,7 @@ using Clock = std::chrono::steady_clock;
 
 void RemoveRing(std::string const& name) {
   circbuf::SharedMemory::Remove(name);
-  circbuf::SharedMemory::Remove(name + ".data");
+  circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(name));
 }
 
 void SpinFor(std::chrono::nanoseconds d) {

@@ -126,7 +126,7 @@ void WriteSeeds(std::string const& dir) {
                        Case{"ring-wrapped", 4096, 40, 300, 1}, Case{"ring-8k-latest", 8192, 12, 700, 0},
                        Case{"ring-next", 4096, 5, 9, 2}, Case{"ring-writer", 4096, 40, 300, 5}}) {
     RemoveAll(name);
-    RemoveAll(name + ".data");
+    RemoveAll(circbuf::CircularBuffer::DataSegmentName(name));
     {
       cb::Writer w(cb::Spec::Make(name, c.capacity));
       std::vector<std::byte> m(c.size);
@@ -135,7 +135,8 @@ void WriteSeeds(std::string const& dir) {
         w.Write(m);
       }
       // Copy while the writer still holds the ring (it unlinks both when it goes).
-      WriteSeed(dir, c.file, encode(ReadSegment(name), ReadSegment(name + ".data"), c.start));
+      WriteSeed(dir, c.file,
+                encode(ReadSegment(name), ReadSegment(circbuf::CircularBuffer::DataSegmentName(name)), c.start));
     }
   }
   {
@@ -144,7 +145,7 @@ void WriteSeeds(std::string const& dir) {
   }
   WriteSeed(dir, "garbage", {0x10, 0x12, 0, 0, 0x10, 0x10, 0, 0, 0, 0x20, 0, 0, 1, 'C', 'C', 'B', 'S', 'H', 'M'});
   RemoveAll(name);
-  RemoveAll(name + ".data");
+  RemoveAll(circbuf::CircularBuffer::DataSegmentName(name));
 }
 
 }  // namespace
@@ -164,7 +165,7 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
 
 extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* bytes, std::size_t size) {
   static std::string const name = NameFor("attach");
-  static std::string const data_name = name + ".data";
+  static std::string const data_name = circbuf::CircularBuffer::DataSegmentName(name);
   static std::vector<std::byte> buffer(cb::kMaxMessageSize);
   Input const in = Parse(bytes, size);
   auto write_both = [&] {

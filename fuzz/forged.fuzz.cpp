@@ -129,7 +129,7 @@ void CheckDelivery(Watched& w, int n, std::span<std::byte const> got, std::vecto
 void Run(Bytes& in) {
   static std::string const name = NameFor("forged");
   RemoveAll(name);
-  RemoveAll(name + ".data");
+  RemoveAll(circbuf::CircularBuffer::DataSegmentName(name));
   std::uint64_t const capacity = cb::kMinCapacity + 64 * (in.Take(1) % 193);
   auto const first_start = static_cast<cb::StartAt>(in.Take(1) % 3);
   {
@@ -194,7 +194,7 @@ void Run(Bytes& in) {
     }
   }
   ExpectNothingLeft(name);
-  ExpectNothingLeft(name + ".data");
+  ExpectNothingLeft(circbuf::CircularBuffer::DataSegmentName(name));
 }
 
 void WriteSeeds(std::string const& dir) {

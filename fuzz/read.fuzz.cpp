@@ -114,7 +114,7 @@ void CheckOutcome(cb::Reader const& reader, int n, std::size_t buffer_bytes, std
 
 void Run(Bytes& in) {
   static std::string const name = NameFor("read");
-  static std::string const data_name = name + ".data";
+  static std::string const data_name = circbuf::CircularBuffer::DataSegmentName(name);
   std::uint64_t const capacity = cb::kMinCapacity + 64 * (in.Take(1) % 193);
   std::uint64_t const flags = in.Take(1);
   std::uint64_t positions[kPositions];
@@ -231,7 +231,7 @@ void WriteSeeds(std::string const& dir) {
         Case{"wrapped-oldest", 4096, 30, 250, 1, 20, false}, Case{"wrapped-latest", 4160, 25, 333, 0, 4, false},
         Case{"rewrites", 4096, 10, 200, 1, 3, true}}) {
     RemoveAll(name);
-    RemoveAll(name + ".data");
+    RemoveAll(circbuf::CircularBuffer::DataSegmentName(name));
     std::vector<std::uint8_t> out;
     {
       cb::Writer w(cb::Spec::Make(name, c.capacity));
@@ -242,7 +242,7 @@ void WriteSeeds(std::string const& dir) {
         w.Write(m);
       }
       std::vector<std::uint8_t> const state = ReadSegment(name);
-      std::vector<std::uint8_t> const data = ReadSegment(name + ".data");
+      std::vector<std::uint8_t> const data = ReadSegment(circbuf::CircularBuffer::DataSegmentName(name));
       out.push_back(static_cast<std::uint8_t>((c.capacity - cb::kMinCapacity) / 64));
       out.push_back(static_cast<std::uint8_t>(c.start));
       for (std::size_t off : kPositionOffset) PutU64(out, Word(state.data() + kPageSize + off));
@@ -273,7 +273,7 @@ void WriteSeeds(std::string const& dir) {
     WriteSeed(dir, c.file, out);
   }
   RemoveAll(name);
-  RemoveAll(name + ".data");
+  RemoveAll(circbuf::CircularBuffer::DataSegmentName(name));
 }
 
 }  // namespace

@@ -98,7 +98,7 @@ inline Transport RingRoundTrip(std::uint64_t capacity = 1 << 20) {
           [a, b] {
             for (auto const* s : {a.get(), b.get()}) {
               circbuf::SharedMemory::Remove(s->Name());
-              circbuf::SharedMemory::Remove(std::string(s->Name()) + ".data");
+              circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(s->Name()));
             }
           }};
 }
@@ -110,7 +110,7 @@ inline Transport RingOneWay(std::uint64_t capacity) {
           [a] { return std::make_unique<RingReceiver>(*a); },
           [a] {
             circbuf::SharedMemory::Remove(a->Name());
-            circbuf::SharedMemory::Remove(std::string(a->Name()) + ".data");
+            circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(a->Name()));
           }};
 }
 

@@ -135,6 +135,7 @@ module;
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <type_traits>
 
@@ -157,7 +158,18 @@ inline constexpr std::size_t kMaxCapacity = std::size_t{50} * 1024 * 1024;  // 5
 inline constexpr std::size_t kCapacityAlignment = 64;         // capacity is rounded up to this
 inline constexpr std::size_t kRecordAlignment = 8;
 inline constexpr std::size_t kHeaderBytes = 8;
-inline constexpr std::size_t kMaxRingNameLength = kMaxNameLength - 5;  // room for ".data"
+// The names of a ring's two segments: NAME (the State) and NAME.data (the
+// records). The one place that spells the rule out; tools and tests use these.
+inline constexpr std::string_view kDataSegmentSuffix = ".data";
+inline std::string DataSegmentName(std::string_view ring) {
+  return std::string(ring) + std::string(kDataSegmentSuffix);
+}
+constexpr bool IsDataSegmentName(std::string_view name) noexcept { return name.ends_with(kDataSegmentSuffix); }
+// The ring whose data segment `data` is (IsDataSegmentName(data) must hold).
+constexpr std::string_view RingOfDataSegment(std::string_view data) noexcept {
+  return data.substr(0, data.size() - kDataSegmentSuffix.size());
+}
+inline constexpr std::size_t kMaxRingNameLength = kMaxNameLength - kDataSegmentSuffix.size();  // room for ".data"
 
 inline constexpr std::uint64_t kEndMark = 0x444E'4541'5441'4443ULL;  // "CDATAEND" little-endian
 constexpr std::uint64_t EndMarkOffset(std::uint64_t capacity) noexcept {

@@ -30,7 +30,7 @@ namespace wrapper_impl {
 
 std::string Q(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
-std::string DataName(Spec const& spec) { return std::string(spec.Name()) + ".data"; }
+std::string DataName(Spec const& spec) { return DataSegmentName(spec.Name()); }
 
 void CheckCapacity(std::string_view name, std::uint64_t capacity) {
   if (capacity < kMinCapacity || capacity > kMaxCapacity) {

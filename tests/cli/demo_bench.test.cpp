@@ -15,6 +15,8 @@
 #include "cli/run.hpp"
 #include "support/process.hpp"
 
+import circbuf;
+
 using circbuf::test::Circbuf;
 using circbuf::test::Lines;
 using circbuf::test::ShmFileExists;
@@ -54,7 +56,7 @@ TEST(CliDemo, CompletesAndTheSlowReaderLoses) {
   EXPECT_NE(r.out.find("received + lost == written for every reader: yes"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("ring " + name + " removed: yes"), std::string::npos) << r.out;
   EXPECT_FALSE(ShmFileExists(name));
-  EXPECT_FALSE(ShmFileExists(name + ".data"));
+  EXPECT_FALSE(ShmFileExists(circbuf::CircularBuffer::DataSegmentName(name)));
   EXPECT_LE(Widest(r.out), 80U) << r.out;
 }
 
@@ -70,7 +72,7 @@ TEST(CliDemo, CtrlCStopsItAndRemovesTheBuffer) {
   EXPECT_NE(demo.Out().find("interrupted: written"), std::string::npos) << demo.Out();
   EXPECT_NE(demo.Out().find("removed: yes"), std::string::npos) << demo.Out();
   EXPECT_FALSE(ShmFileExists(name));
-  EXPECT_FALSE(ShmFileExists(name + ".data"));
+  EXPECT_FALSE(ShmFileExists(circbuf::CircularBuffer::DataSegmentName(name)));
   EXPECT_FALSE(circbuf::test::SemFileExists(name));
 }
 

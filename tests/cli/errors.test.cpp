@@ -177,7 +177,7 @@ TEST(CliErrors, HugePagesRequiredWhereNoneCanCome) {
   ExpectError(Circbuf({"pub", name, "--capacity", "8MiB", "--huge-pages", "require"}, "hello\n"), 7,
               "huge pages required, but none were given: /dev/shm is mounted huge=never");
   EXPECT_FALSE(ShmFileExists(name));
-  EXPECT_FALSE(ShmFileExists(name + ".data"));
+  EXPECT_FALSE(ShmFileExists(circbuf::CircularBuffer::DataSegmentName(name)));
   Result const r = Circbuf({"pub", name, "--capacity", "8MiB", "--huge-pages", "prefer"}, "hello\n");
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("0 of 8388608 bytes of record space on huge pages"), std::string::npos) << r.err;

@@ -56,7 +56,7 @@ struct LiveRing {
   ~LiveRing() {
     KillAll();
     circbuf::SharedMemory::Remove(name);
-    circbuf::SharedMemory::Remove(name + ".data");
+    circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(name));
   }
   std::string name;
   Pipe ready;
@@ -65,7 +65,8 @@ struct LiveRing {
 };
 
 bool RingFilesExist(std::string const& name) {
-  return ShmFileExists(name) || ShmFileExists(name + ".data") || SemFileExists(name) || SemFileExists(name + ".data");
+  return ShmFileExists(name) || ShmFileExists(circbuf::CircularBuffer::DataSegmentName(name)) || SemFileExists(name) ||
+         SemFileExists(circbuf::CircularBuffer::DataSegmentName(name));
 }
 
 }  // namespace
@@ -82,11 +83,11 @@ TEST(CliGc, RemovesKilledRingAndLeavesLiveOneAlone) {
   auto const r = Circbuf({"gc", prefix + "-*"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("removed " + dead.name + " (stale ring"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("removed " + dead.name + ".data"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("removed " + circbuf::CircularBuffer::DataSegmentName(dead.name)), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find(live.name), std::string::npos) << r.out;
   EXPECT_FALSE(RingFilesExist(dead.name));
   EXPECT_TRUE(ShmFileExists(live.name));
-  EXPECT_TRUE(ShmFileExists(live.name + ".data"));
+  EXPECT_TRUE(ShmFileExists(circbuf::CircularBuffer::DataSegmentName(live.name)));
 
   auto const again = Circbuf({"gc", prefix + "-*"});
   EXPECT_EQ(again.code, 0);

@@ -203,7 +203,9 @@ TEST(CliHostileState, StaleCorruptRingIsRemoved) {
         HostileRing ring;
         copy = ring.name + "-copy";
         std::filesystem::copy_file(StatePath(ring.name), StatePath(copy));
-        if (with_data) std::filesystem::copy_file(StatePath(ring.name + ".data"), StatePath(copy + ".data"));
+        if (with_data)
+          std::filesystem::copy_file(StatePath(circbuf::CircularBuffer::DataSegmentName(ring.name)),
+                                     StatePath(circbuf::CircularBuffer::DataSegmentName(copy)));
       }
       std::uint64_t const zero = 0;
       Put(copy, offsetof(cb::State, capacity), &zero, 8);
@@ -220,9 +222,9 @@ TEST(CliHostileState, StaleCorruptRingIsRemoved) {
       auto const r = Circbuf({how, copy});
       EXPECT_EQ(r.code, 0) << what << "\n" << r.out << r.err;
       EXPECT_FALSE(ShmFileExists(copy)) << what;
-      EXPECT_FALSE(ShmFileExists(copy + ".data")) << what;
+      EXPECT_FALSE(ShmFileExists(circbuf::CircularBuffer::DataSegmentName(copy))) << what;
       circbuf::SharedMemory::Remove(copy);
-      circbuf::SharedMemory::Remove(copy + ".data");
+      circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(copy));
     }
   }
 }

@@ -156,7 +156,7 @@ TEST(CliInspect, StatReportsADeadWriter) {
   EXPECT_EQ(JsonField(r.out, "writer_pid"), std::to_string(writer.Pid()));
   EXPECT_EQ(JsonField(r.out, "stale"), "true");
   circbuf::SharedMemory::Remove(name);
-  circbuf::SharedMemory::Remove(name + ".data");
+  circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(name));
 }
 
 TEST(CliInspect, LsAndStatReportATruncatedDataSegment) {
@@ -166,7 +166,7 @@ TEST(CliInspect, LsAndStatReportATruncatedDataSegment) {
   // Another process shrinks the data segment while the writer holds it. The
   // tool reads the files instead of mapping them, so it cannot die of SIGBUS,
   // and it reports the damage instead of a message count.
-  int const fd = ::shm_open((name + ".data").c_str(), O_RDWR, 0);
+  int const fd = ::shm_open((circbuf::CircularBuffer::DataSegmentName(name)).c_str(), O_RDWR, 0);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::ftruncate(fd, off_t{8192}), 0);
   ::close(fd);

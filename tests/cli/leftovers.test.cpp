@@ -58,7 +58,8 @@ void Leave(std::string const& name, long bytes) {
 }
 
 bool AnythingLeft(std::string const& name) {
-  return ShmFileExists(name) || SemFileExists(name) || ShmFileExists(name + ".data") || SemFileExists(name + ".data");
+  return ShmFileExists(name) || SemFileExists(name) || ShmFileExists(circbuf::CircularBuffer::DataSegmentName(name)) ||
+         SemFileExists(circbuf::CircularBuffer::DataSegmentName(name));
 }
 
 }  // namespace
@@ -110,7 +111,7 @@ TEST(CliLeftovers, LsShowsAndGcRemovesWhatADeadCreatorLeft) {
 
 TEST(CliLeftovers, GcLeavesASegmentWhoseCreatorIsAlive) {
   for (long const bytes : {0L, 4096L, kNoFile}) {
-    std::string const name = UniqueName("clilv") + ".data";
+    std::string const name = circbuf::CircularBuffer::DataSegmentName(UniqueName("clilv"));
     Pipe holding;
     Child creator([&] { return Creator(name, bytes, &holding); });
     ASSERT_EQ(holding.Receive(), '.');
@@ -146,11 +147,11 @@ TEST(CliLeftovers, GcCleansUpAfterWritersKilledDuringCreation) {
     std::this_thread::sleep_for(std::chrono::microseconds(random() % 4000));
     writer.Kill();
     writer.Wait();
-    auto const gc = Circbuf({"gc", name, name + ".data"});
+    auto const gc = Circbuf({"gc", name, circbuf::CircularBuffer::DataSegmentName(name)});
     EXPECT_EQ(gc.code, 0) << gc.out << gc.err;
     EXPECT_FALSE(AnythingLeft(name)) << "round " << round << "\n" << gc.out << gc.err;
     circbuf::SharedMemory::Remove(name);
-    circbuf::SharedMemory::Remove(name + ".data");
+    circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(name));
   }
 }
 
@@ -160,12 +161,12 @@ TEST(CliLeftovers, GcCleansUpAfterWritersKilledDuringCreation) {
 TEST(CliLeftovers, RmRemovesAnUnfinishedRing) {
   for (long const bytes : {0L, 4096L, kNoFile}) {
     std::string const name = UniqueName("clirm");
-    Leave(name + ".data", bytes);
-    ASSERT_TRUE(SemFileExists(name + ".data"));
+    Leave(circbuf::CircularBuffer::DataSegmentName(name), bytes);
+    ASSERT_TRUE(SemFileExists(circbuf::CircularBuffer::DataSegmentName(name)));
     auto const rm = Circbuf({"rm", name});
     EXPECT_EQ(rm.code, 0) << bytes << " bytes: " << rm.out << rm.err;
     EXPECT_FALSE(AnythingLeft(name)) << bytes << " bytes: " << rm.out << rm.err;
-    circbuf::SharedMemory::Remove(name + ".data");  // whatever the tool left
-    ::sem_unlink((name + ".data").c_str());
+    circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(name));  // whatever the tool left
+    ::sem_unlink((circbuf::CircularBuffer::DataSegmentName(name)).c_str());
   }
 }

@@ -19,6 +19,8 @@
 #include "cli/run.hpp"
 #include "support/process.hpp"
 
+import circbuf;
+
 using circbuf::test::Circbuf;
 using circbuf::test::JsonField;
 using circbuf::test::Lines;
@@ -36,7 +38,7 @@ struct Cleanup {
   Cleanup& operator=(Cleanup const&) = delete;
   std::string name;
   ~Cleanup() {
-    for (std::string const suffix : {"", ".data"}) {
+    for (std::string const& suffix : {std::string(), std::string(circbuf::CircularBuffer::kDataSegmentSuffix)}) {
       ::unlink(("/dev/shm" + name + suffix).c_str());
       ::unlink(("/dev/shm/sem." + name.substr(1) + suffix).c_str());
     }

@@ -248,7 +248,7 @@ TEST(RingApi, ReaderStatsCountCorruptOutcomes) {
   // Another process changes the length of the next record to 2 bytes more
   // than the ring allows: corrupt, and counted.
   Child changer([&] {
-    int const fd = ::open(("/dev/shm/" + r.name.substr(1) + ".data").c_str(), O_RDWR | O_CLOEXEC);
+    int const fd = ::open(("/dev/shm" + cb::DataSegmentName(r.name)).c_str(), O_RDWR | O_CLOEXEC);
     std::uint64_t header = 0;
     off_t const at = static_cast<off_t>(circbuf::kPageSize + 112);
     if (fd < 0 || ::pread(fd, &header, 8, at) != 8) return 1;

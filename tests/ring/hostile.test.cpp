@@ -47,7 +47,7 @@ class Raw {
   // The bases are declared (and zeroed) before the pointers that Map sets them with.
   explicit Raw(std::string const& name)
       : state_(static_cast<cb::State*>(Map(name, sizeof(cb::State), state_base_))),
-        data_(static_cast<std::byte*>(Map(name + ".data", kCapacity, data_base_))) {}
+        data_(static_cast<std::byte*>(Map(circbuf::CircularBuffer::DataSegmentName(name), kCapacity, data_base_))) {}
   ~Raw() {
     ::munmap(state_base_, kPageSize + sizeof(cb::State));
     ::munmap(data_base_, kPageSize + kCapacity);
@@ -185,7 +185,7 @@ TEST(HostileRing, CapacityThatDisagreesWithTheDataSegmentIsRefused) {
   s.chunk = s.capacity / cb::kChunks;
   s.max_message = static_cast<std::uint32_t>(cb::MaxMessageFor(s.capacity));
   std::string const error = ErrorOf<std::length_error>([&] { cb::Reader reader(cb::Spec::Make(r.name, 0)); });
-  EXPECT_NE(error.find(r.name + ".data"), std::string::npos) << error;
+  EXPECT_NE(error.find(circbuf::CircularBuffer::DataSegmentName(r.name)), std::string::npos) << error;
   std::string const sizes = "exists with " + std::to_string(cb::DataBytes(kCapacity)) + " bytes, asked for " +
                             std::to_string(cb::DataBytes(2 * kCapacity));
   EXPECT_NE(error.find(sizes), std::string::npos) << error;
@@ -199,7 +199,7 @@ TEST(HostileRing, CapacityThatDisagreesWithTheDataSegmentIsRefused) {
 // before arming, the child of the state-segment case hangs (-1 after 60 s;
 // docs/toolchain-notes.md, "ThreadSanitizer: SIGBUS inside an atomic").
 TEST(HostileRing, SegmentShrunkUnderAReaderIsReportedNotSigbus) {
-  for (std::string const which : {".data", ""}) {
+  for (std::string const& which : {std::string(cb::kDataSegmentSuffix), std::string()}) {
     RingName r;
     cb::Writer w(cb::Spec::Make(r.name, 16 * kCapacity));
     Fill(w, 5, 300);
@@ -264,7 +264,7 @@ TEST(HostileRing, CutInsideAPageIsReportedNotDeliveredAsZeros) {
       return rd.Truncated() ? 0 : 15;
     });
     ASSERT_EQ(attached.Receive(), '.');
-    Shrink(r.name + ".data", static_cast<off_t>(kPageSize) + c.cut);
+    Shrink(circbuf::CircularBuffer::DataSegmentName(r.name), static_cast<off_t>(kPageSize) + c.cut);
     shrunk.Send();
     EXPECT_EQ(reader.Wait(), 0) << "cut at " << c.cut << " (12: a message delivered, 13: kEmpty, 15: not Truncated)";
   }
@@ -278,7 +278,7 @@ TEST(HostileRing, WriterStopsPublishingIntoATruncatedRing) {
     RingName r;
     cb::Writer w(cb::Spec::Make(r.name, 16 * kCapacity));
     Fill(w, 20, 100);
-    Shrink(r.name + ".data", static_cast<off_t>(kPageSize) + cut);
+    Shrink(circbuf::CircularBuffer::DataSegmentName(r.name), static_cast<off_t>(kPageSize) + cut);
     int written = 0;
     std::error_code error;
     try {

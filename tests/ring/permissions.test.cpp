@@ -41,7 +41,7 @@ bool BecomeNobody() { return ::setgroups(0, nullptr) == 0 && ::setgid(kNogroup) 
 TEST(RingPermissions, DefaultIsOwnerOnlyForEveryFile) {
   RingName r;
   cb::Writer writer(cb::Spec::Make(r.name, 4096));
-  for (std::string const& name : {r.name, r.name + ".data"}) {
+  for (std::string const& name : {r.name, circbuf::CircularBuffer::DataSegmentName(r.name)}) {
     EXPECT_EQ(StatOf("/dev/shm" + name).st_mode & 07777, 0600U) << name;
     EXPECT_EQ(StatOf("/dev/shm/sem." + name.substr(1)).st_mode & 07777, 0600U) << name;
   }
@@ -51,7 +51,7 @@ TEST(RingPermissions, ModeAndGroupApplyToSegmentsAndLocks) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to hand files to another group";
   RingName r;
   cb::Writer writer(cb::Spec::Make(r.name, 4096), {.mode = 0660, .group = kNogroup});
-  for (std::string const& name : {r.name, r.name + ".data"}) {
+  for (std::string const& name : {r.name, circbuf::CircularBuffer::DataSegmentName(r.name)}) {
     for (std::string const& path : {"/dev/shm" + name, "/dev/shm/sem." + name.substr(1)}) {
       struct stat const st = StatOf(path);
       EXPECT_EQ(st.st_mode & 07777, 0660U) << path;
@@ -107,7 +107,7 @@ TEST(RingPermissions, GroupTheCreatorIsNotInIsRefusedAndLeavesNothing) {
     return 5;
   });
   EXPECT_EQ(creator.Wait(), 0);
-  for (std::string const& name : {r.name, r.name + ".data"}) {
+  for (std::string const& name : {r.name, circbuf::CircularBuffer::DataSegmentName(r.name)}) {
     EXPECT_FALSE(circbuf::test::ShmFileExists(name)) << name;
     EXPECT_FALSE(circbuf::test::SemFileExists(name)) << name;
   }

@@ -395,7 +395,7 @@ TEST(RingProcesses, RefusedAttachNeverUnlinksTheRing) {
   EXPECT_THROW(cb::Reader reader(spec), std::invalid_argument);
   EXPECT_THROW(cb::Writer again(spec), std::invalid_argument);
   EXPECT_TRUE(circbuf::test::ShmFileExists(r.name));
-  EXPECT_TRUE(circbuf::test::ShmFileExists(r.name + ".data"));
+  EXPECT_TRUE(circbuf::test::ShmFileExists(circbuf::CircularBuffer::DataSegmentName(r.name)));
 }
 
 // A writer SIGKILLed after claiming a record that wraps (padding) and
@@ -466,7 +466,8 @@ TEST(RingProcesses, StateWithoutItsDataSegmentIsTakenOverWithFreshData) {
   ASSERT_EQ(wrote.Receive(), '.');
   writer.Kill(SIGKILL);
   ASSERT_EQ(writer.Wait(), 128 + SIGKILL);
-  ASSERT_TRUE(circbuf::SharedMemory::Remove(r.name + ".data"));  // the last one out, killed before NAME
+  ASSERT_TRUE(circbuf::SharedMemory::Remove(
+      circbuf::CircularBuffer::DataSegmentName(r.name)));  // the last one out, killed before NAME
   cb::Writer heir(spec);
   EXPECT_EQ(heir.NextSequence(), 100U);
   cb::Reader early(spec, {.start = cb::StartAt::kOldest});

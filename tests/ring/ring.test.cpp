@@ -220,7 +220,7 @@ TEST(RingWriter, PadsAtTheEndOfTheBufferAndWraps) {
   EXPECT_EQ(reader.Position(), 4096U + 1008U);
   // The padding record is in the data segment at offset 4032, carrying the
   // sequence number of the message that did not fit.
-  circbuf::SharedMemory data(r.name + ".data", 0,
+  circbuf::SharedMemory data(circbuf::CircularBuffer::DataSegmentName(r.name), 0,
                              {.open = circbuf::OpenMode::kAttach, .access = circbuf::Access::kReadOnly});
   std::uint64_t pad = 0;
   std::memcpy(&pad, data.Data() + 4032, 8);

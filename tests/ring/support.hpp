@@ -68,6 +68,8 @@ struct RingName {
   RingName(RingName const&) = delete;
   RingName& operator=(RingName const&) = delete;
   ~RingName() {
+    // NAME and NAME.data (the rule is circbuf::CircularBuffer::DataSegmentName's,
+    // which this header cannot use: it is included before `import circbuf;`).
     for (std::string const& n : {name, name + ".data"}) {
       ::shm_unlink(n.c_str());
       ::sem_unlink(n.c_str());

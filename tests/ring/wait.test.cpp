@@ -320,7 +320,8 @@ TEST(RingWait, ReportsATruncatedRing) {
   });
   ASSERT_EQ(waiting.Receive(), '.');
   std::this_thread::sleep_for(50ms);
-  ASSERT_EQ(::truncate(("/dev/shm" + r.name + ".data").c_str(), 4096 + 1000), 0);  // inside the first page
+  ASSERT_EQ(::truncate(("/dev/shm" + circbuf::CircularBuffer::DataSegmentName(r.name)).c_str(), 4096 + 1000),
+            0);  // inside the first page
   EXPECT_EQ(reader.Wait(15s), 0);
 }
 

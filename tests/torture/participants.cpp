@@ -114,7 +114,7 @@ class Participant {
     std::vector<std::uint64_t> state(640 / 8);
     std::vector<std::uint64_t> data(config_.capacity / 8);
     read("/dev/shm" + std::string(config_.ring), state);
-    read("/dev/shm" + std::string(config_.ring) + ".data", data);
+    read("/dev/shm" + circbuf::CircularBuffer::DataSegmentName(config_.ring), data);
     if (state.size() < 80 || data.size() < config_.capacity / 8) return;
     std::fprintf(stderr, "ring dump: tail %llu latest %llu sequence %llu limit %llu writer_state %llu\n  index:",
                  (unsigned long long)state[16], (unsigned long long)state[17], (unsigned long long)state[18],

@@ -293,13 +293,13 @@ int RunBench() {
   } catch (...) {
     for (char const* suffix : {"-ping", "-pong", "-tput"}) {
       SharedMemory::Remove(base + suffix);
-      SharedMemory::Remove(base + suffix + ".data");
+      SharedMemory::Remove(base + circbuf::CircularBuffer::DataSegmentName(suffix));
     }
     throw;
   }
   for (char const* suffix : {"-ping", "-pong", "-tput"}) {  // gone already unless a child was killed
     SharedMemory::Remove(base + suffix);
-    SharedMemory::Remove(base + suffix + ".data");
+    SharedMemory::Remove(base + circbuf::CircularBuffer::DataSegmentName(suffix));
   }
   if (StopRequested()) {
     std::printf("circbuf bench: interrupted\n");

@@ -212,7 +212,7 @@ int RunDemo() {
   // The readers detached and the writer closed: the last one out unlinked
   // the ring. Remove it by name as well, in case a reader died attached.
   SharedMemory::Remove(name);
-  SharedMemory::Remove(name + ".data");
+  SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(name));
   bool const interrupted = StopRequested();
   std::printf("\n%swritten %llu messages in %.2f s\n\n", interrupted ? "interrupted: " : "",
               static_cast<unsigned long long>(seq), elapsed);
@@ -242,7 +242,8 @@ int RunDemo() {
                                                                                    : "NO");
   std::printf("  latency: one-way, writer to reader; %u CPUs shared by 4 processes\n",
               std::thread::hardware_concurrency());
-  bool const gone = !SharedMemory::Exists(name) && !SharedMemory::Exists(name + ".data");
+  bool const gone =
+      !SharedMemory::Exists(name) && !SharedMemory::Exists(circbuf::CircularBuffer::DataSegmentName(name));
   std::printf("  ring %s removed: %s\n", name.c_str(), gone ? "yes" : "NO");
   ::munmap(mem, sizeof(Shared));
   if (interrupted) return kInterrupted;

@@ -244,7 +244,7 @@ void FillRing(SegmentInfo& info, cb::State const& s, SegmentFile const& state_fi
     default: info.writer = "?"; break;
   }
   int data_errno = 0;
-  std::string const data_name = info.name + ".data";
+  std::string const data_name = circbuf::CircularBuffer::DataSegmentName(info.name);
   SegmentFile const data(data_name, data_errno);
   if (data_errno != 0) return;
   info.has_data = true;
@@ -392,7 +392,10 @@ std::vector<SegmentInfo> ScanSegments() {
   };
   for (auto const& name : locks) {
     if (has(names, name)) continue;
-    if (!name.ends_with(".data") && !has(names, name + ".data") && !has(locks, name + ".data")) continue;
+    if (!circbuf::CircularBuffer::IsDataSegmentName(name) &&
+        !has(names, circbuf::CircularBuffer::DataSegmentName(name)) &&
+        !has(locks, circbuf::CircularBuffer::DataSegmentName(name)))
+      continue;
     SegmentInfo info;
     info.name = name;
     info.kind = Kind::kUnfinished;
@@ -412,7 +415,7 @@ bool Resample(std::string const& name, std::uint64_t& tail, std::uint64_t& messa
   if (!file.Read(kPageSize, s) || s.magic != cb::kRingMagic) return false;
   tail = StateWord<std::uint64_t>(file, offsetof(cb::State, tail));
   int data_errno = 0;
-  SegmentFile const data(name + ".data", data_errno);
+  SegmentFile const data(circbuf::CircularBuffer::DataSegmentName(name), data_errno);
   if (data_errno == 0 && s.capacity >= cb::kMinCapacity && s.capacity <= cb::kMaxCapacity) {
     messages = MessagesWritten(file, s.capacity, data);
   }

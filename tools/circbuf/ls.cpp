@@ -10,6 +10,8 @@
 
 #include "cli.hpp"
 
+import circbuf;
+
 namespace circbuf::tool {
 
 namespace {
@@ -106,7 +108,8 @@ int RunLs() {
   for (auto const& s : all) {
     if (!Selected(s)) continue;
     bool const ring = s.kind == Kind::kRing || s.kind == Kind::kRingOther;
-    bool const ring_data = s.name.ends_with(".data") && rings.contains(s.name.substr(0, s.name.size() - 5));
+    bool const ring_data = circbuf::CircularBuffer::IsDataSegmentName(s.name) &&
+                           rings.contains(std::string(circbuf::CircularBuffer::RingOfDataSegment(s.name)));
     bool const other = (s.kind == Kind::kSegment && !ring_data) || (s.open_errno != 0 && g_ls.all);
     // A damaged segment is listed even without --all (a ring's data segment
     // is reported on its ring's row).

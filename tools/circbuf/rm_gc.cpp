@@ -39,7 +39,7 @@ std::string Who(SegmentInfo const& s) {
 
 int RunRm() {
   std::string const name = CheckRingName(g_rm.name);
-  std::string const data = name + ".data";
+  std::string const data = circbuf::CircularBuffer::DataSegmentName(name);
   bool const has_state = SharedMemory::Exists(name);
   bool const has_data = SharedMemory::Exists(data);
   if (!has_state && !has_data) {
@@ -131,12 +131,13 @@ int RunGc() {
       continue;
     }
     bool const is_ring = rings.contains(s.name);
-    bool const is_ring_data = s.name.ends_with(".data") && rings.contains(s.name.substr(0, s.name.size() - 5));
+    bool const is_ring_data = circbuf::CircularBuffer::IsDataSegmentName(s.name) &&
+                              rings.contains(std::string(circbuf::CircularBuffer::RingOfDataSegment(s.name)));
     if (is_ring_data) continue;  // goes with its ring
     if (is_ring) {
       if (!s.stale || (s.has_data && !s.data_stale)) continue;
       remove(s.name, "stale ring, " + Who(s));
-      if (s.has_data) remove(s.name + ".data", "its data");
+      if (s.has_data) remove(circbuf::CircularBuffer::DataSegmentName(s.name), "its data");
     } else if (s.stale) {
       remove(s.name, "stale segment, " + std::to_string(s.user_bytes) + " bytes, " + Who(s));
     }
