@@ -234,6 +234,7 @@ class Reader final : public IWrapper {
   // messages, at kEmpty or at kCorrupt. The handler may throw: the message
   // it was given counts as delivered, and the exception propagates.
   template <class Handler>
+  // NOLINTNEXTLINE(cppcoreguidelines-missing-std-forward): called once per message, so never moved from
   [[nodiscard]] PollResult Poll(Handler&& handler, std::size_t max) {
     PollResult result{0, 0, 0, Outcome::kMessage};
     if (poll_buffer_.empty()) [[unlikely]] {

@@ -98,6 +98,7 @@ class TypedReader {
   // reference is shared memory the writer may be rewriting: the caveat of
   // Reader::ReadInPlace.
   template <class Fn>
+  // NOLINTNEXTLINE(cppcoreguidelines-missing-std-forward): called through a pointer (InPlace), as an lvalue
   [[nodiscard]] inline Outcome ReadInPlace(Fn&& fn) {
     static_assert(alignof(T) <= kRecordAlignment, "ReadInPlace: the ring aligns messages to 8 bytes");
     InPlace<Fn> call{&fn, false};
@@ -109,6 +110,7 @@ class TypedReader {
   // Up to `max` values to fn(T const&), each copied out and validated first
   // (Reader::Poll).
   template <class Fn>
+  // NOLINTNEXTLINE(cppcoreguidelines-missing-std-forward): called once per message, so never moved from
   [[nodiscard]] inline PollResult Poll(Fn&& fn, std::size_t max) {
     Each<Fn> each{&fn, 0};
     PollResult result = reader_.Poll(each, max);

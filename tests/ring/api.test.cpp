@@ -250,7 +250,7 @@ TEST(RingApi, ReaderStatsCountCorruptOutcomes) {
   Child changer([&] {
     int const fd = ::open(("/dev/shm" + cb::DataSegmentName(r.name)).c_str(), O_RDWR | O_CLOEXEC);
     std::uint64_t header = 0;
-    off_t const at = static_cast<off_t>(circbuf::kPageSize + 112);
+    auto const at = static_cast<off_t>(circbuf::kPageSize + 112);
     if (fd < 0 || ::pread(fd, &header, 8, at) != 8) return 1;
     header = (header & ~std::uint64_t{0xffff}) | (reader.MaxMessageSize() + 2);
     return ::pwrite(fd, &header, 8, at) == 8 ? 0 : 2;
@@ -291,6 +291,7 @@ TEST(RingApi, MovedReadersAndWritersKeepTheirRingAndState) {
   EXPECT_EQ(ErrorOf<std::system_error>([&] { cb::Writer second(SpecOf(r, 65536)); }).find("already has a live writer"),
             0U + std::string("ring \"" + r.name + "\" ").size());
   std::vector<cb::Reader> readers;
+  readers.reserve(5);
   for (int i = 0; i < 5; ++i) readers.emplace_back(SpecOf(r, 0), cb::ReaderOptions{.start = cb::StartAt::kOldest});
   std::vector<std::byte> buf(64);
   ASSERT_EQ(readers[0].Read(buf), 10);  // message 0
