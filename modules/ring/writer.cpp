@@ -288,7 +288,7 @@ void Writer::ReportAbandonedClaim() const noexcept {
   try {
     detail::Log().warn("ring \"{}\": a ScopedClaim was destroyed without Commit or Abort; aborted (nothing published)",
                        spec_.Name());
-  } catch (...) {  // noexcept: a destructor calls this; losing the warning is harmless
+  } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor calls this; losing the warning is harmless
   }
 }
 
