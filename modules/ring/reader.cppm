@@ -240,11 +240,14 @@ class Reader final : public IWrapper {
     if (poll_buffer_.empty()) [[unlikely]] {
       poll_buffer_.resize(max_message_);
     }
+    // Hoisted: the handler may write memory, which would make the compiler
+    // reload the vector's pointer and size on every message.
+    std::span<std::byte> const buffer(poll_buffer_);
     while (result.delivered < max) {
-      int const n = Read(poll_buffer_);
+      int const n = Read(buffer);
       if (n > 0) [[likely]] {
         ++result.delivered;
-        handler(std::span<std::byte const>(poll_buffer_.data(), static_cast<std::size_t>(n)));
+        handler(std::span<std::byte const>(buffer.data(), static_cast<std::size_t>(n)));
         continue;
       }
       if (n == kLapped && result.laps <= max) {

@@ -142,9 +142,15 @@ class TypedReader {
         ++wrong_size;
         return;
       }
-      alignas(T) std::byte copy[sizeof(T)];
-      std::memcpy(copy, m.data(), sizeof(T));
-      (*fn)(*std::launder(reinterpret_cast<T const*>(copy)));
+      // Poll's buffer is private, validated, and aligned as operator new
+      // aligns (the vector's storage): used as it is when that suffices.
+      if constexpr (alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
+        (*fn)(*std::launder(reinterpret_cast<T const*>(m.data())));
+      } else {
+        alignas(T) std::byte copy[sizeof(T)];
+        std::memcpy(copy, m.data(), sizeof(T));
+        (*fn)(*std::launder(reinterpret_cast<T const*>(copy)));
+      }
     }
   };
   static ReaderOptions WithType(ReaderOptions options, std::uint64_t type_id) {
