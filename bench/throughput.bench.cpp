@@ -89,19 +89,15 @@ void RegisterPaced(std::size_t payload) {
       ->Iterations(1)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark(
-      ("paced/circbuf/" + size).c_str(),
-      [payload](benchmark::State& state) {
-        auto const spec = cb::Spec::Make(cbb::UniqueName("p"), g_capacity);
-        cbb::RunPaced(
-            state, [&] { return std::make_unique<cbb::RingSender>(spec); },
-            [&] { return std::make_unique<cbb::RingReceiver>(spec); },
-            [&] {
-              circbuf::SharedMemory::Remove(spec.Name());
-              circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(spec.Name()));
-            },
-            spec.capacity, payload, g_duration);
-      })
+  benchmark::RegisterBenchmark(("paced/circbuf/" + size).c_str(),
+                               [payload](benchmark::State& state) {
+                                 auto const spec = cb::Spec::Make(cbb::UniqueName("p"), g_capacity);
+                                 cbb::RunPaced(
+                                     state, [&] { return std::make_unique<cbb::RingSender>(spec); },
+                                     [&] { return std::make_unique<cbb::RingReceiver>(spec); },
+                                     [&] { (void)circbuf::CircularBuffer::Remove(spec.Name(), /*force=*/true); },
+                                     spec.capacity, payload, g_duration);
+                               })
       ->Iterations(1)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
@@ -172,8 +168,7 @@ void Lap(benchmark::State& state, std::size_t payload, cb::OnLap policy) {
       r->stop.store(1);
       reader_process.Wait();
     }
-    circbuf::SharedMemory::Remove(spec.Name());
-    circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(spec.Name()));
+    (void)circbuf::CircularBuffer::Remove(spec.Name(), /*force=*/true);
     reads += r->reads;
     lapped += r->lapped;
     corrupt += r->corrupt;

@@ -29,7 +29,7 @@
 //                     old protocol (a membarrier per Wait, ring B's writer
 //                     registered for it)
 // Kernel wake-ups on these small VMs cost more and vary more than on a
-// dedicated server (TOOLCHAIN.md): read the ratios, not the absolute figures.
+// dedicated server: read the ratios, not the absolute figures.
 // Flags: --cpus=A,B (default 0,1), --round_trips=N wake samples per transport
 // (default 10000; the audit writes 10 N messages), --seconds=S of each flat-out
 // run (default 1), --capacity=BYTES of the rings (default 4 MiB),
@@ -67,10 +67,7 @@ std::uint64_t g_capacity = 4 << 20;
 
 using Clock = std::chrono::steady_clock;
 
-void RemoveRing(std::string const& name) {
-  circbuf::SharedMemory::Remove(name);
-  circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(name));
-}
+void RemoveRing(std::string const& name) { (void)circbuf::CircularBuffer::Remove(name, /*force=*/true); }
 
 void SpinFor(std::chrono::nanoseconds d) {
   auto const end = Clock::now() + d;

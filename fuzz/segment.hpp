@@ -1,6 +1,6 @@
 // Fuzz support: segment files written byte for byte into /dev/shm, as a
 // hostile process would, and the clean-up that must leave nothing behind.
-// Included before any import (TOOLCHAIN.md pitfall 3).
+// Included before any import (docs/toolchain-notes.md, "Includes, imports and where spdlog may go", rule 1).
 #pragma once
 
 #include <fcntl.h>

@@ -97,8 +97,7 @@ inline Transport RingRoundTrip(std::uint64_t capacity = 1 << 20) {
           [a, b] { return std::make_unique<RingEndpoint>(*b, *a); },
           [a, b] {
             for (auto const* s : {a.get(), b.get()}) {
-              circbuf::SharedMemory::Remove(s->Name());
-              circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(s->Name()));
+              (void)circbuf::CircularBuffer::Remove(s->Name(), /*force=*/true);
             }
           }};
 }
@@ -108,10 +107,7 @@ inline Transport RingOneWay(std::uint64_t capacity) {
   // The receiver attaches first (kOldest) so that it sees the stream from the start.
   return {"circbuf", [a] { return std::make_unique<RingSender>(*a); },
           [a] { return std::make_unique<RingReceiver>(*a); },
-          [a] {
-            circbuf::SharedMemory::Remove(a->Name());
-            circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(a->Name()));
-          }};
+          [a] { (void)circbuf::CircularBuffer::Remove(a->Name(), /*force=*/true); }};
 }
 
 // ---- Stream fds (pipe, Unix stream socket): 4-byte length prefix framing ------------

@@ -1,5 +1,6 @@
 // Internal: the library's named spdlog logger. Included only by module
-// *implementation* units (TOOLCHAIN.md pitfall 4), never by an interface unit.
+// *implementation* units (docs/toolchain-notes.md, "Includes, imports and where spdlog may go", rule 2), never by an
+// interface unit.
 #pragma once
 
 #include <cstdlib>

@@ -4,6 +4,7 @@
 //   :writer   Writer: Write, Claim/Commit, ScopedClaim
 //   :reader   Reader: Read, ReadInPlace, Receive, Poll, Wait
 //   :typed    TypedWriter<T>, TypedReader<T>: one Storable T per message
+//   :inspect  Inspect, List, Remove: rings seen from outside (pread, no attach); the State's rules
 export module circbuf.ring;
 
 export import circbuf.shm;
@@ -12,3 +13,4 @@ export import :wrapper;
 export import :writer;
 export import :reader;
 export import :typed;
+export import :inspect;

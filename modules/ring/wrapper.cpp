@@ -250,11 +250,10 @@ void IWrapper::Validate() {
     throw std::invalid_argument(ring + ": layout version " + std::to_string(s.version) +
                                 ", this library reads version " + std::to_string(kRingVersion));
   }
-  if (s.state_bytes != sizeof(State) || s.capacity < kMinCapacity || s.capacity > kMaxCapacity ||
-      s.capacity % kCapacityAlignment != 0 || s.chunk != s.capacity / kChunks ||
-      s.max_message != MaxMessageFor(s.capacity)) {
-    throw std::invalid_argument(ring + ": corrupt header (capacity " + std::to_string(s.capacity) + ", chunk " +
-                                std::to_string(s.chunk) + ", max message " + std::to_string(s.max_message) + ")");
+  // The rules of a State are stated once, in :inspect (HeaderProblem,
+  // PositionProblem): `circbuf stat` and Inspect judge a ring by the same.
+  if (std::string const problem = HeaderProblem(s); !problem.empty()) {
+    throw std::invalid_argument(ring + ": corrupt header: " + problem);
   }
   if (spec_.capacity != 0 && spec_.capacity != s.capacity) {
     throw std::length_error(ring + ": exists with capacity " + std::to_string(s.capacity) + ", asked for " +
@@ -263,22 +262,21 @@ void IWrapper::Validate() {
   // tail and limit are two loads, and a live writer goes on between them: a
   // process preempted there saw tail laps behind limit and refused a healthy
   // ring (found by circbuf-torture under clang-tsan: "corrupt positions
-  // (tail 40783808, limit 40836096)", capacity 8192). So the pair counts
-  // when tail reads the same after limit as before (tail never goes
-  // backwards). This only retries: a State whose positions really disagree
-  // reads the same each time and is refused below.
+  // (tail 40783808, limit 40836096)", capacity 8192). So the snapshot counts
+  // when tail reads the same after latest and limit as before (tail never
+  // goes backwards). This only retries: a State whose positions really
+  // disagree reads the same each time and is refused below.
   std::uint64_t tail = 0;
+  std::uint64_t latest = 0;
   std::uint64_t limit = 0;
   for (int attempt = 0; attempt < 1000; ++attempt) {
     tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
+    latest = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_acquire);
     limit = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire);
     if (std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire) == tail) break;
   }
-  // Positions are record starts or ends: multiples of 8. limit - tail < 2 *
-  // capacity also keeps tail + 2 * capacity from overflowing below.
-  if (tail % kRecordAlignment != 0 || limit % s.chunk != 0 || tail > limit || limit - tail > 2 * s.capacity) {
-    throw std::invalid_argument(ring + ": corrupt positions (tail " + std::to_string(tail) + ", limit " +
-                                std::to_string(limit) + ")");
+  if (std::string const problem = PositionProblem(tail, latest, limit, s.capacity, s.chunk); !problem.empty()) {
+    throw std::invalid_argument(ring + ": corrupt positions: " + problem);
   }
   truncations_seen_ = truncations_->load(std::memory_order_relaxed);
   capacity_ = s.capacity;
@@ -299,15 +297,11 @@ WriterStatus IWrapper::GetWriterStatus() const {
       static_cast<WriterState>(std::atomic_ref<std::uint32_t>(state_->writer_state).load(std::memory_order_acquire));
   if (state == WriterState::kNone) return WriterStatus::kNone;
   if (state == WriterState::kClosed) return WriterStatus::kClosed;
-  struct flock probe{};
-  probe.l_type = F_WRLCK;
-  probe.l_whence = SEEK_SET;
-  probe.l_start = 0;
-  probe.l_len = 1;
-  if (::fcntl(StateHandle(), F_OFD_GETLK, &probe) != 0) {
-    throw std::system_error(errno, std::generic_category(), "fcntl(F_OFD_GETLK) on ring " + Q(spec_.Name()));
+  try {
+    return WriterLockHeld(StateHandle()) ? WriterStatus::kAlive : WriterStatus::kDead;
+  } catch (std::system_error const& e) {
+    throw std::system_error(e.code(), "fcntl(F_OFD_GETLK) on ring " + Q(spec_.Name()));
   }
-  return probe.l_type == F_UNLCK ? WriterStatus::kDead : WriterStatus::kAlive;
 }
 
 bool IWrapper::Truncated() const noexcept {

@@ -93,8 +93,8 @@ inline constexpr std::size_t kMaxSegmentSize = std::size_t{50} * 1024 * 1024 + k
 // reflection, and therefore the caller's responsibility: pointer members
 // inside a struct, and non-lock-free atomics nested inside a struct.
 //
-// Note: GCC and Clang report std::atomic<U> as trivially copyable (TOOLCHAIN.md
-// pitfall 9), so atomics are recognised explicitly, not through that trait.
+// Note: GCC and Clang report std::atomic<U> as trivially copyable (docs/toolchain-notes.md,
+// "Includes, imports and where spdlog may go", rule 4), so atomics are recognised explicitly, not through that trait.
 
 template <class T>
 inline constexpr bool kIsStdAtomic = false;

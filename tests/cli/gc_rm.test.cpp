@@ -55,8 +55,7 @@ struct LiveRing {
   }
   ~LiveRing() {
     KillAll();
-    circbuf::SharedMemory::Remove(name);
-    circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(name));
+    (void)circbuf::CircularBuffer::Remove(name, /*force=*/true);
   }
   std::string name;
   Pipe ready;

@@ -223,8 +223,7 @@ TEST(CliHostileState, StaleCorruptRingIsRemoved) {
       EXPECT_EQ(r.code, 0) << what << "\n" << r.out << r.err;
       EXPECT_FALSE(ShmFileExists(copy)) << what;
       EXPECT_FALSE(ShmFileExists(circbuf::CircularBuffer::DataSegmentName(copy))) << what;
-      circbuf::SharedMemory::Remove(copy);
-      circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(copy));
+      (void)circbuf::CircularBuffer::Remove(copy, /*force=*/true);
     }
   }
 }

@@ -155,8 +155,7 @@ TEST(CliInspect, StatReportsADeadWriter) {
   EXPECT_EQ(JsonField(r.out, "writer"), "dead");
   EXPECT_EQ(JsonField(r.out, "writer_pid"), std::to_string(writer.Pid()));
   EXPECT_EQ(JsonField(r.out, "stale"), "true");
-  circbuf::SharedMemory::Remove(name);
-  circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(name));
+  (void)circbuf::CircularBuffer::Remove(name, /*force=*/true);
 }
 
 TEST(CliInspect, LsAndStatReportATruncatedDataSegment) {

@@ -150,8 +150,7 @@ TEST(CliLeftovers, GcCleansUpAfterWritersKilledDuringCreation) {
     auto const gc = Circbuf({"gc", name, circbuf::CircularBuffer::DataSegmentName(name)});
     EXPECT_EQ(gc.code, 0) << gc.out << gc.err;
     EXPECT_FALSE(AnythingLeft(name)) << "round " << round << "\n" << gc.out << gc.err;
-    circbuf::SharedMemory::Remove(name);
-    circbuf::SharedMemory::Remove(circbuf::CircularBuffer::DataSegmentName(name));
+    (void)circbuf::CircularBuffer::Remove(name, /*force=*/true);
   }
 }
 

@@ -1,6 +1,6 @@
 // CLI test support: the real `circbuf` binary (CIRCBUF_TOOL, set by CMake) in
 // a real child process, with stdin, stdout and stderr on pipes, and timeouts.
-// Included before any import (TOOLCHAIN.md pitfall 3).
+// Included before any import (docs/toolchain-notes.md, "Includes, imports and where spdlog may go", rule 1).
 #pragma once
 
 #include <fcntl.h>

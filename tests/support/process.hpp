@@ -1,5 +1,5 @@
 // Test support: real child processes (fork), pipes to step them, unique names.
-// Included before any import (TOOLCHAIN.md pitfall 3).
+// Included before any import (docs/toolchain-notes.md, "Includes, imports and where spdlog may go", rule 1).
 #pragma once
 
 #include <poll.h>

@@ -14,7 +14,7 @@
 //   n >= 16: [seq u64][body: n - 16 bytes of Body(seed, seq)][checksum u64]
 //            checksum = Checksum(seq, first n - 8 bytes)
 //   n < 16:  n bytes of Body(seed, seq)
-// Included before any import (TOOLCHAIN.md pitfall 3).
+// Included before any import (docs/toolchain-notes.md, "Includes, imports and where spdlog may go", rule 1).
 #pragma once
 
 #include <time.h>

@@ -1,9 +1,7 @@
 // circbuf tool: what the subcommands share. Plain C++ (no module types), so
 // every .cpp includes it among its #includes, before `import circbuf;`
-// (TOOLCHAIN.md pitfall 3).
+// (docs/toolchain-notes.md, "Includes, imports and where spdlog may go", rule 1).
 #pragma once
-
-#include <sys/types.h>
 
 #include <csignal>
 #include <cstddef>
@@ -120,80 +118,6 @@ class Histogram {
   std::uint64_t max_ = 0;
   std::uint64_t min_ = ~std::uint64_t{0};
 };
-
-// ---- Segments in /dev/shm (inspect.cpp) -------------------------------------------------
-// What a read-only look at a segment shows (no attaching: refcounts untouched).
-enum class Kind : std::uint8_t {
-  kForeign,    // not circbuf's (no circbuf header), or not finished yet
-  kSegment,    // a circbuf SharedMemory segment that is not a ring's state
-  kRing,       // the state segment of a ring (NAME; its data is NAME.data)
-  kRingOther,  // ring magic, other layout version (or unreadable state)
-  kUnfinished,  // a creator has not finished it, or died first (leftovers.cpp)
-};
-
-struct SegmentInfo {
-  std::string name;  // "/quotes"
-  Kind kind = Kind::kForeign;
-  int open_errno = 0;           // non-zero: could not be opened (e.g. EACCES)
-  std::uint64_t file_bytes = 0;
-  std::uint32_t refcount = 0;   // attachments recorded (dead ones until noticed)
-  std::uint32_t segment_version = 0;
-  std::uint64_t user_bytes = 0;
-  pid_t creator_pid = 0;
-  bool stale = false;           // no live process holds it (flock probe)
-  // Rings only:
-  std::uint32_t ring_version = 0;
-  std::uint64_t capacity = 0;
-  std::uint64_t chunk = 0;
-  std::uint32_t max_message = 0;
-  std::uint64_t tail = 0;
-  std::uint64_t messages = 0;   // sequence number of the latest record + 1
-  pid_t writer_pid = 0;
-  std::string writer;           // "none", "alive", "closed", "dead"
-  std::uint64_t writer_epoch = 0;
-  bool sleeping = false;  // a reader is asleep in Wait (or about to be): the wake word is armed
-  bool has_data = false;        // NAME.data exists
-  bool data_stale = false;
-  std::uint32_t data_refcount = 0;
-  // Unfinished segments only:
-  bool lock_only = false;  // only its lock, /dev/shm/sem.NAME, is there
-  bool lock_held = false;  // a live process holds that lock (creating it)
-  // Non-empty: the ring's State breaks the library's rules (layout.cppm,
-  // IWrapper::Validate): one line naming the field, what it holds and what
-  // would be right. Nothing derived from such a State is computed.
-  std::string corrupt;
-  std::uint64_t state_magic = 0;  // the State's magic (0: maybe not initialised yet)
-  // Non-empty: the segment's file (or, for a ring, its data segment's) is not
-  // as long as its header says, "truncated or damaged: ..." (the library
-  // refuses such a ring; reading it here is safe: nothing is mapped).
-  std::string damage;
-};
-
-// Looks at one segment (name with leading '/'). Throws Error on failure to
-// open (ENOENT -> kNoSuchBuffer, EACCES -> kPermission).
-SegmentInfo Inspect(std::string const& name);
-// Inspect, then Error(kNotCircbuf) unless it is a ring of our layout version,
-// undamaged and not corrupt (with `allow_damaged`, a damaged or corrupt ring
-// is returned instead: see SegmentInfo::damage and ::corrupt).
-SegmentInfo InspectRing(std::string const& name, bool allow_damaged = false);
-// Every segment in /dev/shm, by name; unreadable ones have open_errno set.
-// NAME.data segments are listed as well (kind kSegment), and circbuf locks
-// without their segment (kind kUnfinished, lock_only; see leftovers.cpp).
-std::vector<SegmentInfo> ScanSegments();
-// ---- Unfinished segments (leftovers.cpp) ----------------------------------------------
-bool LockExists(std::string const& name);  // /dev/shm/sem.NAME exists
-bool LockHeld(std::string const& name);    // a live process holds it (flock probe)
-// Under the segment's lock: removes an unfinished segment whose creator died,
-// or a lock with no segment. False (and leaves it) if a live process holds
-// the lock, or it is no longer unfinished.
-bool RemoveUnfinished(std::string const& name);
-// Samples tail and messages again (for rates). False if the segment is gone.
-bool Resample(std::string const& name, std::uint64_t& tail, std::uint64_t& messages);
-// Under the segment's lock: unlinks it if no live process holds it (or
-// `force`). Returns false (and leaves it) if it is live and not forced.
-bool RemoveSegment(std::string const& name, bool force);
-// fnmatch on names ("/cbt-*"); an empty pattern matches everything.
-bool NameMatches(std::string const& pattern, std::string const& name);
 
 // ---- Subcommands -----------------------------------------------------------------------
 // Each Add* adds its subcommand to `app` and returns it with the function

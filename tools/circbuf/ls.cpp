@@ -12,9 +12,13 @@
 
 import circbuf;
 
+#include "ring_info.hpp"  // after the import: it names module types (docs/toolchain-notes.md)
+
 namespace circbuf::tool {
 
 namespace {
+
+namespace cb = circbuf::CircularBuffer;
 
 struct LsOptions {
   std::vector<std::string> patterns;
@@ -27,14 +31,14 @@ constexpr std::size_t kNameWidth = 24;
 bool Selected(SegmentInfo const& s) {
   if (g_ls.patterns.empty()) return true;
   for (auto const& p : g_ls.patterns) {
-    if (NameMatches(p, s.name)) return true;
+    if (cb::NameMatches(p, s.name)) return true;
   }
   return false;
 }
 
 std::string Writer(SegmentInfo const& s) {
-  if (s.kind == Kind::kRingOther) return "version " + std::to_string(s.ring_version);
-  return (s.writer_pid != 0 ? std::to_string(s.writer_pid) + " " : "") + s.writer;
+  if (s.kind == SegmentKind::kRingOther) return "version " + std::to_string(s.ring_version);
+  return (s.writer_pid != 0 ? std::to_string(s.writer_pid) + " " : "") + WriterName(s);
 }
 
 // One line on what an unfinished segment is, and whose it is.
@@ -47,16 +51,16 @@ std::string UnfinishedText(SegmentInfo const& s) {
 }
 
 std::string Stale(SegmentInfo const& s) {
-  if (s.kind == Kind::kRing && !s.has_data) return "no data";
+  if (s.kind == SegmentKind::kRing && !s.has_data) return "no data";
   return s.stale && (!s.has_data || s.data_stale) ? "yes" : "no";
 }
 
 std::string KindName(SegmentInfo const& s) {
   switch (s.kind) {
-    case Kind::kRing: return "ring";
-    case Kind::kRingOther: return "ring (other version)";
-    case Kind::kSegment: return "segment";
-    case Kind::kUnfinished: return "unfinished";
+    case SegmentKind::kRing: return "ring";
+    case SegmentKind::kRingOther: return "ring (other version)";
+    case SegmentKind::kSegment: return "segment";
+    case SegmentKind::kUnfinished: return "unfinished";
     default: return "foreign";
   }
 }
@@ -76,20 +80,20 @@ void PrintJson(std::vector<SegmentInfo const*> const& rows) {
     std::printf(R"(%s  {"name": %s, "kind": %s)", sep, JsonString(s->name).c_str(), JsonString(KindName(*s)).c_str());
     if (s->open_errno != 0) {
       std::printf(", \"error\": %s}", JsonString(ErrnoText(s->open_errno)).c_str());
-    } else if (s->kind == Kind::kUnfinished) {
+    } else if (s->kind == SegmentKind::kUnfinished) {
       std::printf(R"(, "bytes": %llu, "lock_only": %s, "stale": %s, "unfinished": %s})",
                   static_cast<unsigned long long>(s->file_bytes), s->lock_only ? "true" : "false",
                   s->stale ? "true" : "false", JsonString(UnfinishedText(*s)).c_str());
-    } else if (s->kind == Kind::kRing) {
+    } else if (s->kind == SegmentKind::kRing) {
       std::printf(", \"layout_version\": %u, \"capacity\": %llu, \"writer_pid\": %d, \"writer\": %s, "
                   "\"attached\": %u, \"messages\": %llu, \"tail\": %llu, \"data_segment\": %s, \"stale\": %s, %s}",
                   s->ring_version, static_cast<unsigned long long>(s->capacity), s->writer_pid,
-                  JsonString(s->writer).c_str(), s->refcount, static_cast<unsigned long long>(s->messages),
+                  JsonString(WriterName(*s)).c_str(), s->refcount, static_cast<unsigned long long>(s->messages),
                   static_cast<unsigned long long>(s->tail), s->has_data ? "true" : "false",
                   Stale(*s) == "no" ? "false" : "true", JsonDamage(*s).c_str());
     } else {
       std::printf(R"(, "layout_version": %u, "bytes": %llu, "attached": %u, "stale": %s, %s})",
-                  s->kind == Kind::kRingOther ? s->ring_version : s->segment_version,
+                  s->kind == SegmentKind::kRingOther ? s->ring_version : s->segment_version,
                   static_cast<unsigned long long>(s->user_bytes), s->refcount, s->stale ? "true" : "false",
                   JsonDamage(*s).c_str());
     }
@@ -99,22 +103,21 @@ void PrintJson(std::vector<SegmentInfo const*> const& rows) {
 }
 
 int RunLs() {
-  std::vector<SegmentInfo> const all = ScanSegments();
+  std::vector<SegmentInfo> const all = cb::List();
   std::map<std::string, SegmentInfo const*> rings;
   for (auto const& s : all) {
-    if (s.kind == Kind::kRing || s.kind == Kind::kRingOther) rings[s.name] = &s;
+    if (s.kind == SegmentKind::kRing || s.kind == SegmentKind::kRingOther) rings[s.name] = &s;
   }
   std::vector<SegmentInfo const*> rows;
   for (auto const& s : all) {
     if (!Selected(s)) continue;
-    bool const ring = s.kind == Kind::kRing || s.kind == Kind::kRingOther;
-    bool const ring_data = circbuf::CircularBuffer::IsDataSegmentName(s.name) &&
-                           rings.contains(std::string(circbuf::CircularBuffer::RingOfDataSegment(s.name)));
-    bool const other = (s.kind == Kind::kSegment && !ring_data) || (s.open_errno != 0 && g_ls.all);
+    bool const ring = s.kind == SegmentKind::kRing || s.kind == SegmentKind::kRingOther;
+    bool const ring_data = cb::IsDataSegmentName(s.name) && rings.contains(std::string(cb::RingOfDataSegment(s.name)));
+    bool const other = (s.kind == SegmentKind::kSegment && !ring_data) || (s.open_errno != 0 && g_ls.all);
     // A damaged segment is listed even without --all (a ring's data segment
     // is reported on its ring's row).
-    bool const damaged = s.kind == Kind::kSegment && !ring_data && !s.damage.empty();
-    if (ring || damaged || s.kind == Kind::kUnfinished || (g_ls.all && other)) rows.push_back(&s);
+    bool const damaged = s.kind == SegmentKind::kSegment && !ring_data && !s.damage.empty();
+    if (ring || damaged || s.kind == SegmentKind::kUnfinished || (g_ls.all && other)) rows.push_back(&s);
   }
   if (g_ls.json) {
     PrintJson(rows);
@@ -137,16 +140,16 @@ int RunLs() {
     }
     if (s->open_errno != 0) {
       table.Add({name, "?", ErrnoText(s->open_errno), "?", "?", "?"});
-    } else if (s->kind == Kind::kUnfinished) {
+    } else if (s->kind == SegmentKind::kUnfinished) {
       table.Add({name, "-", "(unfinished)", "-", "-", s->stale ? "yes" : "no"});
       damaged.push_back(s->name + ": " + UnfinishedText(*s));
-    } else if (s->kind == Kind::kRing) {
+    } else if (s->kind == SegmentKind::kRing) {
       table.Add({name, HumanBytes(static_cast<double>(s->capacity)), Writer(*s), std::to_string(s->refcount),
                  !s->corrupt.empty() ? "corrupt"
                  : s->damage.empty() ? std::to_string(s->messages)
                                      : "truncated",
                  Stale(*s)});
-    } else if (s->kind == Kind::kRingOther) {
+    } else if (s->kind == SegmentKind::kRingOther) {
       table.Add({name, "?", Writer(*s), std::to_string(s->refcount), s->damage.empty() ? "?" : "truncated",
                  s->stale ? "yes" : "no"});
     } else {

@@ -18,6 +18,8 @@
 
 import circbuf;
 
+#include "ring_info.hpp"  // after the import: it names module types (docs/toolchain-notes.md)
+
 namespace cb = circbuf::CircularBuffer;
 
 namespace circbuf::tool {

@@ -5,6 +5,7 @@
 // Both decide under the segment's own lock (see RemoveSegment), so they never
 // race with a process that is attaching or detaching at that moment.
 #include <cstdio>
+#include <exception>
 #include <map>
 #include <string>
 #include <vector>
@@ -15,9 +16,13 @@
 
 import circbuf;
 
+#include "ring_info.hpp"  // after the import: it names module types (docs/toolchain-notes.md)
+
 namespace circbuf::tool {
 
 namespace {
+
+namespace cb = circbuf::CircularBuffer;
 
 struct RmOptions {
   std::string name;
@@ -31,74 +36,41 @@ struct GcOptions {
 
 std::string Who(SegmentInfo const& s) {
   std::string text = std::to_string(s.refcount) + " attachment(s) recorded";
-  if (s.kind == Kind::kRing && s.writer != "none") {
-    text += ", writer pid " + std::to_string(s.writer_pid) + " " + s.writer;
+  if (s.kind == SegmentKind::kRing && s.writer != cb::WriterStatus::kNone) {
+    text += ", writer pid " + std::to_string(s.writer_pid) + " " + WriterName(s);
   }
   return text;
 }
 
 int RunRm() {
   std::string const name = CheckRingName(g_rm.name);
-  std::string const data = circbuf::CircularBuffer::DataSegmentName(name);
-  bool const has_state = SharedMemory::Exists(name);
-  bool const has_data = SharedMemory::Exists(data);
-  if (!has_state && !has_data) {
-    // Only locks left (a creator killed before it made a file): removed
-    // under the lock if nobody holds it, as gc does (RemoveUnfinished).
-    bool found = false;
-    for (auto const& lock : {name, data}) {
-      if (!LockExists(lock)) continue;
-      found = true;
-      if (!RemoveUnfinished(lock)) {
-        throw Error(kBusy, lock + ": its lock is held by a live process (a creator or attacher); not removed");
-      }
-      std::printf("removed %s (unfinished: only its lock was left)\n", lock.c_str());
-    }
-    if (!found) throw Error(kNoSuchBuffer, name + ": no such buffer");
-    return kOk;
+  cb::RemoveResult result;
+  try {
+    result = cb::Remove(name, g_rm.force);
+  } catch (...) {
+    RethrowAsError();
   }
-  std::vector<std::string> targets;
-  bool live = false;
-  std::string who;
-  if (has_state) {
-    SegmentInfo const info = Inspect(name);
-    if (info.kind == Kind::kForeign) throw Error(kNotCircbuf, name + ": not a circbuf buffer; left alone");
-    live = !info.stale || (info.has_data && !info.data_stale);
-    who = Who(info);
-    targets.push_back(name);
-    if (info.kind != Kind::kSegment && info.has_data) targets.push_back(data);
-  } else {
-    SegmentInfo const info = Inspect(data);
-    if (info.kind == Kind::kForeign) throw Error(kNotCircbuf, data + ": not a circbuf segment; left alone");
-    live = !info.stale;
-    who = Who(info);
-    targets.push_back(data);
+  for (auto const& removed : result.removed) std::printf("removed %s\n", removed.c_str());
+  if (!result.busy.empty()) {
+    throw Error(kBusy, result.busy + "; not removed" + (g_rm.force ? "" : " (--force removes it anyway)"));
   }
-  if (live && !g_rm.force) {
-    throw Error(kBusy, name + ": live processes attached (" + who + "); not removed (--force removes it anyway)");
-  }
-  for (auto const& target : targets) {
-    if (!RemoveSegment(target, g_rm.force)) {
-      throw Error(kBusy, target + ": a process attached meanwhile; not removed (--force removes it anyway)");
-    }
-    std::printf("removed %s\n", target.c_str());
-  }
+  if (result.removed.empty()) throw Error(kNoSuchBuffer, name + ": no such buffer");
   return kOk;
 }
 
 bool Selected(std::string const& name) {
   if (g_gc.patterns.empty()) return true;
   for (auto const& p : g_gc.patterns) {
-    if (NameMatches(p, name)) return true;
+    if (cb::NameMatches(p, name)) return true;
   }
   return false;
 }
 
 int RunGc() {
-  std::vector<SegmentInfo> const all = ScanSegments();
+  std::vector<SegmentInfo> const all = cb::List();
   std::map<std::string, SegmentInfo const*> rings;
   for (auto const& s : all) {
-    if (s.kind == Kind::kRing || s.kind == Kind::kRingOther) rings[s.name] = &s;
+    if (s.kind == SegmentKind::kRing || s.kind == SegmentKind::kRingOther) rings[s.name] = &s;
   }
   int code = kOk;
   int removed = 0;
@@ -109,18 +81,22 @@ int RunGc() {
       return;
     }
     try {
-      if (unfinished ? RemoveUnfinished(target) : RemoveSegment(target, false)) {
+      if (unfinished ? cb::RemoveUnfinished(target) : cb::RemoveSegment(target, false)) {
         std::printf("removed %s (%s)\n", target.c_str(), what.c_str());
         ++removed;
       }
-    } catch (Error const& e) {
+    } catch (std::exception const& e) {
       std::fprintf(stderr, "circbuf gc: %s\n", e.what());
-      code = e.Code();
+      try {
+        RethrowAsError();
+      } catch (Error const& error) {
+        code = error.Code();
+      }
     }
   };
   for (auto const& s : all) {
-    if (!Selected(s.name) || s.open_errno != 0 || s.kind == Kind::kForeign) continue;
-    if (s.kind == Kind::kUnfinished) {  // decided under its lock (RemoveUnfinished)
+    if (!Selected(s.name) || s.open_errno != 0 || s.kind == SegmentKind::kForeign) continue;
+    if (s.kind == SegmentKind::kUnfinished) {  // decided under its lock (RemoveUnfinished)
       std::string const what = s.lock_only ? "unfinished: only its lock was left"
                                            : "unfinished: " + std::to_string(s.file_bytes) + " bytes, no header";
       if (s.lock_held) {
@@ -131,13 +107,13 @@ int RunGc() {
       continue;
     }
     bool const is_ring = rings.contains(s.name);
-    bool const is_ring_data = circbuf::CircularBuffer::IsDataSegmentName(s.name) &&
-                              rings.contains(std::string(circbuf::CircularBuffer::RingOfDataSegment(s.name)));
+    bool const is_ring_data =
+        cb::IsDataSegmentName(s.name) && rings.contains(std::string(cb::RingOfDataSegment(s.name)));
     if (is_ring_data) continue;  // goes with its ring
     if (is_ring) {
       if (!s.stale || (s.has_data && !s.data_stale)) continue;
       remove(s.name, "stale ring, " + Who(s));
-      if (s.has_data) remove(circbuf::CircularBuffer::DataSegmentName(s.name), "its data");
+      if (s.has_data) remove(cb::DataSegmentName(s.name), "its data");
     } else if (s.stale) {
       remove(s.name, "stale segment, " + std::to_string(s.user_bytes) + " bytes, " + Who(s));
     }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +12,8 @@
 #include "cli.hpp"
 
 import circbuf;
+
+#include "ring_info.hpp"  // after the import: it names module types (docs/toolchain-notes.md)
 
 namespace circbuf::tool {
 
@@ -36,7 +39,14 @@ bool Measure(SegmentInfo& info, double seconds, Rates& rates) {
   std::uint64_t const messages0 = info.messages;
   auto const deadline = t0 + static_cast<std::uint64_t>(seconds * 1e9);
   while (NowNs() < deadline && !StopRequested()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  if (!Resample(info.name, info.tail, info.messages)) return false;
+  try {  // sampled again: the look of the library (circbuf.ring:inspect)
+    SegmentInfo const fresh = CircularBuffer::Inspect(info.name);
+    if (fresh.kind != SegmentKind::kRing) return false;
+    info.tail = fresh.tail;
+    info.messages = fresh.messages;
+  } catch (std::system_error const&) {
+    return false;  // removed
+  }
   double const dt = static_cast<double>(NowNs() - t0) / 1e9;
   rates.messages = static_cast<double>(info.messages - messages0) / dt;
   rates.bytes = static_cast<double>(info.tail - tail0) / dt;
@@ -44,9 +54,10 @@ bool Measure(SegmentInfo& info, double seconds, Rates& rates) {
 }
 
 std::string WriterText(SegmentInfo const& s) {
-  if (s.writer == "none") return "none has attached yet";
-  return "pid " + std::to_string(s.writer_pid) + ", " + s.writer +
-         (s.writer == "dead" ? " (a new writer may take over)" : "") + ", epoch " + std::to_string(s.writer_epoch);
+  if (s.writer == CircularBuffer::WriterStatus::kNone) return "none has attached yet";
+  return "pid " + std::to_string(s.writer_pid) + ", " + WriterName(s) +
+         (s.writer == CircularBuffer::WriterStatus::kDead ? " (a new writer may take over)" : "") + ", epoch " +
+         std::to_string(s.writer_epoch);
 }
 
 void PrintJson(SegmentInfo const& s, Rates const& r) {
@@ -57,7 +68,7 @@ void PrintJson(SegmentInfo const& s, Rates const& r) {
               JsonString(s.name).c_str(), s.ring_version, static_cast<unsigned long long>(s.capacity),
               static_cast<unsigned long long>(s.chunk), s.max_message, static_cast<unsigned long long>(s.tail),
               static_cast<unsigned long long>(s.messages), r.messages, r.bytes, s.writer_pid,
-              JsonString(s.writer).c_str(), static_cast<unsigned long long>(s.writer_epoch), s.refcount,
+              JsonString(WriterName(s)).c_str(), static_cast<unsigned long long>(s.writer_epoch), s.refcount,
               s.data_refcount, s.sleeping ? "true" : "false", s.stale && s.data_stale ? "true" : "false");
   std::fflush(stdout);
 }
@@ -135,7 +146,7 @@ int RunStat() {
       return kOk;
     }
     if (StopRequested()) break;
-    SegmentInfo fresh = Inspect(name);
+    SegmentInfo fresh = InspectSegment(name);
     if (Refused(fresh)) RefuseDamaged(fresh);
     info.writer = fresh.writer;
     info.writer_pid = fresh.writer_pid;
@@ -146,7 +157,7 @@ int RunStat() {
     }
     std::printf("%7.1fs  %14llu  %12llu  %8s  %11s  %-6s  %5u\n", static_cast<double>(NowNs() - start) / 1e9,
                 static_cast<unsigned long long>(info.tail), static_cast<unsigned long long>(info.messages),
-                HumanCount(rates.messages).c_str(), (HumanBytes(rates.bytes) + "/s").c_str(), info.writer.c_str(),
+                HumanCount(rates.messages).c_str(), (HumanBytes(rates.bytes) + "/s").c_str(), WriterName(info).c_str(),
                 info.refcount);
     std::fflush(stdout);
   }

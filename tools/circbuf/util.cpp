@@ -8,6 +8,7 @@
 #include <bit>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -16,10 +17,13 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 
 #include "cli.hpp"
 
 import circbuf;
+
+#include "ring_info.hpp"  // after the import: it names module types (docs/toolchain-notes.md)
 
 namespace cb = circbuf::CircularBuffer;
 
@@ -263,5 +267,59 @@ std::uint64_t Histogram::Quantile(double q) const noexcept {
   }
   return max_;
 }
+
+// ---- Rings seen from outside (ring_info.hpp) ------------------------------------
+
+SegmentInfo InspectSegment(std::string const& name) {
+  try {
+    return cb::Inspect(name);
+  } catch (std::system_error const& e) {
+    int const error = e.code().value();
+    if (error == EINVAL) throw Error(kNotCircbuf, name + ": not a regular shared-memory file");
+    if (error == ENOENT) throw Error(kNoSuchBuffer, name + ": no such buffer");
+    throw Error(ExitForErrno(error), name + ": " + ErrnoText(error));
+  } catch (...) {
+    RethrowAsError();
+  }
+}
+
+SegmentInfo InspectRing(std::string const& name, bool allow_damaged) {
+  SegmentInfo info = InspectSegment(name);
+  // A ring's state segment is published before its creator has initialised
+  // the State in it (under the segment's lock): give it a moment.
+  for (int i = 0; i < 50 && ((info.kind == SegmentKind::kSegment && info.damage.empty() &&
+                              info.user_bytes == sizeof(cb::State) && info.state_magic == 0) ||
+                             (info.kind == SegmentKind::kUnfinished && info.lock_held));
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    info = InspectSegment(name);
+  }
+  if (info.kind == SegmentKind::kForeign) throw Error(kNotCircbuf, name + ": not a circbuf buffer (no circbuf header)");
+  if (info.kind == SegmentKind::kUnfinished) {
+    throw Error(kNotCircbuf,
+                name + ": unfinished: its creator " +
+                    (info.lock_held ? "has not finished it yet" : "died before finishing it (circbuf gc removes it)"));
+  }
+  if (info.segment_version != kSegmentVersion) {
+    throw Error(kNotCircbuf, name + ": segment layout version " + std::to_string(info.segment_version) +
+                                 ", this tool reads version " + std::to_string(kSegmentVersion));
+  }
+  if (!info.damage.empty() || !info.corrupt.empty()) {
+    if (allow_damaged) return info;
+    throw Error(kNotCircbuf, name + ": " + (info.corrupt.empty() ? info.damage : info.corrupt));
+  }
+  if (info.kind == SegmentKind::kSegment) {
+    char magic[19];
+    std::snprintf(magic, sizeof magic, "0x%016llx", static_cast<unsigned long long>(info.state_magic));
+    throw Error(kNotCircbuf, name + ": a circbuf segment, but not a ring (State magic " + magic + ")");
+  }
+  if (info.kind == SegmentKind::kRingOther) {
+    throw Error(kNotCircbuf, name + ": ring layout version " + std::to_string(info.ring_version) +
+                                 ", this tool reads version " + std::to_string(cb::kRingVersion));
+  }
+  return info;
+}
+
+std::string WriterName(SegmentInfo const& s) { return std::string(cb::ToString(s.writer)); }
 
 }  // namespace circbuf::tool
