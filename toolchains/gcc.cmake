@@ -14,3 +14,9 @@ if(NOT CIRCBUF_GXX OR _circbuf_gxx_version VERSION_LESS 14)
 endif()
 
 set(CMAKE_CXX_COMPILER "${CIRCBUF_GXX}")
+# The C compiler of the same GCC (the C tests of the C ABI, capi/).
+string(REPLACE "g++" "gcc" _circbuf_gcc "${CIRCBUF_GXX}")
+find_program(CIRCBUF_GCC NAMES "${_circbuf_gcc}" NAMES_PER_DIR)
+if(CIRCBUF_GCC)
+  set(CMAKE_C_COMPILER "${CIRCBUF_GCC}")
+endif()

@@ -13,13 +13,16 @@
 #   python3-matplotlib: the benchmark report's plots
 #   dpkg-dev (dpkg-shlibdeps for the .deb's dependencies), debootstrap (CI chroots)
 #   clang-format-19, clang-tidy-19: .ci/format.sh and .ci/tidy.sh
+#   python3, python3-pytest: the Python package (python/) and its tests (Debian's
+#     /usr/bin/python3; the C tests build with clang-19, which compiles C as well)
 set -euo pipefail
 
 packages=(clang-19 clang-tools-19 libclang-rt-19-dev libfuzzer-19-dev ninja-build
           libgtest-dev libbenchmark-dev libspdlog-dev libcli11-dev
           libboost-dev iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev python3-matplotlib
           dpkg-dev debootstrap
-          clang-format-19 clang-tidy-19)
+          clang-format-19 clang-tidy-19
+          python3 python3-pytest)
 
 cmake_ok() {
   command -v cmake >/dev/null 2>&1 || return 1

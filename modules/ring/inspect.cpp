@@ -260,8 +260,8 @@ std::string PositionProblem(std::uint64_t tail, std::uint64_t latest, std::uint6
   }
   std::uint64_t const apart = latest <= tail ? tail - latest : latest - tail;
   if (latest != kNoRecord && (latest % kRecordAlignment != 0 || apart > capacity)) {
-    return "latest " + N(latest) + ": must be " + N(kNoRecord) + " (none) or a multiple of 8 within a capacity of tail " +
-           N(tail);
+    return "latest " + N(latest) + ": must be " + N(kNoRecord) +
+           " (none) or a multiple of 8 within a capacity of tail " + N(tail);
   }
   return "";
 }
@@ -282,7 +282,8 @@ SegmentInfo Inspect(std::string_view name) {
   info.name = name;
   SegmentFile const file(name);
   if (file.Error() != 0) {
-    if (file.Error() == EINVAL) throw std::system_error(EINVAL, std::generic_category(), info.name + ": not a regular shared-memory file");
+    if (file.Error() == EINVAL)
+      throw std::system_error(EINVAL, std::generic_category(), info.name + ": not a regular shared-memory file");
     throw std::system_error(file.Error(), std::generic_category(), info.name);
   }
   info.file_bytes = file.FileBytes();

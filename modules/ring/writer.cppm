@@ -140,6 +140,8 @@ class Writer final : public IWrapper {
     ++claim_generation_;
     return {data_ + claim_offset_ + kHeaderBytes, n};
   }
+  // Drops an uncommitted claim: nothing of it becomes visible. No claim: nothing.
+  inline void Abort() noexcept { claimed_ = 0; }
   [[gnu::always_inline]] inline void Commit(std::size_t n) {
     if (claimed_ == 0 || n == 0 || n > claimed_) [[unlikely]] {
       ThrowBadCommit(n);

@@ -206,7 +206,9 @@ TEST(RingInspect, TruncatedSegmentsAreDamageNotCrashes) {
         EXPECT_FALSE(info.damage.empty()) << segment << " cut to " << bytes;
         EXPECT_EQ(info.messages, 0U) << "nothing is derived from a damaged ring";
       }
-      if (data && bytes >= 4096) EXPECT_NE(info.damage.find("truncated"), std::string::npos) << info.damage;
+      if (data && bytes >= 4096) {
+        EXPECT_NE(info.damage.find("truncated"), std::string::npos) << info.damage;
+      }
     }
   }
 }
@@ -280,7 +282,6 @@ TEST(RingInspect, ForeignFilesAndBadNames) {
   } catch (std::system_error const& e) {
     EXPECT_EQ(e.code().value(), ENOENT);
   }
-  EXPECT_NE(ErrorOf<std::invalid_argument>([] { (void)cb::Inspect("no-slash"); }).find("no-slash"),
-            std::string::npos);
+  EXPECT_NE(ErrorOf<std::invalid_argument>([] { (void)cb::Inspect("no-slash"); }).find("no-slash"), std::string::npos);
   EXPECT_NE(ErrorOf<std::invalid_argument>([] { (void)cb::Remove("/a/b", false); }).find("/a/b"), std::string::npos);
 }
