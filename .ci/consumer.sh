@@ -93,6 +93,17 @@ smoke_examples() {
   "$bin/example_market_data_writer" 100000 1000000 || rc=1
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
   [[ $rc -eq 0 ]] || fail "an example failed"
+  if [[ -x $bin/example_c_tail ]]; then  # plain C over libcircbuf.so.0
+    section "examples: c_tail (the C ABI), a reader and a writer"
+    rm -f /dev/shm/example-c /dev/shm/example-c.data
+    "$bin/example_c_tail" /example-c > "$tmp/c_tail.out" & p=$!
+    # The writer holds the ring open a second after its input, so that the
+    # reader (waiting for the ring to appear) attaches before it closes.
+    (printf 'one\ntwo\nthree\n'; sleep 1) | "$bin/example_c_tail" /example-c --write || rc=1
+    wait "$p" || rc=1
+    [[ $rc -eq 0 && "$(cat "$tmp/c_tail.out")" == $'one\ntwo\nthree\ndelivered 3, lost 0' ]] ||
+      fail "examples/c: expected the three lines and 'delivered 3, lost 0', got: $(cat "$tmp/c_tail.out")"
+  fi
 }
 
 clang_args=(-DCMAKE_CXX_COMPILER=clang++-19)
