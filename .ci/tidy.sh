@@ -35,7 +35,8 @@ cmake --build "$build" -j "$jobs" >/dev/null
 if [[ $# -gt 0 ]]; then
   files=("$@")
 else
-  files=("^$root/(modules|tools|tests|bench|examples|fuzz)/")
+  # C++ sources only: the C files (tests/capi/*.c, examples/c/*.c) are C11.
+  files=("^$root/(modules|tools|tests|bench|examples|fuzz|capi)/.*\\.(cpp|cppm)$")
 fi
 
 log=$(mktemp)

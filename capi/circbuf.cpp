@@ -143,7 +143,7 @@ constexpr int ToC(cb::SegmentKind k) noexcept {
 template <std::size_t N>
 void CopyText(char (&out)[N], std::string_view text) noexcept {
   std::size_t const n = text.size() < N - 1 ? text.size() : N - 1;
-  std::memcpy(out, text.data(), n);
+  text.copy(out, n);  // copies n characters, adds no NUL: that is the next line
   out[n] = '\0';
 }
 
@@ -207,14 +207,16 @@ int circbuf_writer_open(char const* name, std::uint64_t capacity, circbuf_writer
   cb::WriterOptions cpp{};
   if (options != nullptr) {
     if (!SizeOk(options)) return BadSize("circbuf_writer_options");
-    if (options->mode > 07777) return Fail(CIRCBUF_E_INVALID, "mode " + std::to_string(options->mode) + ": not a file mode");
+    if (options->mode > 07777)
+      return Fail(CIRCBUF_E_INVALID, "mode " + std::to_string(options->mode) + ": not a file mode");
     cpp.mode = static_cast<mode_t>(options->mode);
     switch (options->huge_pages) {
       case CIRCBUF_HUGE_PAGES_AS_MOUNTED: cpp.huge_pages = circbuf::HugePages::kAsMounted; break;
       case CIRCBUF_HUGE_PAGES_PREFER: cpp.huge_pages = circbuf::HugePages::kPrefer; break;
       case CIRCBUF_HUGE_PAGES_REQUIRE: cpp.huge_pages = circbuf::HugePages::kRequire; break;
       default:
-        return Fail(CIRCBUF_E_INVALID, "huge_pages " + std::to_string(options->huge_pages) + ": not a CIRCBUF_HUGE_PAGES_*");
+        return Fail(CIRCBUF_E_INVALID,
+                    "huge_pages " + std::to_string(options->huge_pages) + ": not a CIRCBUF_HUGE_PAGES_*");
     }
   }
   try {
@@ -387,8 +389,9 @@ int circbuf_poll(circbuf_reader* reader, circbuf_handler_fn handler, void* conte
         [handler, context](std::span<std::byte const> message) { handler(message.data(), message.size(), context); },
         max);
     if (out != nullptr) {
-      out->stopped = r.stopped == cb::Outcome::kMessage ? 1 : r.stopped == cb::Outcome::kCorrupt ? CIRCBUF_CORRUPT
-                                                                                                 : CIRCBUF_EMPTY;
+      out->stopped = r.stopped == cb::Outcome::kMessage   ? 1
+                     : r.stopped == cb::Outcome::kCorrupt ? CIRCBUF_CORRUPT
+                                                          : CIRCBUF_EMPTY;
       out->delivered = r.delivered;
       out->laps = r.laps;
       out->lost = r.lost;
@@ -428,7 +431,9 @@ void circbuf_reader_clear_stop(circbuf_reader* reader) {
 std::uint64_t circbuf_reader_delivered(circbuf_reader const* reader) {
   return reader == nullptr ? 0 : reader->reader.Delivered();
 }
-std::uint64_t circbuf_reader_lost(circbuf_reader const* reader) { return reader == nullptr ? 0 : reader->reader.Lost(); }
+std::uint64_t circbuf_reader_lost(circbuf_reader const* reader) {
+  return reader == nullptr ? 0 : reader->reader.Lost();
+}
 std::uint64_t circbuf_reader_last_loss(circbuf_reader const* reader) {
   return reader == nullptr ? 0 : reader->reader.LastLoss();
 }

@@ -46,7 +46,7 @@ export namespace circbuf::CircularBuffer {
 // What breaks the rules of a State's header (written once, by its creator):
 // one line naming the field, what it holds and what would be right; "" if
 // it keeps them. Does not look at magic and version (the caller has).
-std::string HeaderProblem(State const& header);
+std::string HeaderProblem(State const& s);
 // What breaks the rules of a snapshot of the positions of a State whose
 // header passed HeaderProblem; "" if nothing. `latest` is kNoRecord or a
 // multiple of 8 within a capacity of tail (the writer stores it just

@@ -79,7 +79,7 @@ void RunPair(Case const& c) {
   } else {
     EXPECT_EQ(got.lost, 0U) << reader.Out();
   }
-  EXPECT_FALSE(cb::List(name + "*").size() > 0) << "the last one out removes the ring";
+  EXPECT_TRUE(cb::List(name + "*").empty()) << "the last one out removes the ring";
 }
 
 }  // namespace

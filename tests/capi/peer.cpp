@@ -24,7 +24,7 @@ namespace {
 
 int Write(std::string const& name, std::uint64_t capacity, std::uint64_t count, std::size_t max) {
   cb::Writer w(cb::Spec::Make(name, capacity));
-  std::cout << "ready" << std::endl;
+  std::cout << "ready\n" << std::flush;
   std::string line;
   if (!std::getline(std::cin, line)) return 2;
   std::vector<unsigned char> message(cb::kMaxMessageSize);
@@ -33,7 +33,7 @@ int Write(std::string const& name, std::uint64_t capacity, std::uint64_t count, 
     PatternFill(i, message.data(), size);
     w.Write(std::as_bytes(std::span(message.data(), size)));
   }
-  std::cout << "done" << std::endl;
+  std::cout << "done\n" << std::flush;
   while (std::getline(std::cin, line)) {
   }
   return 0;
@@ -41,7 +41,7 @@ int Write(std::string const& name, std::uint64_t capacity, std::uint64_t count, 
 
 int Read(std::string const& name, std::uint64_t count, cb::StartAt start, std::size_t writer_max) {
   cb::Reader r(cb::Spec::Make(name, 0), {.start = start});
-  std::cout << "ready" << std::endl;
+  std::cout << "ready\n" << std::flush;
   std::vector<std::byte> buffer(cb::kMaxMessageSize);
   std::uint64_t bad = 0;
   while (r.Delivered() + r.Lost() < count) {
@@ -60,7 +60,7 @@ int Read(std::string const& name, std::uint64_t count, cb::StartAt start, std::s
       if (n == cb::kCorrupt) break;
     }
   }
-  std::cout << "delivered " << r.Delivered() << " lost " << r.Lost() << " bad " << bad << std::endl;
+  std::cout << "delivered " << r.Delivered() << " lost " << r.Lost() << " bad " << bad << "\n" << std::flush;
   return bad == 0 ? 0 : 1;
 }
 
