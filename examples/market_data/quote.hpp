@@ -10,6 +10,9 @@
 namespace market_data {
 
 inline constexpr char const* kRingName = "/example-quotes";
+// The ring records the message type (size, alignment and this id): a reader
+// of another type is refused when it attaches (TypedWriter, TypedReader).
+inline constexpr std::uint64_t kQuoteTypeId = 0x51554F5445'0001;  // "QUOTE", version 1
 
 struct Quote {
   char symbol[8];            // "AAPL", zero-padded

@@ -1,8 +1,10 @@
-// market_data writer: publishes fixed-size Quote structs into the ring
-// "/example-quotes" with the zero-copy write path: Claim() hands out the
-// bytes of the next record inside the ring, the Quote is constructed right
-// there, and Commit() publishes it. No copy, no allocation, never waits for
-// a reader.
+// market_data writer: publishes fixed-size Quote structs into the typed ring
+// "/example-quotes" (TypedWriter<Quote>: the ring records the type, so a
+// reader of another type is refused) with the zero-copy write path:
+// ClaimScoped() hands out the bytes of the next record inside the ring, the
+// Quote is constructed right there, and Commit() publishes it (a claim left
+// without Commit aborts: nothing half-written is ever visible). No copy, no
+// allocation, never waits for a reader.
 //
 //   example_market_data_writer [count] [rate per second]   (default 1000000, 100000)
 //
@@ -37,7 +39,8 @@ int main(int argc, char** argv) {
     // holds the last ~18700 quotes; a reader with up to 16383 unread loses
     // none (docs/sizing.md), one further behind may be lapped and is told
     // exactly how many it missed.
-    cb::Writer writer(cb::Spec::Make(market_data::kRingName, 1 << 20));
+    cb::TypedWriter<Quote> typed(cb::Spec::Make(market_data::kRingName, 1 << 20), market_data::kQuoteTypeId);
+    cb::Writer& writer = typed.Untyped();
     std::printf("writer: ring %s, %llu bytes, publishing %llu quotes at %.0f/s\n", market_data::kRingName,
                 static_cast<unsigned long long>(writer.Capacity()), static_cast<unsigned long long>(count), rate);
 
@@ -46,10 +49,10 @@ int main(int argc, char** argv) {
     for (std::uint64_t i = 0; i < count; ++i) {
       // Zero-copy write: the span is the payload of the next record, in the
       // ring itself (8-byte aligned, which is enough for Quote).
-      std::span<std::byte> slot = writer.Claim(sizeof(Quote));
+      cb::Writer::ScopedClaim slot = writer.ClaimScoped(sizeof(Quote));
       static_assert(alignof(Quote) <= 8);
       // Start the lifetime of a Quote in those bytes and fill it in place.
-      Quote* q = std::construct_at(reinterpret_cast<Quote*>(slot.data()));
+      Quote* q = std::construct_at(reinterpret_cast<Quote*>(slot.Bytes().data()));
       std::strncpy(q->symbol, i % 2 == 0 ? "AAPL" : "MSFT", sizeof q->symbol);
       q->bid = 1'890'000 + static_cast<std::int64_t>(i % 100);
       q->ask = q->bid + 100;
@@ -60,7 +63,7 @@ int main(int argc, char** argv) {
           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
               .count());
       // Publish: readers see the whole Quote or nothing.
-      writer.Commit(sizeof(Quote));
+      slot.Commit();
 
       next += std::chrono::duration_cast<std::chrono::steady_clock::duration>(period);
       std::this_thread::sleep_until(next);  // pace the stream (a real feed is paced by the market)
