@@ -81,10 +81,11 @@ if [[ -z ${_CIRCBUF_DEB_NS:-} ]]; then
   deb=$(ls "$build"/circbuf_*.deb)
   dpkg-deb --field "$deb"
   contents=$(dpkg-deb --contents "$deb" | awk '{print $6}')
-  for f in ./usr/bin/circbuf ./usr/include/circbuf/modules/circbuf.cppm; do
+  for f in ./usr/bin/circbuf ./usr/include/circbuf/modules/circbuf.cppm ./usr/include/circbuf.h \
+           ./usr/lib/python3/dist-packages/circbuf/__init__.py; do
     grep -qx "$f" <<<"$contents" || die "$deb lacks $f"
   done
-  for f in libcircbuf.a circbufConfig.cmake circbufConfigVersion.cmake circbufTargets.cmake; do
+  for f in libcircbuf.a libcircbuf.so.0 circbufConfig.cmake circbufConfigVersion.cmake circbufTargets.cmake; do
     grep -q "/$f\$" <<<"$contents" || die "$deb lacks $f"
   done
   if grep -qE '\.(hpp|cpp)$' <<<"$contents"; then die "$deb holds a header or implementation unit"; fi
@@ -186,6 +187,15 @@ in_chroot "$root" bash -euo pipefail -c '
     -DCMAKE_CXX_FLAGS="-Wall -Wextra -Werror" >/dev/null
   cmake --build /tmp/consumer
   /tmp/consumer/circbuf_roundtrip
+  echo "--- the C ABI: a C program against /usr/include/circbuf.h and libcircbuf.so.0 (ldconfig trigger)"
+  printf "#include <circbuf.h>\n#include <stdio.h>\nint main(void) { puts(circbuf_version()); return 0; }\n" > /tmp/v.c
+  clang-19 -std=c11 -Wall -Werror /tmp/v.c -lcircbuf -o /tmp/v
+  [ "$(/tmp/v)" = 0.1.0 ] || { echo "the C program did not print 0.1.0"; exit 1; }
+  if command -v python3 >/dev/null; then
+    python3 -c "import circbuf; print(\"python: circbuf\", circbuf.__file__)"
+  else
+    echo "python3 is not in this chroot: the Python package is checked by the test suite only"
+  fi
 ' _ "$deb" "$src" || die "the package does not install or the consumer fails against it"
 unmount_all
 [[ ! -e $base/usr/bin/circbuf && ! -e $base/usr/include/spdlog ]] || die "the cached chroot $base is no longer clean"

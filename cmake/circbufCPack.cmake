@@ -21,11 +21,16 @@ processes read them without slowing it down, and a reader that was lapped
 learns exactly how many messages it lost.
 .
 This package holds the static library, its module interface units, the
-CMake package (find_package(circbuf)) and the circbuf command-line tool.
+CMake package (find_package(circbuf)), the circbuf command-line tool, the
+C ABI (libcircbuf.so.0, /usr/include/circbuf.h) and the Python package
+(import circbuf, over the C ABI).
 Consumers need CMake >= 3.28 (bookworm-backports), Ninja >= 1.11 and
 clang-19 with clang-tools-19 (or g++ >= 14).]])
 # Consumers' find_package(circbuf) finds spdlog (the static library links it).
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "libspdlog-dev (>= 1:1.10)")
+# libcircbuf.so.0 (the C ABI): a shlibs file and the ldconfig trigger.
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "cmake (>= 3.28), ninja-build (>= 1.11), clang-19, clang-tools-19")
 # libc6, libstdc++6, libspdlog, libfmt for the tool, from dpkg-shlibdeps.
 find_program(CIRCBUF_DPKG_SHLIBDEPS dpkg-shlibdeps)
