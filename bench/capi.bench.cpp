@@ -152,9 +152,9 @@ void CPoll(benchmark::State& state) {
 int main(int argc, char** argv) {
   cbb::TakeFlag(argc, argv, "--round_trips=", [](char const*) {});
   cbb::TakeFlag(argc, argv, "--seconds=", [](char const*) {});
-  for (auto [name, fn] : {std::pair{"capi/cpp-write", &CppWrite}, std::pair{"capi/c-write", &CWrite},
-                          std::pair{"capi/cpp-read", &CppRead}, std::pair{"capi/c-read", &CRead},
-                          std::pair{"capi/c-poll", &CPoll}}) {
+  for (auto [name, fn] :
+       {std::pair{"capi/cpp-write", &CppWrite}, std::pair{"capi/c-write", &CWrite},
+        std::pair{"capi/cpp-read", &CppRead}, std::pair{"capi/c-read", &CRead}, std::pair{"capi/c-poll", &CPoll}}) {
     benchmark::RegisterBenchmark(name, fn)->Unit(benchmark::kMicrosecond)->Arg(8)->Arg(64)->Arg(1024)->Arg(65535);
   }
   benchmark::Initialize(&argc, argv);

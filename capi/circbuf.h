@@ -16,8 +16,9 @@
  * Every function that can fail returns an int: >= 0 on success (a length, a
  * count or an outcome), or one of the negative CIRCBUF_E_* codes. After an
  * error, circbuf_last_error() is a one-line message naming what was wrong
- * (thread-local: each thread sees its own last error; valid until that
- * thread's next call into circbuf).
+ * (thread-local: each thread sees its own last error). A call that succeeds
+ * leaves it as it was: read it right after a call that returned an error
+ * (the pointer stays valid until that thread's next failing call).
  *
  * ---- Threads ------------------------------------------------------------------
  * A handle is used by one thread at a time (as the C++ Reader and Writer),
@@ -196,7 +197,10 @@ int circbuf_poll(circbuf_reader* reader, circbuf_handler_fn handler, void* conte
 int circbuf_skip(circbuf_reader* reader);
 
 /* Sleeps until there is something to read, the writer closes or dies, or
- * `timeout_ns` passes (< 0: no limit); returns CIRCBUF_WAIT_*, or an error. */
+ * `timeout_ns` passes (< 0: no limit); returns CIRCBUF_WAIT_*, or an error.
+ * CLOSED, DEAD and TAKEN_OVER are events: each is reported once per writer
+ * (the next wait on a closed ring sleeps until its timeout, or a new writer
+ * comes); circbuf_reader_writer_status says what the writer is now. */
 int circbuf_reader_wait(circbuf_reader* reader, int64_t timeout_ns);
 /* Makes a current or the next circbuf_reader_wait return
  * CIRCBUF_WAIT_STOPPED. Async-signal-safe; any thread. Sticky until
@@ -247,7 +251,8 @@ typedef struct circbuf_info {
   int32_t writer_pid;
   int32_t writer_status;      /* CIRCBUF_WRITER_* */
   int32_t stale;              /* 1: no live process holds it */
-  int32_t sleeping;           /* 1: a reader is asleep in wait */
+  int32_t sleeping;           /* 1: the wake word is armed: a reader went to sleep in wait since the
+                                 writer's last message (it may have timed out since) */
   int32_t corrupt;            /* 1: the State breaks the rules (problem says which) */
   int32_t damaged;            /* 1: a segment file is not as long as its header says */
   int32_t open_errno;         /* list only: it could not be opened (errno) */

@@ -97,7 +97,10 @@ struct SegmentInfo {
   WriterStatus writer = WriterStatus::kNone;
   std::uint64_t writer_epoch = 0;
   TypeTag type{};       // the ring's message type (all 0: untyped)
-  bool sleeping = false;  // a reader is asleep in Wait (or about to be): the wake word is armed
+  // The wake word is armed: a reader went to sleep in Wait since the
+  // writer's last message (it may have timed out since; the writer's next
+  // commit disarms it).
+  bool sleeping = false;
   bool has_data = false;  // the data segment exists
   bool data_stale = false;
   std::uint32_t data_refcount = 0;
