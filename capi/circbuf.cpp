@@ -402,6 +402,53 @@ int circbuf_poll(circbuf_reader* reader, circbuf_handler_fn handler, void* conte
   }
 }
 
+int circbuf_read_batch(circbuf_reader* reader, void* buffer, std::size_t capacity, std::uint32_t* sizes,
+                       std::size_t max, circbuf_poll_result* out) {
+  if (reader == nullptr) [[unlikely]] {
+    return Null("reader");
+  }
+  if ((buffer == nullptr && capacity != 0) || (sizes == nullptr && max != 0)) [[unlikely]] {
+    return Null(buffer == nullptr ? "buffer" : "sizes");
+  }
+  if (out != nullptr && !SizeOk(out)) [[unlikely]] {
+    return BadSize("circbuf_poll_result");
+  }
+  auto* const base = static_cast<std::byte*>(buffer);
+  cb::Reader& r = reader->reader;
+  std::size_t used = 0;
+  std::size_t k = 0;
+  std::uint64_t laps = 0;
+  std::uint64_t lost = 0;
+  int stopped = 1;
+  try {
+    while (k < max && k < INT_MAX) {
+      int const n = r.Read({base + used, capacity - used});
+      if (n > 0) {
+        sizes[k++] = static_cast<std::uint32_t>(n);
+        used += static_cast<std::size_t>(n);
+      } else if (n == cb::kLapped) {
+        ++laps;
+        lost += r.LastLoss();
+      } else if (n == cb::kBufferTooSmall) {
+        if (k == 0) return CIRCBUF_BUFFER_TOO_SMALL;
+        break;  // stays unread: the next call starts with it
+      } else {
+        stopped = n;  // kEmpty or kCorrupt
+        break;
+      }
+    }
+  } catch (...) {
+    return FromException();
+  }
+  if (out != nullptr) {
+    out->stopped = stopped;
+    out->delivered = k;
+    out->laps = laps;
+    out->lost = lost;
+  }
+  return static_cast<int>(k);
+}
+
 int circbuf_skip(circbuf_reader* reader) {
   if (reader == nullptr) return Null("reader");
   try {

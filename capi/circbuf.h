@@ -191,6 +191,18 @@ typedef void (*circbuf_handler_fn)(const void* data, size_t size, void* context)
 int circbuf_poll(circbuf_reader* reader, circbuf_handler_fn handler, void* context, size_t max,
                  circbuf_poll_result* out);
 
+/* Batch copy, for bindings where a callback per message costs too much (the
+ * Python package): copies up to `max` messages one after another into
+ * buffer[0 .. capacity), packed (message k starts where k - 1 ends), and
+ * their lengths into sizes[0 .. max); laps on the way are counted in `out`
+ * (may be NULL) and passed. Returns how many it copied (>= 0), or an error;
+ * CIRCBUF_BUFFER_TOO_SMALL only if the first message does not fit (it
+ * stays unread, as after circbuf_read). It stops at max, at a message that
+ * does not fit in what is left (stopped 1: it stays unread for the next
+ * call), at empty or at corrupt (stopped CIRCBUF_EMPTY or CIRCBUF_CORRUPT). */
+int circbuf_read_batch(circbuf_reader* reader, void* buffer, size_t capacity, uint32_t* sizes, size_t max,
+                       circbuf_poll_result* out);
+
 /* Passes over the message that CIRCBUF_BUFFER_TOO_SMALL left unread (counted
  * as skipped, not lost): returns its length (> 0), or an outcome as
  * circbuf_read when there was no message to skip. */

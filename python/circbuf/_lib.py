@@ -262,6 +262,7 @@ remove = _declare(cdll, "circbuf_remove", c_int, [c_char_p, c_int])
 poll = _declare(pydll, "circbuf_poll", c_int,
                 [c_void_p, HANDLER_FN, ctypes.py_object, c_size_t, POINTER(PollResult)])
 write = _declare(pydll, "circbuf_write", c_int)
+read_batch = _declare(pydll, "circbuf_read_batch", c_int)
 read = _declare(pydll, "circbuf_read", c_int)
 skip = _declare(pydll, "circbuf_skip", c_int)
 writer_capacity = _declare(pydll, "circbuf_writer_capacity", c_uint64)
