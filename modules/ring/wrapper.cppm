@@ -271,8 +271,22 @@ class IWrapper {
   [[nodiscard]] inline std::span<std::byte const> RecordSpace() const noexcept { return {data_, capacity_}; }
   // The message type recorded in the ring (all zero: untyped; see TypeTag).
   [[nodiscard]] TypeTag RecordedType() const noexcept;
-  // The shared State, read-only (diagnostics; load its fields with atomic_ref).
-  [[nodiscard]] inline State const& SharedState() const noexcept { return *state_; }
+  // The positions of the State as published now, each loaded on its own
+  // (diagnostics and tests: the fields may come from different moments).
+  // The State itself is not handed out: a reader maps it read-only and
+  // nothing outside the library needs its layout at run time.
+  struct Published {
+    std::uint64_t tail;
+    std::uint64_t latest;
+    std::uint64_t limit;
+    std::uint64_t sequence;
+  };
+  [[nodiscard]] inline Published PublishedPositions() const noexcept {
+    return {std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire),
+            std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_acquire),
+            std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_acquire),
+            std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_acquire)};
+  }
   // True once another process has shrunk (ftruncate) one of the ring's
   // segments under this attachment (see circbuf.shm's truncation guard):
   // what this process sees of the ring is no longer the ring. A reader then

@@ -215,7 +215,7 @@ TEST(RingWriter, PadsAtTheEndOfTheBufferAndWraps) {
   EXPECT_EQ(w.PublishedTail(), 4032U);
   WriteSeq(w, 4, 1000);
   EXPECT_EQ(w.PublishedTail(), 4096U + 1008U);  // 64 bytes of padding were skipped
-  EXPECT_EQ(w.SharedState().latest, 4096U);
+  EXPECT_EQ(w.PublishedPositions().latest, 4096U);
   ExpectMessage(reader, 4, 1000);
   EXPECT_EQ(reader.Position(), 4096U + 1008U);
   // The padding record is in the data segment at offset 4032, carrying the
@@ -241,7 +241,7 @@ TEST(RingWriter, MessageThatExactlyFillsToTheEndNeedsNoPadding) {
   std::byte buf[8];
   EXPECT_EQ(reader.Read(buf), cb::kEmpty);  // the "nothing yet" word went to offset 0
   WriteSeq(w, 4, 8);                        // starts the next lap at offset 0
-  EXPECT_EQ(w.SharedState().latest, 4096U);
+  EXPECT_EQ(w.PublishedPositions().latest, 4096U);
   ExpectMessage(reader, 4, 8);
 }
 
@@ -506,7 +506,7 @@ TEST(RingWriter, TakeOverKeepsRecordsPublishedAfterTheCommittedTail) {
   cb::Reader reader(SpecOf(r, 0), {.start = cb::StartAt::kOldest});
   for (std::uint64_t s = 0; s < 4; ++s) WriteSeq(*first, s, 100 + s);
   std::uint64_t const tail4 = first->PublishedTail();
-  std::uint64_t const latest4 = first->SharedState().latest;
+  std::uint64_t const latest4 = first->PublishedPositions().latest;
   WriteSeq(*first, 4, 104);
   std::uint64_t const tail5 = first->PublishedTail();
   // Roll tail and latest back: message 4's header is out, tail is not.

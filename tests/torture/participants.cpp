@@ -291,14 +291,12 @@ class Participant {
           (void)r.Wait(std::chrono::milliseconds(2));
           continue;  // nothing changed
         } else {
-          cb::State const& st = r.SharedState();
+          cb::IWrapper::Published const published = r.PublishedPositions();
           Fail("reader: Read returned " + std::to_string(n) + (n == cb::kCorrupt ? " (kCorrupt)" : "") +
                " at position " + std::to_string(r.Position()) + ", expecting sequence " +
-               std::to_string(r.NextSequence()) + "; tail " + std::to_string(r.PublishedTail()) + ", limit " +
-               // atomic_ref<T const> is C++26; load() only reads the shared field.
-               // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
-               std::to_string(std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(st.limit)).load()) +
-               ", writer " + (r.GetWriterStatus() == cb::WriterStatus::kAlive ? "alive" : "not alive"));
+               std::to_string(r.NextSequence()) + "; tail " + std::to_string(published.tail) + ", limit " +
+               std::to_string(published.limit) + ", writer " +
+               (r.GetWriterStatus() == cb::WriterStatus::kAlive ? "alive" : "not alive"));
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
         first = false;
