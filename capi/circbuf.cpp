@@ -1,9 +1,11 @@
 // libcircbuf.so.0: the C ABI of capi/circbuf.h over the C++ API.
 //
-// Every entry point catches everything: no exception crosses the ABI. The
-// hot calls (circbuf_write, circbuf_read, circbuf_read_in_place,
-// circbuf_poll) are one call each, inline the C++ hot path (always_inline in
-// the module interface), allocate nothing and take no lock; the try blocks
+// Every entry point catches everything: no exception crosses the ABI (error
+// messages that allocate are built inside a try: FailWith). The hot calls
+// (circbuf_write, circbuf_read, circbuf_read_in_place, circbuf_poll,
+// circbuf_read_batch) are one call each, inline the C++ hot path
+// (always_inline in the module interface) and take no lock; none allocates
+// but circbuf_poll's first call (its 64 KiB copy buffer). The try blocks
 // cost nothing unless something throws. Error messages go to a thread-local
 // string, which only the error path touches.
 //
@@ -90,7 +92,23 @@ int FromException(int invalid_argument = CIRCBUF_E_INVALID, int length = CIRCBUF
   }
 }
 
-int Null(char const* what) noexcept { return Fail(CIRCBUF_E_INVALID, std::string(what) + " is NULL"); }
+int Null(char const* what) noexcept {
+  try {
+    return Fail(CIRCBUF_E_INVALID, std::string(what) + " is NULL");
+  } catch (...) {  // no memory for the message: the name alone
+    return Fail(CIRCBUF_E_INVALID, what);
+  }
+}
+
+// Fail with a message built by `make` (which may allocate, and so throw).
+template <class Make>
+int FailWith(int code, Make make) noexcept {
+  try {
+    return Fail(code, make());
+  } catch (...) {
+    return Fail(code, "out of memory for the error message");
+  }
+}
 
 // The Spec for `name` and `capacity` (0 allowed: a reader's "whatever it
 // has"), or an error code: the name and size rules come first, so that
@@ -175,8 +193,10 @@ bool SizeOk(T const* p) noexcept {
 }
 
 int BadSize(char const* what) noexcept {
-  return Fail(CIRCBUF_E_INVALID, std::string(what) + ": its size field is smaller than this library's struct "
-                                                     "(set it with sizeof, or use the _init function)");
+  return FailWith(CIRCBUF_E_INVALID, [what] {
+    return std::string(what) + ": its size field is smaller than this library's struct "
+                               "(set it with sizeof, or use the _init function)";
+  });
 }
 
 }  // namespace
@@ -207,16 +227,20 @@ int circbuf_writer_open(char const* name, std::uint64_t capacity, circbuf_writer
   cb::WriterOptions cpp{};
   if (options != nullptr) {
     if (!SizeOk(options)) return BadSize("circbuf_writer_options");
-    if (options->mode > 07777)
-      return Fail(CIRCBUF_E_INVALID, "mode " + std::to_string(options->mode) + ": not a file mode");
+    if (options->mode > 07777) {
+      return FailWith(CIRCBUF_E_INVALID,
+                      [options] { return "mode " + std::to_string(options->mode) + ": not a file mode"; });
+    }
+    if (options->reserved != 0) return Fail(CIRCBUF_E_INVALID, "circbuf_writer_options.reserved: must be 0");
     cpp.mode = static_cast<mode_t>(options->mode);
     switch (options->huge_pages) {
       case CIRCBUF_HUGE_PAGES_AS_MOUNTED: cpp.huge_pages = circbuf::HugePages::kAsMounted; break;
       case CIRCBUF_HUGE_PAGES_PREFER: cpp.huge_pages = circbuf::HugePages::kPrefer; break;
       case CIRCBUF_HUGE_PAGES_REQUIRE: cpp.huge_pages = circbuf::HugePages::kRequire; break;
       default:
-        return Fail(CIRCBUF_E_INVALID,
-                    "huge_pages " + std::to_string(options->huge_pages) + ": not a CIRCBUF_HUGE_PAGES_*");
+        return FailWith(CIRCBUF_E_INVALID, [options] {
+          return "huge_pages " + std::to_string(options->huge_pages) + ": not a CIRCBUF_HUGE_PAGES_*";
+        });
     }
   }
   try {
@@ -264,8 +288,8 @@ int circbuf_commit(circbuf_writer* writer, std::size_t size) {
   } catch (std::length_error const& e) {
     return Fail(CIRCBUF_E_INVALID, e.what());
   } catch (std::logic_error const& e) {  // without a claim, or outside it
-    std::string const what = e.what();
-    return Fail(what.find("without a Claim") != std::string::npos ? CIRCBUF_E_STATE : CIRCBUF_E_INVALID, what);
+    char const* const what = e.what();
+    return Fail(std::strstr(what, "without a Claim") != nullptr ? CIRCBUF_E_STATE : CIRCBUF_E_INVALID, what);
   } catch (...) {
     return FromException();
   }
@@ -322,15 +346,20 @@ int circbuf_reader_open(char const* name, std::uint64_t capacity, circbuf_reader
       case CIRCBUF_START_LATEST: cpp.start = cb::StartAt::kLatest; break;
       case CIRCBUF_START_OLDEST: cpp.start = cb::StartAt::kOldest; break;
       case CIRCBUF_START_NEXT: cpp.start = cb::StartAt::kNext; break;
-      default: return Fail(CIRCBUF_E_INVALID, "start " + std::to_string(options->start) + ": not a CIRCBUF_START_*");
+      default:
+        return FailWith(CIRCBUF_E_INVALID,
+                        [options] { return "start " + std::to_string(options->start) + ": not a CIRCBUF_START_*"; });
     }
     switch (options->on_lap) {
       case CIRCBUF_ON_LAP_HEADROOM: cpp.on_lap = cb::OnLap::kHeadroom; break;
       case CIRCBUF_ON_LAP_OLDEST: cpp.on_lap = cb::OnLap::kOldest; break;
       case CIRCBUF_ON_LAP_LATEST: cpp.on_lap = cb::OnLap::kLatest; break;
-      default: return Fail(CIRCBUF_E_INVALID, "on_lap " + std::to_string(options->on_lap) + ": not a CIRCBUF_ON_LAP_*");
+      default:
+        return FailWith(CIRCBUF_E_INVALID,
+                        [options] { return "on_lap " + std::to_string(options->on_lap) + ": not a CIRCBUF_ON_LAP_*"; });
     }
     if (options->liveness_ms == 0) return Fail(CIRCBUF_E_INVALID, "liveness_ms 0: must be at least 1");
+    if (options->reserved != 0) return Fail(CIRCBUF_E_INVALID, "circbuf_reader_options.reserved: must be 0");
     cpp.wait_for_buffer = std::chrono::milliseconds(options->wait_for_buffer_ms);
     cpp.liveness_interval = std::chrono::milliseconds(options->liveness_ms);
   }
@@ -387,7 +416,7 @@ int circbuf_poll(circbuf_reader* reader, circbuf_handler_fn handler, void* conte
   try {
     cb::PollResult const r = reader->reader.Poll(
         [handler, context](std::span<std::byte const> message) { handler(message.data(), message.size(), context); },
-        max);
+        max < INT_MAX ? max : INT_MAX);  // the count must fit the int returned
     if (out != nullptr) {
       out->stopped = r.stopped == cb::Outcome::kMessage   ? 1
                      : r.stopped == cb::Outcome::kCorrupt ? CIRCBUF_CORRUPT
@@ -407,8 +436,11 @@ int circbuf_read_batch(circbuf_reader* reader, void* buffer, std::size_t capacit
   if (reader == nullptr) [[unlikely]] {
     return Null("reader");
   }
-  if ((buffer == nullptr && capacity != 0) || (sizes == nullptr && max != 0)) [[unlikely]] {
-    return Null(buffer == nullptr ? "buffer" : "sizes");
+  if (buffer == nullptr && capacity != 0) [[unlikely]] {
+    return Null("buffer");
+  }
+  if (sizes == nullptr && max != 0) [[unlikely]] {
+    return Null("sizes");
   }
   if (out != nullptr && !SizeOk(out)) [[unlikely]] {
     return BadSize("circbuf_poll_result");
@@ -420,8 +452,11 @@ int circbuf_read_batch(circbuf_reader* reader, void* buffer, std::size_t capacit
   std::uint64_t laps = 0;
   std::uint64_t lost = 0;
   int stopped = 1;
+  int rc = 0;
   try {
-    while (k < max && k < INT_MAX) {
+    // At most `max` laps too (as Poll): a writer that laps this reader on
+    // every read cannot keep the call from returning.
+    while (k < max && k < INT_MAX && laps <= max) {
       int const n = r.Read({base + used, capacity - used});
       if (n > 0) {
         sizes[k++] = static_cast<std::uint32_t>(n);
@@ -430,7 +465,7 @@ int circbuf_read_batch(circbuf_reader* reader, void* buffer, std::size_t capacit
         ++laps;
         lost += r.LastLoss();
       } else if (n == cb::kBufferTooSmall) {
-        if (k == 0) return CIRCBUF_BUFFER_TOO_SMALL;
+        if (k == 0) rc = CIRCBUF_BUFFER_TOO_SMALL;
         break;  // stays unread: the next call starts with it
       } else {
         stopped = n;  // kEmpty or kCorrupt
@@ -438,15 +473,15 @@ int circbuf_read_batch(circbuf_reader* reader, void* buffer, std::size_t capacit
       }
     }
   } catch (...) {
-    return FromException();
+    rc = FromException();
   }
-  if (out != nullptr) {
+  if (out != nullptr) {  // also with an error: the laps passed are the reader's already
     out->stopped = stopped;
     out->delivered = k;
     out->laps = laps;
     out->lost = lost;
   }
-  return static_cast<int>(k);
+  return rc != 0 ? rc : static_cast<int>(k);
 }
 
 int circbuf_skip(circbuf_reader* reader) {
@@ -532,6 +567,9 @@ int circbuf_inspect(char const* name, circbuf_info* out) {
   try {
     Fill(*out, cb::Inspect(name));
     return 0;
+  } catch (std::system_error const& e) {
+    if (e.code().value() == EINVAL) return Fail(CIRCBUF_E_NOTRING, e.what());  // not a regular file
+    return FromException();
   } catch (...) {
     return FromException();
   }

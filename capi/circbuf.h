@@ -109,7 +109,7 @@ typedef struct circbuf_writer_options {
   uint32_t size;       /* sizeof(circbuf_writer_options) */
   uint32_t mode;       /* permissions of new segments (default 0600) */
   int32_t huge_pages;  /* CIRCBUF_HUGE_PAGES_* (default AS_MOUNTED) */
-  int32_t reserved;    /* 0 */
+  int32_t reserved;    /* 0 (checked: CIRCBUF_E_INVALID otherwise) */
 } circbuf_writer_options;
 void circbuf_writer_options_init(circbuf_writer_options* options);
 
@@ -150,7 +150,7 @@ typedef struct circbuf_reader_options {
   int32_t on_lap;              /* CIRCBUF_ON_LAP_* (default HEADROOM) */
   uint32_t wait_for_buffer_ms; /* wait up to this long for the ring to appear (default 0: fail at once) */
   uint32_t liveness_ms;        /* how often a waiting reader checks that the writer lives (default 100) */
-  uint32_t reserved;           /* 0 */
+  uint32_t reserved;           /* 0 (checked: CIRCBUF_E_INVALID otherwise) */
 } circbuf_reader_options;
 void circbuf_reader_options_init(circbuf_reader_options* options);
 
@@ -169,9 +169,11 @@ int circbuf_read(circbuf_reader* reader, void* buffer, size_t capacity);
 /* Zero-copy: calls view(data, size, context) with the next message where it
  * lies in the ring (read-only), then checks that the writer did not
  * overwrite it meanwhile: returns its length if the bytes `view` saw were
- * the message's, CIRCBUF_LAPPED if they may not have been (throw away what
- * view made of them), or an outcome as circbuf_read when there was nothing
- * to view. `view` must not call into this reader. */
+ * the message's; CIRCBUF_LAPPED if they may not have been, or
+ * CIRCBUF_CORRUPT if the ring was found truncated or changed meanwhile (in
+ * both cases throw away what view made of them); or an outcome as
+ * circbuf_read when there was nothing to view (view not called). `view`
+ * must not call into this reader. */
 typedef void (*circbuf_view_fn)(const void* data, size_t size, void* context);
 int circbuf_read_in_place(circbuf_reader* reader, circbuf_view_fn view, void* context);
 
@@ -197,9 +199,10 @@ int circbuf_poll(circbuf_reader* reader, circbuf_handler_fn handler, void* conte
  * their lengths into sizes[0 .. max); laps on the way are counted in `out`
  * (may be NULL) and passed. Returns how many it copied (>= 0), or an error;
  * CIRCBUF_BUFFER_TOO_SMALL only if the first message does not fit (it
- * stays unread, as after circbuf_read). It stops at max, at a message that
- * does not fit in what is left (stopped 1: it stays unread for the next
- * call), at empty or at corrupt (stopped CIRCBUF_EMPTY or CIRCBUF_CORRUPT). */
+ * stays unread, as after circbuf_read). It stops at max messages (or after
+ * max laps), at a message that does not fit in what is left (stopped 1: it
+ * stays unread for the next call), at empty or at corrupt (stopped
+ * CIRCBUF_EMPTY or CIRCBUF_CORRUPT). `out` is filled on every return. */
 int circbuf_read_batch(circbuf_reader* reader, void* buffer, size_t capacity, uint32_t* sizes, size_t max,
                        circbuf_poll_result* out);
 

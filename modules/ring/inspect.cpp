@@ -15,6 +15,7 @@ module;
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -36,6 +37,23 @@ std::string PathOf(std::string_view name) { return "/dev/shm/" + std::string(nam
 std::string LockPathOf(std::string_view name) { return "/dev/shm/sem." + std::string(name.substr(1)); }
 
 void CheckName(std::string_view name) { ValidateName(name, "segment"); }
+
+// A file descriptor closed on every path out.
+class Fd {
+ public:
+  explicit Fd(int fd) noexcept : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(Fd const&) = delete;
+  Fd& operator=(Fd const&) = delete;
+  Fd(Fd&&) = delete;
+  Fd& operator=(Fd&&) = delete;
+  [[nodiscard]] int get() const noexcept { return fd_; }
+
+ private:
+  int fd_;
+};
 
 // A segment file opened read-only; read with pread, never mapped.
 class SegmentFile {
@@ -166,6 +184,10 @@ void FillRing(SegmentInfo& info, State const& s, SegmentFile const& state_file) 
   }
   info.kind = SegmentKind::kRing;
   if (std::string const wrong = Corruption(s, state_file); !wrong.empty()) info.corrupt = "corrupt State: " + wrong;
+  if (info.corrupt.empty() && info.user_bytes != sizeof(State)) {
+    info.corrupt =
+        "corrupt State: the state segment holds " + N(info.user_bytes) + " bytes, a State is " + N(sizeof(State));
+  }
   info.capacity = s.capacity;
   info.chunk = s.chunk;
   info.max_message = s.max_message;
@@ -206,6 +228,13 @@ void FillRing(SegmentInfo& info, State const& s, SegmentFile const& state_file) 
     info.damage = "damaged: data segment " + data_name + " holds " + N(header.user_bytes) +
                   " bytes, a ring of capacity " + N(s.capacity) + " has " + N(DataBytes(s.capacity)) +
                   " (records and end mark)";
+  }
+  if (info.damage.empty()) {  // the end mark, as a Reader checks it (see :layout, "End mark")
+    std::uint64_t mark = 0;
+    if (!data.Read(kPageSize + EndMarkOffset(s.capacity), mark) || mark != kEndMark) {
+      info.damage = "truncated or damaged: data segment " + data_name + " has lost its end mark (cut inside its " +
+                    "record space)";
+    }
   }
   if (info.damage.empty()) info.messages = MessagesWritten(state_file, s.capacity, data);
 }
@@ -250,9 +279,14 @@ std::string HeaderProblem(State const& s) {
 
 std::string PositionProblem(std::uint64_t tail, std::uint64_t latest, std::uint64_t limit, std::uint64_t capacity,
                             std::uint64_t chunk) {
-  // Positions are record starts or ends: multiples of 8. limit - tail <= 2 *
-  // capacity also keeps tail + 2 * capacity from overflowing.
+  // Positions are record starts or ends: multiples of 8. They count bytes
+  // from 0 and never wrap: 2^64 bytes would take centuries at any rate, so a
+  // limit within 4 capacities of 2^64 is a changed State, refused so that
+  // no position sum (cursor + capacity, pos + record, ...) can overflow.
   if (tail % kRecordAlignment != 0) return "tail " + N(tail) + ": must be a multiple of 8";
+  if (limit > ~std::uint64_t{0} - 4 * capacity) {
+    return "limit " + N(limit) + ": beyond 2^64 - 4 x capacity (positions never come near wrapping)";
+  }
   if (limit % chunk != 0) return "limit " + N(limit) + ": must be a multiple of chunk (" + N(chunk) + ")";
   if (tail > limit) return "tail " + N(tail) + " is beyond limit " + N(limit);
   if (limit - tail > 2 * capacity) {
@@ -401,17 +435,22 @@ bool RemoveSegment(std::string_view name, bool force) {
                             n + ": its lock is held by another process (attaching or detaching); try again");
   }
   SemaphoreLock::Guard guard(lock, std::adopt_lock);
-  int const fd = ::open(PathOf(name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
+  Fd const fd(::open(PathOf(name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) {
     int const error = errno;
     if (error == ENOENT) lock.Unlink();  // the lock we just created for nothing
     throw std::system_error(error, std::generic_category(), n);
   }
-  bool const live = ::flock(fd, LOCK_EX | LOCK_NB) != 0;
-  bool removed = false;
-  if (!live || force) removed = SharedMemory::Remove(name);  // also unlinks the lock's name
-  ::close(fd);
-  return removed;
+  // Under the lock, again: still a circbuf segment (it may have been
+  // replaced since the caller looked), and nobody holds it.
+  std::uint64_t magic = 0;
+  if (::pread(fd.get(), &magic, sizeof magic, offsetof(SegmentHeader, magic)) != static_cast<ssize_t>(sizeof magic) ||
+      magic != kSegmentMagic) {
+    return false;
+  }
+  bool const live = ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0;
+  if (live && !force) return false;
+  return SharedMemory::Remove(name);  // also unlinks the lock's name
 }
 
 bool RemoveUnfinished(std::string_view name) {
@@ -420,31 +459,56 @@ bool RemoveUnfinished(std::string_view name) {
   SemaphoreLock lock(name);
   if (!lock.TryAcquire()) return false;  // its creator (or an attacher) is alive
   SemaphoreLock::Guard guard(lock, std::adopt_lock);
-  int const fd = ::open(PathOf(name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
+  Fd const fd(::open(PathOf(name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) {
     int const error = errno;
     if (error != ENOENT) throw std::system_error(error, std::generic_category(), std::string(name));
     lock.Unlink();  // only the lock was left
     return true;
   }
-  bool removed = false;
-  if (FileUnfinished(fd) && ::flock(fd, LOCK_EX | LOCK_NB) == 0) removed = SharedMemory::Remove(name);
-  ::close(fd);
-  return removed;
+  if (FileUnfinished(fd.get()) && ::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) return SharedMemory::Remove(name);
+  return false;
 }
+
+namespace {
+
+// The data segment of ring `ring` (whose State `state` describes) as Remove
+// may take it along: a circbuf segment of the data size of that ring, or an
+// unfinished one; nothing else (another ring's State named so, a foreign file).
+bool IsDataOf(SegmentInfo const& state, SegmentInfo const& data) {
+  if (data.kind == SegmentKind::kUnfinished) return true;
+  if (data.kind != SegmentKind::kSegment) return false;
+  // A healthy ring says how large its data segment is; a corrupt State
+  // cannot, and its data segment goes with it (a circbuf segment by its header).
+  return state.kind != SegmentKind::kRing || !state.corrupt.empty() || data.user_bytes == DataBytes(state.capacity);
+}
+
+std::optional<SegmentInfo> InspectIfThere(std::string const& name) {
+  try {
+    return Inspect(name);
+  } catch (std::system_error const& e) {
+    if (e.code().value() == ENOENT) return std::nullopt;
+    throw;
+  }
+}
+
+}  // namespace
 
 RemoveResult Remove(std::string_view name, bool force) {
   (void)Spec::Make(name, 0);  // the name rules of a ring
   std::string const ring(name);
   std::string const data = DataSegmentName(name);
   RemoveResult result;
-  bool const has_state = SharedMemory::Exists(ring);
-  bool const has_data = SharedMemory::Exists(data);
-  if (!has_state && !has_data) {
+  std::optional<SegmentInfo> const state = InspectIfThere(ring);
+  std::optional<SegmentInfo> const data_info = InspectIfThere(data);
+  if (!state && !data_info) {
     // Only locks left (a creator killed before it made a file): removed
-    // under the lock if nobody holds it.
+    // under the lock if nobody holds it. A lock is circbuf's by the rule of
+    // List: a data segment's, or a ring's whose data segment's lock is there
+    // too (a lone sem.NAME may be anybody's POSIX semaphore).
+    bool const data_lock = LockExists(data);
     for (auto const& lock : {ring, data}) {
-      if (!LockExists(lock)) continue;
+      if (!LockExists(lock) || (lock == ring && !data_lock)) continue;
       if (!RemoveUnfinished(lock)) {
         result.busy = lock + ": its lock is held by a live process (a creator or attacher)";
         return result;
@@ -453,24 +517,32 @@ RemoveResult Remove(std::string_view name, bool force) {
     }
     return result;
   }
-  SegmentInfo const info = Inspect(has_state ? ring : data);
-  if (info.kind == SegmentKind::kForeign) {
-    throw std::invalid_argument(info.name + (has_state ? ": not a circbuf buffer" : ": not a circbuf segment") +
-                                "; left alone");
+  std::vector<SegmentInfo> targets;
+  if (state) {
+    if (state->kind == SegmentKind::kForeign) throw std::invalid_argument(ring + ": not a circbuf buffer; left alone");
+    targets.push_back(*state);
+    if (data_info && IsDataOf(*state, *data_info)) targets.push_back(*data_info);
+  } else {
+    if (data_info->kind != SegmentKind::kSegment && data_info->kind != SegmentKind::kUnfinished) {
+      throw std::invalid_argument(data + ": not a circbuf data segment" +
+                                  (data_info->kind == SegmentKind::kForeign ? "" : " (a ring's State)") +
+                                  "; left alone");
+    }
+    targets.push_back(*data_info);
   }
-  std::vector<std::string> targets{info.name};
-  if (has_state && info.kind != SegmentKind::kSegment && info.has_data) targets.push_back(data);
-  bool const live = !info.stale || (has_state && info.has_data && !info.data_stale);
-  if (live && !force) {
-    result.busy = ring + ": live processes attached (" + Who(info) + ")";
-    return result;
-  }
-  for (auto const& target : targets) {
-    if (!RemoveSegment(target, force)) {
-      result.busy = target + ": a process attached meanwhile";
+  for (auto const& t : targets) {
+    if (!t.stale && !force) {
+      result.busy = ring + ": live processes attached (" + Who(targets.front()) + ")";
       return result;
     }
-    result.removed.push_back(target);
+  }
+  for (auto const& t : targets) {
+    bool const removed = t.kind == SegmentKind::kUnfinished ? RemoveUnfinished(t.name) : RemoveSegment(t.name, force);
+    if (!removed) {
+      result.busy = t.name + ": a process attached meanwhile (or it changed)";
+      return result;
+    }
+    result.removed.push_back(t.name);
   }
   return result;
 }

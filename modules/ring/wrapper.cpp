@@ -10,6 +10,7 @@ module;
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -242,7 +243,10 @@ void IWrapper::AttachAsReader(std::chrono::milliseconds wait_for_buffer) {
 // Treats the shared header as untrusted: everything the hot paths rely on is
 // checked once here and then copied into this object.
 void IWrapper::Validate() {
-  State const& s = *state_;
+  // The header is judged and used from one copy (another process with
+  // write access could change the mapping between a check and a use).
+  State s{};
+  std::memcpy(static_cast<void*>(&s), static_cast<void const*>(state_), offsetof(State, pad0));
   std::string const ring = "ring " + Q(spec_.Name());
   std::uint64_t const magic = std::atomic_ref<std::uint64_t>(state_->magic).load(std::memory_order_acquire);
   if (magic != kRingMagic) throw std::invalid_argument(ring + ": not a circbuf ring (bad magic)");

@@ -66,6 +66,9 @@ static void BadInput(void) {
   circbuf_writer_options_init(&wo);
   wo.huge_pages = 9;
   CHECK_ERROR(circbuf_writer_open(NewName(), 65536, &wo, &w), CIRCBUF_E_INVALID, "huge_pages 9");
+  circbuf_writer_options_init(&wo);
+  wo.reserved = 1;
+  CHECK_ERROR(circbuf_writer_open(NewName(), 65536, &wo, &w), CIRCBUF_E_INVALID, "reserved: must be 0");
   wo.size = 4;
   CHECK_ERROR(circbuf_writer_open(NewName(), 65536, &wo, &w), CIRCBUF_E_INVALID, "size field");
   CHECK(access("/dev/shm/cbt-capi-x", F_OK) != 0);
@@ -79,6 +82,9 @@ static void BadInput(void) {
   circbuf_reader_options_init(&ro);
   ro.on_lap = -1;
   CHECK_ERROR(circbuf_reader_open(NewName(), 0, &ro, &r), CIRCBUF_E_INVALID, "on_lap -1");
+  circbuf_reader_options_init(&ro);
+  ro.reserved = 2;
+  CHECK_ERROR(circbuf_reader_open(NewName(), 0, &ro, &r), CIRCBUF_E_INVALID, "reserved: must be 0");
 
   /* NULL handles everywhere: an error or a zero, never a crash. */
   CHECK_ERROR(circbuf_write(NULL, buffer, 1), CIRCBUF_E_INVALID, "writer is NULL");

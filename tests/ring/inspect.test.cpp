@@ -2,6 +2,7 @@
 // stale, truncated and hostile rings, in real processes; and that a State
 // Inspect calls corrupt is the State a Reader refuses, for the same reason.
 #include <fcntl.h>
+#include <semaphore.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -235,6 +236,13 @@ TEST(RingInspect, HostileStateIsCorruptForInspectAndReaderAlike) {
       {"limit", [](cb::State& s) { s.limit = 1; }},
       {"limit", [&](cb::State& s) { s.limit = big - big % (kCapacity / cb::kChunks); }},
       {"latest", [](cb::State& s) { s.latest = 5; }},
+      // Positions so close to 2^64 that a sum of them would wrap (review of issue 15).
+      {"limit",
+       [&](cb::State& s) {
+         s.limit = 0 - 2 * (kCapacity / cb::kChunks);
+         s.tail = s.limit;
+         s.latest = cb::kNoRecord;
+       }},
       {"latest", [](cb::State& s) { s.latest = s.tail + 3 * kCapacity; }},
   };
   for (auto const& c : cases) {
@@ -284,4 +292,53 @@ TEST(RingInspect, ForeignFilesAndBadNames) {
   }
   EXPECT_NE(ErrorOf<std::invalid_argument>([] { (void)cb::Inspect("no-slash"); }).find("no-slash"), std::string::npos);
   EXPECT_NE(ErrorOf<std::invalid_argument>([] { (void)cb::Remove("/a/b", false); }).find("/a/b"), std::string::npos);
+}
+
+// Remove touches nothing that is not circbuf's (review of issue 15): a lone
+// POSIX semaphore named like a ring (anybody's), and a foreign file where a
+// ring's data segment would be.
+TEST(RingInspect, RemoveLeavesWhatIsNotCircbufsAlone) {
+  std::string const name = circbuf::test::UniqueName("lonesem");
+  sem_t* sem = ::sem_open(name.c_str(), O_CREAT | O_EXCL, 0600, 3);
+  ASSERT_NE(sem, SEM_FAILED);
+  cb::RemoveResult const r = cb::Remove(name, true);
+  EXPECT_TRUE(r.removed.empty());
+  EXPECT_TRUE(r.busy.empty()) << r.busy;
+  int value = -1;
+  EXPECT_EQ(::sem_getvalue(sem, &value), 0);
+  EXPECT_EQ(value, 3) << "its count is untouched";
+  ::sem_close(sem);
+  sem_t* again = ::sem_open(name.c_str(), 0);
+  EXPECT_NE(again, SEM_FAILED) << "it is still there";
+  if (again != SEM_FAILED) ::sem_close(again);
+  ::sem_unlink(name.c_str());
+
+  RingName ring;
+  DeadRing(ring.name, 10);
+  std::string const data = cb::DataSegmentName(ring.name);
+  ASSERT_EQ(::shm_unlink(data.c_str()), 0);
+  int const fd = ::shm_open(data.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, "someone else's", 14), 14);
+  ::close(fd);
+  cb::RemoveResult const removed = cb::Remove(ring.name, false);
+  EXPECT_EQ(removed.removed, std::vector<std::string>{ring.name}) << "the State only";
+  EXPECT_TRUE(ShmFileExists(data)) << "a foreign file in the data segment's place is left alone";
+}
+
+// The end mark of the data segment (the Reader's truncation check) gone
+// while the file keeps its length: damage, as a Reader would refuse it.
+TEST(RingInspect, LostEndMarkIsDamage) {
+  RingName r;
+  DeadRing(r.name, 10);
+  std::string const data = cb::DataSegmentName(r.name);
+  int const fd = ::shm_open(data.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  std::uint64_t const zero = 0;
+  ASSERT_EQ(::pwrite(fd, &zero, sizeof zero, static_cast<off_t>(circbuf::kPageSize + cb::EndMarkOffset(kCapacity))),
+            static_cast<ssize_t>(sizeof zero));
+  ::close(fd);
+  cb::SegmentInfo const info = cb::Inspect(r.name);
+  EXPECT_NE(info.damage.find("end mark"), std::string::npos) << info.damage;
+  EXPECT_EQ(info.messages, 0U);
 }
