@@ -42,14 +42,21 @@ bool Measure(SegmentInfo& info, double seconds, Rates& rates) {
   try {  // sampled again: the look of the library (circbuf.ring:inspect)
     SegmentInfo const fresh = CircularBuffer::Inspect(info.name);
     if (fresh.kind != SegmentKind::kRing) return false;
+    if (!fresh.corrupt.empty() || !fresh.damage.empty()) {  // no rate from it; the caller's next look refuses it
+      rates = {};
+      return true;
+    }
     info.tail = fresh.tail;
     info.messages = fresh.messages;
   } catch (std::system_error const&) {
     return false;  // removed
   }
   double const dt = static_cast<double>(NowNs() - t0) / 1e9;
-  rates.messages = static_cast<double>(info.messages - messages0) / dt;
-  rates.bytes = static_cast<double>(info.tail - tail0) / dt;
+  // Positions never go backwards; a ring removed and created anew under
+  // the same name meanwhile starts again from 0: no rate for this interval.
+  bool const restarted = info.messages < messages0 || info.tail < tail0;
+  rates.messages = restarted ? 0 : static_cast<double>(info.messages - messages0) / dt;
+  rates.bytes = restarted ? 0 : static_cast<double>(info.tail - tail0) / dt;
   return true;
 }
 
