@@ -168,8 +168,8 @@ FileHeader ParseHeader(std::string const& path, std::byte const* p, std::size_t 
                                 ")");
   }
   if (n < h.header_size) {
-    throw std::invalid_argument(path + ": circbuf recording with a truncated header (" + std::to_string(n) +
-                                " of " + std::to_string(h.header_size) + " bytes)");
+    throw std::invalid_argument(path + ": circbuf recording with a truncated header (" + std::to_string(n) + " of " +
+                                std::to_string(h.header_size) + " bytes)");
   }
   std::array<std::byte, kMaxHeaderBytes> copy{};
   std::memcpy(copy.data(), p, h.header_size);
@@ -578,7 +578,7 @@ void RecordingReader::SeekTo(std::uint64_t key, bool by_time) {
   offset_ = start;
   Entry e;
   while (Next(e)) {
-    bool const reached = by_time                       ? e.timestamp_ns >= key
+    bool const reached = by_time                     ? e.timestamp_ns >= key
                          : e.type == EntryType::kGap ? e.sequence + e.lost > key || e.sequence >= key
                                                      : e.sequence >= key;
     if (reached) {

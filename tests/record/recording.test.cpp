@@ -326,7 +326,9 @@ TEST(Recording, ForeignFileAndUnknownVersionRefused) {
   EXPECT_EQ(ReadAll(foreign).size(), 12u);  // untouched
 
   std::string const file = dir.File("v.cbrec");
-  { rec::RecordingWriter writer(file); }
+  {
+    rec::RecordingWriter writer(file);
+  }
   auto bytes = ReadAll(file);
   bytes[8] = 2;  // version 2
   WriteAll(file, bytes);

@@ -26,8 +26,8 @@ int Run(int argc, char** argv) {
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "Library log (spdlog, debug level) on stderr");
   std::vector<tool::Command> const commands = {
-      tool::AddDemo(app), tool::AddLs(app), tool::AddStat(app), tool::AddTail(app),
-      tool::AddPub(app),  tool::AddRm(app), tool::AddGc(app),   tool::AddBench(app),
+      tool::AddDemo(app),   tool::AddLs(app),   tool::AddStat(app), tool::AddTail(app),
+      tool::AddPub(app),    tool::AddRm(app),   tool::AddGc(app),   tool::AddBench(app),
       tool::AddRecord(app), tool::AddInfo(app), tool::AddDump(app),
   };
   app.footer(tool::kExitCodeHelp);

@@ -87,8 +87,8 @@ int RunRecord() {
     Note(writer.CurrentPath() + ": appending");
   }
   bool const timed = g_record.duration > 0;
-  auto const deadline = std::chrono::steady_clock::now() +
-                        std::chrono::nanoseconds(static_cast<std::int64_t>(g_record.duration * 1e9));
+  auto const deadline =
+      std::chrono::steady_clock::now() + std::chrono::nanoseconds(static_cast<std::int64_t>(g_record.duration * 1e9));
   std::vector<std::byte> buffer(cb::kMaxMessageSize);
   std::uint64_t messages = 0;
   std::uint64_t bytes = 0;
@@ -137,8 +137,8 @@ int RunRecord() {
     if (w == cb::WaitResult::kClosed || w == cb::WaitResult::kDead) closing = true;  // one more look, then stop
   }
   writer.Close();
-  Note(U(messages) + " messages (" + U(bytes) + " bytes), " + U(gaps) + " gaps (" + U(lost) +
-       " messages lost) into " + writer.CurrentPath() + "; " + why);
+  Note(U(messages) + " messages (" + U(bytes) + " bytes), " + U(gaps) + " gaps (" + U(lost) + " messages lost) into " +
+       writer.CurrentPath() + "; " + why);
   return kOk;
 }
 
@@ -162,15 +162,15 @@ int RunInfo() {
   rec::RecordingReader reader(g_info.file);
   rec::Summary const s = reader.Info();
   if (g_info.json) {
-    std::string out = "{\"file\": " + JsonString(g_info.file) + ", \"version\": " + U(s.header.version) +
-                      ", \"ring\": " + JsonString(s.header.ring_name) +
-                      ", \"ring_capacity\": " + U(s.header.ring_capacity) + ", \"created_ns\": " +
-                      U(s.header.created_ns) + ", \"file_bytes\": " + U(s.file_bytes) + ", \"messages\": " +
-                      U(s.messages) + ", \"payload_bytes\": " + U(s.payload_bytes) + ", \"first_sequence\": " +
-                      U(s.first_sequence) + ", \"last_sequence\": " + U(s.last_sequence) + ", \"first_ns\": " +
-                      U(s.first_ns) + ", \"last_ns\": " + U(s.last_ns) + ", \"gaps\": " + U(s.gaps) +
-                      ", \"lost\": " + U(s.lost) + ", \"index_blocks\": " + U(s.index_blocks) +
-                      ", \"corrupt_entries\": " + U(s.corrupt_entries) + ", \"corrupt\": [";
+    std::string out =
+        "{\"file\": " + JsonString(g_info.file) + ", \"version\": " + U(s.header.version) +
+        ", \"ring\": " + JsonString(s.header.ring_name) + ", \"ring_capacity\": " + U(s.header.ring_capacity) +
+        ", \"created_ns\": " + U(s.header.created_ns) + ", \"file_bytes\": " + U(s.file_bytes) +
+        ", \"messages\": " + U(s.messages) + ", \"payload_bytes\": " + U(s.payload_bytes) +
+        ", \"first_sequence\": " + U(s.first_sequence) + ", \"last_sequence\": " + U(s.last_sequence) +
+        ", \"first_ns\": " + U(s.first_ns) + ", \"last_ns\": " + U(s.last_ns) + ", \"gaps\": " + U(s.gaps) +
+        ", \"lost\": " + U(s.lost) + ", \"index_blocks\": " + U(s.index_blocks) +
+        ", \"corrupt_entries\": " + U(s.corrupt_entries) + ", \"corrupt\": [";
     for (std::size_t i = 0; i < s.corrupt.size(); ++i) {
       out += (i == 0 ? "" : ", ") + std::string("{\"offset\": ") + U(s.corrupt[i].offset) +
              ", \"bytes\": " + U(s.corrupt[i].bytes) + "}";
