@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -209,6 +210,47 @@ TEST(RecordTool, StoppedRecorderRecordsTheExactLossAsAGap) {
   auto const dump = Circbuf({"dump", file});
   EXPECT_NE(dump.out.find("gap: "), std::string::npos);
   EXPECT_NE(dump.out.find(" messages lost"), std::string::npos);
+}
+
+TEST(RecordTool, SigintFlushesAndExitsZeroDurationAndCountStop) {
+  std::string const name = UniqueName("rec-int");
+  Cleanup cleanup(name);
+  std::string const file = cleanup.dir + "/int.cbrec";
+  cb::Writer writer(cb::Spec::Make(name, 1 << 16));
+  for (std::uint64_t i = 0; i < 10; ++i) Put(writer, Message(i));
+  {
+    Tool recorder({"record", name, file, "--from", "oldest"});
+    ASSERT_TRUE(WaitFor(file, 10)) << recorder.Err();
+    recorder.Signal(SIGINT);
+    ASSERT_EQ(recorder.Wait(), 0) << recorder.Err();
+    EXPECT_NE(recorder.Err().find("10 messages"), std::string::npos) << recorder.Err();
+    EXPECT_NE(recorder.Err().find("stopped by a signal"), std::string::npos) << recorder.Err();
+  }
+  {
+    auto const start = std::chrono::steady_clock::now();
+    auto const r = Circbuf({"record", name, file, "--from", "next", "--duration", "0.3"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_GE(std::chrono::steady_clock::now() - start, 300ms);
+    EXPECT_NE(r.err.find("duration reached"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(": appending"), std::string::npos) << r.err;
+  }
+  auto const count = Circbuf({"record", name, file, "--from", "oldest", "--count", "4"});
+  EXPECT_EQ(count.code, 0) << count.err;
+  EXPECT_NE(count.err.find("4 messages"), std::string::npos) << count.err;
+  EXPECT_EQ(Recorded(file), 14u);
+  // Not a recording: refused, the file left alone.
+  std::string const foreign = cleanup.dir + "/foreign";
+  {
+    std::FILE* f = std::fopen(foreign.c_str(), "w");
+    std::fputs("not a recording\n", f);
+    std::fclose(f);
+  }
+  auto const refused = Circbuf({"record", name, foreign, "--count", "1"});
+  EXPECT_EQ(refused.code, 5) << refused.err;
+  EXPECT_NE(refused.err.find("not a circbuf recording"), std::string::npos) << refused.err;
+  EXPECT_EQ(std::filesystem::file_size(foreign), 16u);
+  EXPECT_EQ(Circbuf({"info", foreign}).code, 5);
+  EXPECT_EQ(Circbuf({"dump", cleanup.dir + "/missing"}).code, 2);
 }
 
 }  // namespace
