@@ -242,7 +242,7 @@ std::string Escaped(std::span<std::byte const> m) {
 
 std::string HexLines(std::span<std::byte const> m) {
   std::string out;
-  char buf[16];
+  char buf[32];
   for (std::size_t at = 0; at < m.size(); at += 16) {
     std::snprintf(buf, sizeof buf, "  %04zx  ", at);
     out += buf;
