@@ -51,7 +51,7 @@ constexpr std::array<std::uint32_t, 256> kTable = MakeTable();
 __attribute__((target("sse4.2"))) std::uint32_t Crc32cHardware(std::byte const* p, std::size_t n, std::uint32_t crc) {
   std::uint64_t c = ~crc;
   for (; n >= 8; p += 8, n -= 8) {
-    std::uint64_t v;
+    std::uint64_t v = 0;
     std::memcpy(&v, p, 8);
     c = _mm_crc32_u64(c, v);
   }
@@ -65,7 +65,7 @@ bool const kHaveSse42 = __builtin_cpu_supports("sse4.2") != 0;
 // ---- little-endian fields ----------------------------------------------------------------
 template <class T>
 T Load(std::byte const* p) {
-  T v;
+  T v{};
   std::memcpy(&v, p, sizeof v);
   return v;
 }
@@ -95,7 +95,7 @@ constexpr std::size_t kEReserved = 12;
 constexpr std::size_t kESequence = 16;
 constexpr std::size_t kETimestamp = 24;
 
-constexpr std::size_t kWindowBytes = 256 * 1024;  // > the largest entry
+constexpr std::size_t kWindowBytes = std::size_t{256} * 1024;  // > the largest entry
 constexpr std::uint64_t kBackwardSearchBytes = 16 << 20;
 
 std::uint64_t RealtimeNs() {
@@ -219,7 +219,7 @@ std::uint32_t Crc32c(std::span<std::byte const> bytes, std::uint32_t crc) noexce
 // ---- RecordingWriter ---------------------------------------------------------------------
 RecordingWriter::RecordingWriter(std::string path, WriterOptions options)
     : path_(std::move(path)), options_(std::move(options)) {
-  buffer_.resize(std::max<std::size_t>(options_.buffer_bytes, 128 * 1024));
+  buffer_.resize(std::max<std::size_t>(options_.buffer_bytes, std::size_t{128} * 1024));
   points_.resize(kMaxIndexPoints * kIndexPointBytes);
   if (options_.rotate_bytes > 0) {  // go on in the newest part
     for (unsigned n = 1; n < 1000000; ++n) {
@@ -384,8 +384,8 @@ void RecordingWriter::Close() {
 }
 
 // ---- RecordingReader ---------------------------------------------------------------------
-RecordingReader::RecordingReader(std::string path) : path_(std::move(path)) {
-  fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+RecordingReader::RecordingReader(std::string path)
+    : path_(std::move(path)), fd_(::open(path_.c_str(), O_RDONLY | O_CLOEXEC)) {
   if (fd_ < 0) ThrowErrno("opening " + path_);
   try {
     struct stat st{};
@@ -565,7 +565,7 @@ void RecordingReader::BuildIndex() {
     }
     offset_ = saved;
   }
-  std::sort(points_.begin(), points_.end(), [](Point const& a, Point const& b) { return a.offset < b.offset; });
+  std::ranges::sort(points_, {}, &Point::offset);
 }
 
 void RecordingReader::SeekTo(std::uint64_t key, bool by_time) {

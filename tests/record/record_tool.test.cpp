@@ -97,7 +97,6 @@ TEST(RecordTool, InfoAndDumpShowExactlyWhatWasWritten) {
   Cleanup cleanup(name);
   std::string const file = cleanup.dir + "/exact.cbrec";
   constexpr std::uint64_t kN = 2000;
-  std::string expected_dump;
   {
     std::optional<cb::Writer> writer(std::in_place, cb::Spec::Make(name, 1 << 20));
     for (std::uint64_t i = 0; i < kN / 2; ++i) Put(*writer, Message(i));

@@ -346,7 +346,7 @@ TEST(Recording, RotationBySize) {
   TempDir dir;
   std::string const file = dir.File("rot.cbrec");
   {
-    rec::RecordingWriter writer(file, {.ring_name = {}, .ring_capacity = 0, .rotate_bytes = 64 * 1024});
+    rec::RecordingWriter writer(file, {.ring_name = {}, .ring_capacity = 0, .rotate_bytes = std::uint64_t{64} * 1024});
     for (std::uint64_t i = 0; i < 1000; ++i) writer.Append(i, i, Payload(1000, i));
   }
   std::uint64_t total = 0;
@@ -364,7 +364,7 @@ TEST(Recording, RotationBySize) {
   }
   EXPECT_EQ(total, 1000u);
   {  // appending goes on in the newest part
-    rec::RecordingWriter writer(file, {.ring_name = {}, .ring_capacity = 0, .rotate_bytes = 64 * 1024});
+    rec::RecordingWriter writer(file, {.ring_name = {}, .ring_capacity = 0, .rotate_bytes = std::uint64_t{64} * 1024});
     EXPECT_NE(writer.CurrentPath(), file);
     EXPECT_TRUE(writer.Opened().existed);
   }
