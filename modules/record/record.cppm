@@ -116,10 +116,10 @@ class RecordingWriter final {
   // Writes the pending index block, flushes and closes. Idempotent.
   void Close();
 
-  [[nodiscard]] AppendReport const& Opened() const noexcept { return opened_; }
-  [[nodiscard]] std::string const& CurrentPath() const noexcept { return current_; }
-  [[nodiscard]] std::uint64_t Entries() const noexcept { return entries_; }  // appended by this object
-  [[nodiscard]] std::uint64_t Size() const noexcept { return size_; }        // of the current file, incl. buffered
+  [[nodiscard]] inline AppendReport const& Opened() const noexcept { return opened_; }
+  [[nodiscard]] inline std::string const& CurrentPath() const noexcept { return current_; }
+  [[nodiscard]] inline std::uint64_t Entries() const noexcept { return entries_; }  // appended by this object
+  [[nodiscard]] inline std::uint64_t Size() const noexcept { return size_; }  // of the current file, incl. buffered
 
  private:
   void OpenFile(std::string const& file);
@@ -140,7 +140,7 @@ class RecordingWriter final {
   std::uint64_t since_point_entries_ = kIndexEveryEntries;  // take a point at the first entry
   std::uint64_t last_point_offset_ = 0;
   std::uint64_t last_index_offset_ = 0;  // 0: none
-  std::vector<std::byte> points_;        // pending index points, encoded (reserved once)
+  std::vector<std::byte> points_;  // pending index points, encoded (reserved once)
   std::size_t point_count_ = 0;
   AppendReport opened_;
 };
@@ -150,14 +150,14 @@ struct Entry {
   EntryType type = EntryType::kMessage;
   std::uint64_t sequence = 0;  // kGap: the first lost message's sequence
   std::uint64_t timestamp_ns = 0;
-  std::uint64_t lost = 0;                // kGap: messages lost
-  std::uint64_t offset = 0;              // of the entry in the file
-  std::span<std::byte const> payload;    // kMessage: valid until the next call on the reader
+  std::uint64_t lost = 0;  // kGap: messages lost
+  std::uint64_t offset = 0;  // of the entry in the file
+  std::span<std::byte const> payload;  // kMessage: valid until the next call on the reader
 };
 
 struct CorruptEntry {
   std::uint64_t offset;  // where the damage starts
-  std::uint64_t bytes;   // skipped to the next valid entry
+  std::uint64_t bytes;  // skipped to the next valid entry
 };
 
 // What a recording holds (RecordingReader::Info).
@@ -167,7 +167,7 @@ struct Summary {
   std::uint64_t messages = 0;
   std::uint64_t payload_bytes = 0;
   std::uint64_t first_sequence = 0;  // of the first message or gap (0 if none)
-  std::uint64_t last_sequence = 0;   // of the last message (or last lost one)
+  std::uint64_t last_sequence = 0;  // of the last message (or last lost one)
   std::uint64_t first_ns = 0;
   std::uint64_t last_ns = 0;
   std::uint64_t gaps = 0;
@@ -175,7 +175,7 @@ struct Summary {
   std::uint64_t index_blocks = 0;
   std::uint64_t corrupt_entries = 0;
   std::vector<CorruptEntry> corrupt;  // the first kMaxCorruptListed
-  std::uint64_t torn_bytes = 0;       // an incomplete last entry, ignored
+  std::uint64_t torn_bytes = 0;  // an incomplete last entry, ignored
 };
 inline constexpr std::size_t kMaxCorruptListed = 100;
 
@@ -193,8 +193,8 @@ class RecordingReader final {
   RecordingReader(RecordingReader&&) = delete;
   RecordingReader& operator=(RecordingReader&&) = delete;
 
-  [[nodiscard]] FileHeader const& Header() const noexcept { return header_; }
-  [[nodiscard]] std::uint64_t FileBytes() const noexcept { return file_size_; }
+  [[nodiscard]] inline FileHeader const& Header() const noexcept { return header_; }
+  [[nodiscard]] inline std::uint64_t FileBytes() const noexcept { return file_size_; }
 
   // The next message or gap (index blocks are skipped); false at the end.
   // Damaged entries on the way are counted (Corrupt()) and skipped.
@@ -207,12 +207,12 @@ class RecordingReader final {
   void SeekTime(std::uint64_t ns);
   void Rewind();
 
-  [[nodiscard]] std::uint64_t CorruptCount() const noexcept { return corrupt_count_; }
-  [[nodiscard]] std::vector<CorruptEntry> const& Corrupt() const noexcept { return corrupt_; }
-  [[nodiscard]] std::uint64_t TornBytes() const noexcept { return torn_bytes_; }
+  [[nodiscard]] inline std::uint64_t CorruptCount() const noexcept { return corrupt_count_; }
+  [[nodiscard]] inline std::vector<CorruptEntry> const& Corrupt() const noexcept { return corrupt_; }
+  [[nodiscard]] inline std::uint64_t TornBytes() const noexcept { return torn_bytes_; }
   // The offset after the last valid entry seen (where an appender goes on).
-  [[nodiscard]] std::uint64_t ValidEnd() const noexcept { return valid_end_; }
-  [[nodiscard]] std::uint64_t LastIndexOffset() const noexcept { return last_index_; }
+  [[nodiscard]] inline std::uint64_t ValidEnd() const noexcept { return valid_end_; }
+  [[nodiscard]] inline std::uint64_t LastIndexOffset() const noexcept { return last_index_; }
   // Index points found (sequence, time, offset), in file order; built on the
   // first seek from the chain of index blocks, or by a scan if it is broken.
   [[nodiscard]] std::size_t IndexPoints();

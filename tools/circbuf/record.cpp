@@ -295,7 +295,7 @@ int RunDump() {
 }  // namespace
 
 Command AddRecord(CLI::App& app) {
-  auto* sub = app.add_subcommand("record", "Record the messages of a buffer into a file (docs/recording.md)");
+  auto* sub = app.add_subcommand("record", "Record the messages of a buffer into a file");
   sub->add_option("name", g_record.name, "Buffer name, e.g. /quotes")->required();
   sub->add_option("file", g_record.file, "Recording file (appended to if it exists)")->required();
   sub->add_option("--from", g_record.from_text,
