@@ -77,6 +77,12 @@ bool WaitFor(std::string const& file, std::uint64_t messages, std::chrono::milli
   return true;
 }
 
+// Attachments recorded in the ring, as `circbuf stat --json` reports them.
+int Attached(std::string const& name) {
+  auto const r = Circbuf({"stat", name, "--json", "--interval", "0.05"});
+  return r.code == 0 ? std::stoi(JsonField(r.out, "attached")) : -1;
+}
+
 TEST(RecordTool, NextSequenceBeforeAReadIsTheSequenceOfTheMessageRead) {
   std::string const name = UniqueName("rec-seq");
   Cleanup cleanup(name);
@@ -164,8 +170,10 @@ TEST(RecordTool, SigkilledRecorderLeavesAFileReadableUpToItsLastCompleteEntry) {
   EXPECT_GE(next, 1u);
   EXPECT_EQ(reader.CorruptCount(), 0u);
   // Recording again appends after the last complete entry.
+  int const attached = Attached(name);
   Tool again({"record", name, file, "--from", "next", "--count", "1"});
-  std::this_thread::sleep_for(300ms);
+  auto const deadline = std::chrono::steady_clock::now() + 10s;
+  while (Attached(name) <= attached && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
   Put(writer, "after");
   ASSERT_EQ(again.Wait(), 0) << again.Err();
   rec::RecordingReader after(file);
