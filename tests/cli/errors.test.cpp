@@ -194,7 +194,7 @@ TEST(CliErrors, UsageErrors) {
 }
 
 TEST(CliErrors, HelpOnEverySubcommand) {
-  for (std::string const sub : {"demo", "ls", "stat", "tail", "pub", "rm", "gc", "bench"}) {
+  for (std::string const sub : {"demo", "ls", "stat", "tail", "pub", "rm", "gc", "bench", "record", "info", "dump"}) {
     auto const r = Circbuf({sub, "--help"});
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Usage: circbuf " + sub), std::string::npos) << r.out;

@@ -134,5 +134,8 @@ Command AddRm(CLI::App& app);
 Command AddGc(CLI::App& app);
 Command AddDemo(CLI::App& app);
 Command AddBench(CLI::App& app);
+Command AddRecord(CLI::App& app);  // record.cpp: record, info, dump
+Command AddInfo(CLI::App& app);
+Command AddDump(CLI::App& app);
 
 }  // namespace circbuf::tool
