@@ -7,6 +7,7 @@ module;
 #include <fnmatch.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,8 @@ module;
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -37,6 +40,38 @@ std::string PathOf(std::string_view name) { return "/dev/shm/" + std::string(nam
 std::string LockPathOf(std::string_view name) { return "/dev/shm/sem." + std::string(name.substr(1)); }
 
 void CheckName(std::string_view name) { ValidateName(name, "segment"); }
+
+// Whether a process holds a flock on the file open as `fd`, from
+// /proc/locks: nothing is locked to find out. (The probe it replaces,
+// flock(LOCK_EX | LOCK_NB) then LOCK_UN, held an exclusive flock for an
+// instant; the last process detaching converts its shared flock to an
+// exclusive one to know it is the last, and losing that instant to a
+// looker, it kept the segment.) Lines are "N: FLOCK ADVISORY READ PID
+// MAJ:MIN:INODE START END", with "->" after N for a request still blocked,
+// which holds nothing. nullopt if /proc/locks cannot be read.
+std::optional<bool> FlockHeld(int fd) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) return std::nullopt;
+  char id[64];
+  std::snprintf(id, sizeof id, "%02x:%02x:%llu", major(st.st_dev), minor(st.st_dev),
+                static_cast<unsigned long long>(st.st_ino));
+  std::FILE* locks = std::fopen("/proc/locks", "re");
+  if (locks == nullptr) return std::nullopt;
+  bool held = false;
+  char line[256];
+  while (!held && std::fgets(line, sizeof line, locks) != nullptr) {
+    char number[16];
+    char type[16];
+    char mode[16];
+    char access[16];
+    char pid[16];
+    char file[64];
+    if (std::sscanf(line, "%15s %15s %15s %15s %15s %63s", number, type, mode, access, pid, file) != 6) continue;
+    held = std::strcmp(type, "FLOCK") == 0 && std::strcmp(file, id) == 0;  // "->" lands in type: not held
+  }
+  std::fclose(locks);
+  return held;
+}
 
 // A file descriptor closed on every path out.
 class Fd {
@@ -114,7 +149,10 @@ class SegmentFile {
     return true;
   }
 
+  // No live process holds a shared flock on it (FlockHeld: no lock taken;
+  // only where /proc/locks is not readable, the probe that takes one).
   [[nodiscard]] bool Stale() const {
+    if (std::optional<bool> const held = FlockHeld(fd_)) return !*held;
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) return false;
     ::flock(fd_, LOCK_UN);
     return true;
@@ -419,11 +457,11 @@ bool LockExists(std::string_view name) {
 }
 
 bool LockHeld(std::string_view name) {
-  int const fd = ::open(LockPathOf(name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  if (fd < 0) return false;
-  bool const held = ::flock(fd, LOCK_EX | LOCK_NB) != 0;
-  ::close(fd);  // drops the probe's flock, if it got it
-  return held;
+  Fd const fd(::open(LockPathOf(name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  if (fd.get() < 0) return false;
+  if (std::optional<bool> const held = FlockHeld(fd.get())) return *held;  // no lock taken (see FlockHeld)
+  bool const held = ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0;
+  return held;  // closing fd drops the probe's flock, if it got it
 }
 
 bool RemoveSegment(std::string_view name, bool force) {

@@ -16,8 +16,10 @@
 // them is reported in SegmentInfo::corrupt, and nothing is derived from it.
 //
 // Probes (the library's own rules; circbuf.shm and Writer):
-//   stale   no live process holds a shared flock on the segment: flock(LOCK_EX
-//           | LOCK_NB) on a read-only descriptor succeeds (released at once)
+//   stale   no live process holds a flock on the segment, as /proc/locks
+//           lists them: no lock is taken to find out (a probe that took one,
+//           even for an instant, could keep the last process detaching from
+//           removing the segment)
 //   writer  the writer's OFD write lock on byte 0 of the state segment
 //   unfinished  a creator took the segment's lock (/dev/shm/sem.NAME) and
 //           has not finished the file (magic 0), or died first
