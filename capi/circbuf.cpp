@@ -40,7 +40,9 @@ struct circbuf_reader {
   cb::Reader reader;
 };
 
-namespace {
+// Not an anonymous namespace: g++-14 ICEs on internal-linkage helpers in module
+// units at -O1 and up (docs/toolchain-notes.md, "ICE in ipa_comdats").
+namespace capi_impl {
 
 thread_local std::string t_error;
 
@@ -199,7 +201,8 @@ int BadSize(char const* what) noexcept {
   });
 }
 
-}  // namespace
+}  // namespace capi_impl
+using namespace capi_impl;  // NOLINT(google-build-using-namespace): this unit's own helpers
 
 extern "C" {
 

@@ -31,7 +31,9 @@ namespace circbuf::Recording {
 
 static_assert(std::endian::native == std::endian::little, "the format is little-endian; so is every supported host");
 
-namespace {
+// Not an anonymous namespace: g++-14 ICEs on internal-linkage helpers in module
+// units at -O1 and up (docs/toolchain-notes.md, "ICE in ipa_comdats").
+namespace record_impl {
 
 // ---- CRC32C ------------------------------------------------------------------------------
 constexpr std::uint32_t kPoly = 0x82F63B78;  // Castagnoli, reflected
@@ -201,7 +203,8 @@ std::vector<std::byte> EncodeHeader(FileHeader const& h) {
   return out;
 }
 
-}  // namespace
+}  // namespace record_impl
+using namespace record_impl;  // NOLINT(google-build-using-namespace): this unit's own helpers
 
 std::uint32_t Crc32cSoftware(std::span<std::byte const> bytes, std::uint32_t crc) noexcept {
   crc = ~crc;

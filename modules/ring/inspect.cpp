@@ -30,7 +30,9 @@ module circbuf.ring;
 
 namespace circbuf::CircularBuffer {
 
-namespace {
+// Not an anonymous namespace: g++-14 ICEs on internal-linkage helpers in module
+// units at -O1 and up (docs/toolchain-notes.md, "ICE in ipa_comdats").
+namespace inspect_impl {
 
 std::string N(std::uint64_t v) { return std::to_string(v); }
 
@@ -297,7 +299,8 @@ std::string Who(SegmentInfo const& s) {
   return text;
 }
 
-}  // namespace
+}  // namespace inspect_impl
+using namespace inspect_impl;  // NOLINT(google-build-using-namespace): this unit's own helpers
 
 std::string HeaderProblem(State const& s) {
   if (s.state_bytes != sizeof(State)) return "state_bytes " + N(s.state_bytes) + ": must be " + N(sizeof(State));
@@ -508,7 +511,9 @@ bool RemoveUnfinished(std::string_view name) {
   return false;
 }
 
-namespace {
+// Not an anonymous namespace: g++-14 ICEs on internal-linkage helpers in module
+// units at -O1 and up (docs/toolchain-notes.md, "ICE in ipa_comdats").
+namespace inspect_impl {
 
 // The data segment of ring `ring` (whose State `state` describes) as Remove
 // may take it along: a circbuf segment of the data size of that ring, or an
@@ -530,7 +535,8 @@ std::optional<SegmentInfo> InspectIfThere(std::string const& name) {
   }
 }
 
-}  // namespace
+}  // namespace inspect_impl
+using namespace inspect_impl;  // NOLINT(google-build-using-namespace): this unit's own helpers
 
 RemoveResult Remove(std::string_view name, bool force) {
   (void)Spec::Make(name, 0);  // the name rules of a ring
