@@ -182,3 +182,31 @@ TEST(RingTyped, ZeroCopyReadAndPoll) {
 }
 
 }  // namespace
+
+// A constructor that throws inside Emplace publishes nothing: the claim is
+// aborted, the exception goes on, and the next message is the next one a
+// reader sees.
+struct Picky {
+  std::uint64_t value;
+  explicit Picky(std::uint64_t v) : value(v) {
+    if (v == 13) throw std::runtime_error("unlucky");
+  }
+};
+static_assert(circbuf::Storable<Picky>);
+
+TEST(RingTyped, EmplaceWhoseConstructorThrowsPublishesNothing) {
+  RingName r;
+  cb::TypedWriter<Picky> w(SpecOf(r, 4096), 77);
+  cb::TypedReader<Picky> reader(SpecOf(r, 0), 77, {.start = cb::StartAt::kOldest});
+  w.Emplace(std::uint64_t{12});
+  EXPECT_THROW(w.Emplace(std::uint64_t{13}), std::runtime_error);
+  w.Emplace(std::uint64_t{14});
+  Picky got{0};
+  ASSERT_EQ(reader.Read(got), cb::Outcome::kMessage);
+  EXPECT_EQ(got.value, 12U);
+  ASSERT_EQ(reader.Read(got), cb::Outcome::kMessage);
+  EXPECT_EQ(got.value, 14U) << "nothing of the throwing Emplace was published";
+  EXPECT_EQ(reader.Read(got), cb::Outcome::kEmpty);
+  EXPECT_EQ(reader.Untyped().Lost(), 0U);
+  EXPECT_EQ(w.Untyped().NextSequence(), 2U);
+}
