@@ -123,13 +123,19 @@ void Dd(benchmark::State& state, bool shm) {
 int main(int argc, char** argv) {
   cbb::TakeFlag(argc, argv, "--round_trips=", [](char const*) {});
   cbb::TakeFlag(argc, argv, "--seconds=", [](char const*) {});
-  benchmark::RegisterBenchmark("dd/shm", [](benchmark::State& s) { Dd(s, true); })->Unit(benchmark::kMillisecond)->UseRealTime();
+  benchmark::RegisterBenchmark("dd/shm", [](benchmark::State& s) { Dd(s, true); })
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("record/append/shm/1024", [](benchmark::State& s) { Append(s, true); })
-      ->Unit(benchmark::kMillisecond)->UseRealTime();
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("record/ring/shm/1024", RingThenAppend)->Unit(benchmark::kMillisecond)->UseRealTime();
-  benchmark::RegisterBenchmark("dd/disk", [](benchmark::State& s) { Dd(s, false); })->Unit(benchmark::kMillisecond)->UseRealTime();
+  benchmark::RegisterBenchmark("dd/disk", [](benchmark::State& s) { Dd(s, false); })
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("record/append/disk/1024", [](benchmark::State& s) { Append(s, false); })
-      ->Unit(benchmark::kMillisecond)->UseRealTime();
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
