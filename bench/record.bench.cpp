@@ -100,9 +100,9 @@ void Dd(benchmark::State& state, bool shm) {
   std::uint64_t bytes = 0;
   for (auto _ : state) {
     std::remove(path.c_str());
+    std::vector<std::string> args{"dd", "if=/dev/zero", of, "bs=1M", count, "status=none"};
     std::vector<char*> argv;
-    std::string a0 = "dd", a1 = "if=/dev/zero", a2 = of, a3 = "bs=1M", a4 = count, a5 = "status=none";
-    for (std::string* a : {&a0, &a1, &a2, &a3, &a4, &a5}) argv.push_back(a->data());
+    for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     pid_t pid = 0;
     if (::posix_spawn(&pid, "/bin/dd", nullptr, nullptr, argv.data(), environ) != 0) {
