@@ -9,7 +9,11 @@
 //                              same place (conv=fsync off, like the recorder: page cache)
 // Counter bytes_per_second (wall time: dd runs in another process); the target is Append >= 0.8 x
 // dd at the same place. Each round writes
-// kBytes; files are removed afterwards. Replay is not measured: there is no replay yet.
+// kBytes; files are removed afterwards.
+//   replay/ring/64             the ring writer's own rate: Writer::Write of 64-byte messages from memory
+//   replay/file/64             what `circbuf replay --speed max` does per message: RecordingReader::Next
+//                              of a recording in /dev/shm, the sequence check, Writer::Write
+// Counter items_per_second; the target is replay/file >= 0.5 x replay/ring.
 // Flags: Google Benchmark's own (--round_trips and --seconds are accepted and ignored: ctest's
 // smoke run).
 #include <spawn.h>
@@ -118,6 +122,47 @@ void Dd(benchmark::State& state, bool shm) {
   Report(state, bytes);
 }
 
+constexpr std::size_t kSmall = 64;
+constexpr std::uint64_t kReplayMessages = std::uint64_t{1} << 22;  // per round
+
+void ReplayRing(benchmark::State& state) {
+  cb::Writer writer(cb::Spec::Make(cbb::UniqueName("replay"), 1 << 20));
+  std::vector<std::byte> message(kSmall, std::byte{7});
+  std::uint64_t messages = 0;
+  for (auto _ : state) {
+    for (std::uint64_t i = 0; i < kReplayMessages; ++i) writer.Write(message);
+    messages += kReplayMessages;
+  }
+  state.counters["items_per_second"] = benchmark::Counter(static_cast<double>(messages), benchmark::Counter::kIsRate);
+}
+
+void ReplayFile(benchmark::State& state) {
+  std::string const path = PathIn(true) + "-replay";
+  {
+    std::remove(path.c_str());
+    rec::RecordingWriter w(path);
+    std::vector<std::byte> message(kSmall, std::byte{7});
+    for (std::uint64_t i = 0; i < kReplayMessages; ++i) w.Append(i, i, message);
+    w.Close();
+  }
+  cb::Writer writer(cb::Spec::Make(cbb::UniqueName("replay"), 1 << 20));
+  std::uint64_t messages = 0;
+  for (auto _ : state) {
+    rec::RecordingReader reader(path);
+    rec::Entry e;
+    std::uint64_t const delta = writer.NextSequence();  // as replay's shifted numbers
+    while (reader.Next(e)) {
+      std::uint64_t const number = e.sequence + delta;
+      if (e.type != rec::EntryType::kMessage || number < writer.NextSequence()) continue;
+      if (number > writer.NextSequence()) writer.Skip(number - writer.NextSequence());
+      writer.Write(e.payload);
+      ++messages;
+    }
+  }
+  std::remove(path.c_str());
+  state.counters["items_per_second"] = benchmark::Counter(static_cast<double>(messages), benchmark::Counter::kIsRate);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -136,6 +181,8 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("record/append/disk/1024", [](benchmark::State& s) { Append(s, false); })
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
+  benchmark::RegisterBenchmark("replay/ring/64", ReplayRing)->Unit(benchmark::kMillisecond)->UseRealTime();
+  benchmark::RegisterBenchmark("replay/file/64", ReplayFile)->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

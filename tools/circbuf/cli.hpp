@@ -137,5 +137,6 @@ Command AddBench(CLI::App& app);
 Command AddRecord(CLI::App& app);  // record.cpp: record, info, dump
 Command AddInfo(CLI::App& app);
 Command AddDump(CLI::App& app);
+Command AddReplay(CLI::App& app);  // replay.cpp
 
 }  // namespace circbuf::tool
