@@ -106,6 +106,7 @@ void Dd(benchmark::State& state, bool shm) {
     std::remove(path.c_str());
     std::vector<std::string> args{"dd", "if=/dev/zero", of, "bs=1M", count, "status=none"};
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     pid_t pid = 0;

@@ -77,9 +77,11 @@ TEST(Crc32c, KnownVectors) {
   EXPECT_EQ(rec::Crc32cSoftware(bytes), 0xE3069283u);
   EXPECT_EQ(rec::Crc32c({}), 0u);
   // Hardware and table agree on every length and alignment; chaining works.
-  auto const data = Payload(1000, 3);
+  // Lengths on both sides of the 3-lane loops (3 x 256 and 3 x 64 bytes).
+  auto const data = Payload(70000, 3);
   for (std::size_t off = 0; off < 9; ++off) {
-    for (std::size_t n : {0, 1, 7, 8, 9, 63, 64, 65, 500}) {
+    for (std::size_t n : {0,   1,   7,   8,   9,   63,  64,  65,  191,  192,  193,  200,  255,       256,
+                          500, 767, 768, 769, 775, 959, 960, 961, 1000, 1048, 1559, 4096, 65535 + 24}) {
       auto const s = std::span<std::byte const>(data).subspan(off, n);
       ASSERT_EQ(rec::Crc32c(s), rec::Crc32cSoftware(s)) << off << " " << n;
       ASSERT_EQ(rec::Crc32c(s.subspan(n / 2), rec::Crc32c(s.first(n / 2))), rec::Crc32c(s));
