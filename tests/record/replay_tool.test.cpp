@@ -259,7 +259,7 @@ TEST(ReplayTool, ShiftedNumbersKeepTheGapsAndFromStartsLater) {
     ASSERT_EQ(r.code, 0) << r.err;
     // continue: the first message (recorded 200) gets the ring's next number, 0; so contents are of number + 200.
     Seen const seen = ReadAll(reader, 16, std::uint64_t{0} - 200);
-    std::vector<std::uint64_t> const want{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,  // recorded 200 .. 214
+    std::vector<std::uint64_t> const want{0,   1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,  // recorded 200 .. 214
                                           1015};  // recorded 1215, after the gap of 1000
     EXPECT_EQ(seen.sequences, want);
     EXPECT_EQ(seen.bad, 0U);

@@ -200,8 +200,8 @@ int RunReplay() {
   bool const fits = source >= cb::kMinCapacity && source <= cb::kMaxCapacity && cb::MaxMessageFor(source) <= max;
   if (!fits) {
     if (std::size_t const largest = LargestMessage(reader); largest > max) {
-      throw Error(kInvalid, g_replay.file + " holds a message of " + U(largest) + " bytes; a ring of " +
-                                U(capacity) + " bytes takes at most " + U(max) + " (--capacity)");
+      throw Error(kInvalid, g_replay.file + " holds a message of " + U(largest) + " bytes; a ring of " + U(capacity) +
+                                " bytes takes at most " + U(max) + " (--capacity)");
     }
     Seek(reader, g_replay.from_text);
   }
