@@ -307,6 +307,57 @@ TEST(ReplayTool, SpeedKeepsTheRecordedSpacingAsALowerBound) {
   }
 }
 
+// A recording in parts (record --rotate: FILE, FILE.1, ...): played part
+// after part, --from seeking in each; a gap across the seam is kept.
+TEST(ReplayTool, APartedRecordingIsPlayedPartAfterPart) {
+  Cleanup c("replay-parts");
+  std::string const file = c.dir + "/parts.cbrec";
+  {
+    rec::RecordingWriter w(file,
+                           {.ring_name = "/source", .ring_capacity = 1 << 20, .rotate_bytes = std::uint64_t{16} << 10});
+    for (std::uint64_t seq = 0; seq < 300; ++seq) {
+      if (seq == 150) {
+        w.AppendGap(150, 9, seq);
+        continue;
+      }
+      w.Append(seq + (seq > 150 ? 8 : 0), seq, Message(seq + (seq > 150 ? 8 : 0), 200));
+    }
+    w.Close();
+  }
+  ASSERT_TRUE(std::filesystem::exists(file + ".2")) << "the test needs at least three parts";
+  std::size_t parts = 1;
+  while (std::filesystem::exists(file + "." + std::to_string(parts))) ++parts;
+  auto const info = Circbuf({"info", file, "--json"});
+  ASSERT_EQ(info.code, 0) << info.err;
+  EXPECT_EQ(JsonField(info.out, "parts"), std::to_string(parts));
+  auto const dump = Circbuf({"dump", file});
+  ASSERT_EQ(dump.code, 0) << dump.err;
+  EXPECT_EQ(circbuf::test::Lines(dump.out).size(), 300U) << "299 messages and a gap, through every part";
+  EXPECT_NE(dump.out.find("#150  "), std::string::npos);
+  EXPECT_NE(dump.out.find("gap: 9 messages lost"), std::string::npos);
+  {
+    cb::Reader reader = AttachFirst(c.names[0]);
+    auto const r = Circbuf({"replay", file, c.names[0], "--speed", "max"}, {}, 60s);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.err.find("parts (--rotate), played in order"), std::string::npos) << r.err;
+    Seen const seen = ReadAll(reader, 299);
+    ASSERT_EQ(seen.sequences.size(), 299U);
+    EXPECT_EQ(seen.bad, 0U);
+    EXPECT_EQ(seen.sequences.front(), 0U);
+    EXPECT_EQ(seen.sequences.back(), 307U);
+    EXPECT_EQ(reader.Lost(), 9U);
+  }
+  {
+    cb::Reader reader = AttachFirst(c.names[1]);
+    auto const r = Circbuf({"replay", file, c.names[1], "--speed", "max", "--from", "250"}, {}, 60s);
+    ASSERT_EQ(r.code, 0) << r.err;
+    Seen const seen = ReadAll(reader, 58);
+    ASSERT_EQ(seen.sequences.size(), 58U);
+    EXPECT_EQ(seen.sequences.front(), 250U);
+    EXPECT_EQ(seen.bad, 0U);
+  }
+}
+
 TEST(ReplayTool, BadInputGetsOneClearLineAndItsExitCode) {
   Cleanup c("replay-bad");
   std::string const file = c.dir + "/ok.cbrec";

@@ -98,6 +98,9 @@ void SetStopHook(void (*hook)() noexcept);
 
 std::uint64_t NowNs();  // CLOCK_MONOTONIC
 bool IsTerminal(int fd);
+// A recording written with --rotate: FILE, then FILE.1, FILE.2, ... as long as
+// they exist (circbuf.record's rotation names them so). At least {file}.
+std::vector<std::string> RecordingParts(std::string const& file);
 
 // ---- Latency histogram ----------------------------------------------------------------
 // Log-linear buckets: exact below 128 ns, then 64 buckets per power of two

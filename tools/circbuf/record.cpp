@@ -7,8 +7,10 @@
 //     spin); the file is flushed before each wait, so a recorder killed while
 //     the ring is idle has lost nothing. Stops at --duration, --count,
 //     SIGINT/SIGTERM (flushes, exit 0) or when the writer closes the ring.
-//   info: Recording::RecordingReader::Info as text or JSON.
-//   dump: one line per entry (text) or a hex dump per message, from a sequence on.
+//   info: Recording::RecordingReader::Info as text or JSON (of FILE; the
+//     number of parts FILE.1, ... that --rotate made after it is shown).
+//   dump: one line per entry (text) or a hex dump per message, from a sequence
+//     on, through every part.
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -161,6 +163,7 @@ std::string IsoTime(std::uint64_t ns) {
 int RunInfo() {
   rec::RecordingReader reader(g_info.file);
   rec::Summary const s = reader.Info();
+  std::size_t const parts = RecordingParts(g_info.file).size();  // this file and the FILE.k after it
   if (g_info.json) {
     std::string out =
         "{\"file\": " + JsonString(g_info.file) + ", \"version\": " + U(s.header.version) +
@@ -175,7 +178,7 @@ int RunInfo() {
       out += (i == 0 ? "" : ", ") + std::string("{\"offset\": ") + U(s.corrupt[i].offset) +
              ", \"bytes\": " + U(s.corrupt[i].bytes) + "}";
     }
-    out += "], \"torn_bytes\": " + U(s.torn_bytes) + "}\n";
+    out += "], \"torn_bytes\": " + U(s.torn_bytes) + ", \"parts\": " + U(parts) + "}\n";
     std::fputs(out.c_str(), stdout);
     return kOk;
   }
@@ -201,6 +204,10 @@ int RunInfo() {
                 static_cast<unsigned long long>(c.bytes));
   }
   std::printf("torn tail       %llu bytes\n", static_cast<unsigned long long>(s.torn_bytes));
+  if (parts > 1) {
+    std::printf("parts           %zu (this file, then %s.1 .. .%zu: circbuf info each; dump and replay read all)\n",
+                parts, g_info.file.c_str(), parts - 1);
+  }
   return kOk;
 }
 
@@ -263,31 +270,34 @@ std::string HexLines(std::span<std::byte const> m) {
   return out;
 }
 
+// Every part of a recording (--rotate: FILE, FILE.1, ...), in order.
 int RunDump() {
-  rec::RecordingReader reader(g_dump.file);
-  if (g_dump.has_from) reader.SeekSequence(g_dump.from);
   bool const hex = g_dump.format == "hex";
-  rec::Entry e;
-  try {
-    while (reader.Next(e)) {
-      std::string line = "#" + U(e.sequence) + "  " + IsoTime(e.timestamp_ns) + "  ";
-      if (e.type == rec::EntryType::kGap) {
-        line += "gap: " + U(e.lost) + " messages lost\n";
-      } else if (hex) {
-        line += U(e.payload.size()) + " bytes\n" + HexLines(e.payload);
-      } else {
-        line += U(e.payload.size()) + " bytes  " + Escaped(e.payload) + "\n";
+  for (std::string const& part : RecordingParts(g_dump.file)) {
+    rec::RecordingReader reader(part);
+    if (g_dump.has_from) reader.SeekSequence(g_dump.from);
+    rec::Entry e;
+    try {
+      while (reader.Next(e)) {
+        std::string line = "#" + U(e.sequence) + "  " + IsoTime(e.timestamp_ns) + "  ";
+        if (e.type == rec::EntryType::kGap) {
+          line += "gap: " + U(e.lost) + " messages lost\n";
+        } else if (hex) {
+          line += U(e.payload.size()) + " bytes\n" + HexLines(e.payload);
+        } else {
+          line += U(e.payload.size()) + " bytes  " + Escaped(e.payload) + "\n";
+        }
+        Out(line);
       }
-      Out(line);
+      if (std::fflush(stdout) != 0 && errno == EPIPE) return kOk;
+    } catch (StdoutClosed const&) {
+      return kOk;
     }
-    if (std::fflush(stdout) != 0 && errno == EPIPE) return kOk;
-  } catch (StdoutClosed const&) {
-    return kOk;
-  }
-  if (reader.CorruptCount() != 0 || reader.TornBytes() != 0) {
-    std::fprintf(stderr, "circbuf dump: %s: %llu corrupt entries skipped, torn tail of %llu bytes ignored\n",
-                 g_dump.file.c_str(), static_cast<unsigned long long>(reader.CorruptCount()),
-                 static_cast<unsigned long long>(reader.TornBytes()));
+    if (reader.CorruptCount() != 0 || reader.TornBytes() != 0) {
+      std::fprintf(stderr, "circbuf dump: %s: %llu corrupt entries skipped, torn tail of %llu bytes ignored\n",
+                   part.c_str(), static_cast<unsigned long long>(reader.CorruptCount()),
+                   static_cast<unsigned long long>(reader.TornBytes()));
+    }
   }
   return kOk;
 }

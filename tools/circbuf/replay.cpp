@@ -9,6 +9,8 @@
 //   the numbers are shifted so that the first replayed message gets the
 //   ring's next number; the spacing, and so every gap, stays the same.
 //   --loop plays the file again and again, each pass continuing the numbers.
+//   A recording of several parts (record --rotate: FILE, FILE.1, ...) is
+//   played part after part.
 //   Timing: the recorded receive times, scaled by --speed (max: no waits).
 //   A message too large for RING is refused before anything is written.
 #include <time.h>
@@ -23,6 +25,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -107,23 +110,21 @@ std::optional<std::uint64_t> ParseIsoTime(std::string const& text) {
   return static_cast<std::uint64_t>(seconds) * 1'000'000'000 + fraction;
 }
 
-// Positions `reader` where --from says: a sequence number, an ISO 8601 UTC
-// time, or +SECONDS after the recording's first entry.
-void Seek(rec::RecordingReader& reader, std::string const& from) {
-  if (from.empty()) {
-    reader.Rewind();
-    return;
-  }
-  bool const digits = from.find_first_not_of("0123456789") == std::string::npos;
-  if (digits) {
-    unsigned long long seq = 0;
+// Where --from says to start: a sequence number, an ISO 8601 UTC time, or
+// +SECONDS after the recording's first entry (resolved against the first part).
+struct From {
+  enum Kind : std::uint8_t { kStart, kSequence, kTime } kind = kStart;
+  std::uint64_t value = 0;
+};
+
+From ParseFrom(std::string const& from, std::string const& first_part) {
+  if (from.empty()) return {};
+  if (from.find_first_not_of("0123456789") == std::string::npos) {
     try {
-      seq = std::stoull(from);
+      return {From::kSequence, std::stoull(from)};
     } catch (std::exception const&) {
       throw Error(kInvalid, "--from " + from + ": a sequence number must be below 2^64");
     }
-    reader.SeekSequence(seq);
-    return;
   }
   if (from.starts_with("+")) {
     std::size_t used = 0;
@@ -136,28 +137,35 @@ void Seek(rec::RecordingReader& reader, std::string const& from) {
     if (used + 1 != from.size() || !(seconds >= 0)) {
       throw Error(kInvalid, "--from " + from + ": +SECONDS must be a number of seconds >= 0");
     }
-    reader.Rewind();
+    rec::RecordingReader reader(first_part);
     rec::Entry first;
-    if (!reader.Next(first)) return;  // empty: nothing to play
-    reader.SeekTime(first.timestamp_ns + static_cast<std::uint64_t>(seconds * 1e9));
-    return;
+    if (!reader.Next(first)) return {};  // empty: nothing to play anyway
+    return {From::kTime, first.timestamp_ns + static_cast<std::uint64_t>(seconds * 1e9)};
   }
-  if (std::optional<std::uint64_t> const ns = ParseIsoTime(from)) {
-    reader.SeekTime(*ns);
-    return;
-  }
+  if (std::optional<std::uint64_t> const ns = ParseIsoTime(from)) return {From::kTime, *ns};
   throw Error(kInvalid, "--from " + from +
                             ": must be a sequence number, a UTC time (2026-12-03T07:41:00.5Z) or +SECONDS "
                             "after the first entry");
 }
 
-// The largest message from the position `reader` is at on (it is rewound
-// to where it was by the caller's Seek).
-std::size_t LargestMessage(rec::RecordingReader& reader) {
+void Seek(rec::RecordingReader& reader, From from) {
+  switch (from.kind) {
+    case From::kStart: reader.Rewind(); break;
+    case From::kSequence: reader.SeekSequence(from.value); break;
+    case From::kTime: reader.SeekTime(from.value); break;
+  }
+}
+
+// The largest message from `from` on, in every part.
+std::size_t LargestMessage(std::vector<std::string> const& parts, From from) {
   std::size_t largest = 0;
-  rec::Entry e;
-  while (reader.Next(e)) {
-    if (e.type == rec::EntryType::kMessage && e.payload.size() > largest) largest = e.payload.size();
+  for (std::string const& part : parts) {
+    rec::RecordingReader reader(part);
+    Seek(reader, from);
+    rec::Entry e;
+    while (reader.Next(e)) {
+      if (e.type == rec::EntryType::kMessage && e.payload.size() > largest) largest = e.payload.size();
+    }
   }
   return largest;
 }
@@ -181,38 +189,41 @@ int RunReplay() {
   std::string const name = CheckRingName(g_replay.name);
   double const speed = ParseSpeed(g_replay.speed_text);
   bool const keep = g_replay.sequence == "keep";
-  rec::RecordingReader reader(g_replay.file);
+  std::vector<std::string> const parts = RecordingParts(g_replay.file);
+  rec::FileHeader header;
+  {
+    rec::RecordingReader first(g_replay.file);  // refuses a missing or foreign file before anything else
+    header = first.Header();
+  }
+  From const from = ParseFrom(g_replay.from_text, g_replay.file);
   std::uint64_t capacity = 0;
   if (!g_replay.capacity.empty()) capacity = ParseCapacity(g_replay.capacity);
   if (SharedMemory::Exists(name)) {  // look before attaching (see tail.cpp)
     SegmentInfo const info = InspectRing(name);
     if (capacity == 0) capacity = info.capacity;  // keep the capacity it has
   }
-  if (capacity == 0) {  // a new ring: the source ring's capacity, if the recording names a usable one
-    std::uint64_t const source = reader.Header().ring_capacity;
-    capacity = source >= cb::kMinCapacity && source <= cb::kMaxCapacity ? source : std::uint64_t{1} << 20;
-  }
-  Seek(reader, g_replay.from_text);
+  std::uint64_t const source = header.ring_capacity;
+  bool const source_ok = source >= cb::kMinCapacity && source <= cb::kMaxCapacity;
+  if (capacity == 0) capacity = source_ok ? source : std::uint64_t{1} << 20;  // a new ring: the source's capacity
   // Refuse a message the ring cannot take before writing anything: a scan of
-  // the file unless the source ring's largest message fits anyway.
+  // the recording unless the source ring's largest message fits anyway.
   std::size_t const max = cb::MaxMessageFor(cb::Spec::Make(name, capacity).capacity);
-  std::uint64_t const source = reader.Header().ring_capacity;
-  bool const fits = source >= cb::kMinCapacity && source <= cb::kMaxCapacity && cb::MaxMessageFor(source) <= max;
-  if (!fits) {
-    if (std::size_t const largest = LargestMessage(reader); largest > max) {
+  if (!source_ok || cb::MaxMessageFor(source) > max) {
+    if (std::size_t const largest = LargestMessage(parts, from); largest > max) {
       throw Error(kInvalid, g_replay.file + " holds a message of " + U(largest) + " bytes; a ring of " + U(capacity) +
                                 " bytes takes at most " + U(max) + " (--capacity)");
     }
-    Seek(reader, g_replay.from_text);
   }
   InstallStopHandlers();
   cb::Writer writer(cb::Spec::Make(name, capacity));
+  if (parts.size() > 1) Note(g_replay.file + ": " + U(parts.size()) + " parts (--rotate), played in order");
 
   std::uint64_t messages = 0;
   std::uint64_t bytes = 0;
   std::uint64_t gaps = 0;
   std::uint64_t lost = 0;
   std::uint64_t dropped = 0;  // entries out of order (a number at or below one already written)
+  std::uint64_t corrupt = 0;
   std::uint64_t passes = 0;
   std::optional<std::uint64_t> delta;  // ring number = recorded number + delta (mod 2^64)
   auto const started = std::chrono::steady_clock::now();
@@ -225,60 +236,66 @@ int RunReplay() {
     ++gaps;
     lost += target - next;
   };
-  for (bool more = true; more;) {
+  bool stopped = false;
+  for (bool more = true; more && !stopped;) {
     ++passes;
     std::optional<std::uint64_t> first_ns;  // the pass's first recorded time
     auto pass_start = std::chrono::steady_clock::now();
     std::uint64_t entries = 0;
-    rec::Entry e;
-    while (reader.Next(e)) {
-      ++entries;
-      if (!delta) {
-        std::uint64_t const next = writer.NextSequence();
-        if (keep && passes == 1 && e.sequence >= next) {
-          delta = 0;
-        } else {
-          delta = next - e.sequence;
-          if (keep && passes == 1) {
-            Note(name + " is at sequence " + U(next) + ", past the recording's first (" + U(e.sequence) +
-                 "): numbers shifted by " + U(next - e.sequence) + ", gaps kept");
+    for (std::string const& part : parts) {
+      rec::RecordingReader reader(part);
+      Seek(reader, from);
+      rec::Entry e;
+      while (reader.Next(e)) {
+        ++entries;
+        if (!delta) {
+          std::uint64_t const next = writer.NextSequence();
+          if (keep && passes == 1 && e.sequence >= next) {
+            delta = 0;
+          } else {
+            delta = next - e.sequence;
+            if (keep && passes == 1) {
+              Note(name + " is at sequence " + U(next) + ", past the recording's first (" + U(e.sequence) +
+                   "): numbers shifted by " + U(next - e.sequence) + ", gaps kept");
+            }
           }
         }
+        if (!first_ns) {
+          first_ns = e.timestamp_ns;
+          pass_start = std::chrono::steady_clock::now();
+        }
+        if (speed > 0 && e.timestamp_ns > *first_ns) {
+          auto const offset = std::chrono::nanoseconds(
+              static_cast<std::int64_t>(static_cast<double>(e.timestamp_ns - *first_ns) / speed));
+          if (!WaitUntil(pass_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(offset))) {
+            break;
+          }
+        } else if (StopRequested()) {
+          break;
+        }
+        std::uint64_t const number = e.sequence + *delta;
+        if (e.type == rec::EntryType::kGap) {
+          skip_to(number + e.lost);
+          continue;
+        }
+        if (number < writer.NextSequence()) {
+          ++dropped;
+          continue;
+        }
+        skip_to(number);
+        writer.Write(e.payload);
+        ++messages;
+        bytes += e.payload.size();
       }
-      if (!first_ns) {
-        first_ns = e.timestamp_ns;
-        pass_start = std::chrono::steady_clock::now();
-      }
-      if (speed > 0 && e.timestamp_ns > *first_ns) {
-        auto const offset = std::chrono::nanoseconds(
-            static_cast<std::int64_t>(static_cast<double>(e.timestamp_ns - *first_ns) / speed));
-        if (!WaitUntil(pass_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(offset))) break;
-      } else if (StopRequested()) {
+      if (passes == 1) corrupt += reader.CorruptCount();
+      if (StopRequested()) {
+        why = "stopped by a signal";
+        stopped = true;
         break;
       }
-      std::uint64_t const number = e.sequence + *delta;
-      if (e.type == rec::EntryType::kGap) {
-        skip_to(number + e.lost);
-        continue;
-      }
-      if (number < writer.NextSequence()) {
-        ++dropped;
-        continue;
-      }
-      skip_to(number);
-      writer.Write(e.payload);
-      ++messages;
-      bytes += e.payload.size();
-    }
-    if (StopRequested()) {
-      why = "stopped by a signal";
-      break;
     }
     more = g_replay.loop && entries != 0;
-    if (more) {
-      Seek(reader, g_replay.from_text);
-      delta.reset();  // the next pass continues the numbers
-    }
+    delta.reset();  // the next pass continues the numbers
   }
   double const seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   char took[32];
@@ -287,7 +304,7 @@ int RunReplay() {
                      " messages lost) into " + name + " in " + took;
   if (g_replay.loop) line += ", " + U(passes) + " passes";
   if (dropped != 0) line += "; " + U(dropped) + " entries out of order dropped";
-  if (reader.CorruptCount() != 0) line += "; " + U(reader.CorruptCount()) + " corrupt entries skipped (counted lost)";
+  if (corrupt != 0) line += "; " + U(corrupt) + " corrupt entries skipped (counted lost)";
   Note(line + "; " + why);
   if (g_replay.hold && !StopRequested()) {
     Note(name + ": holding the buffer open (Ctrl-C to release)");

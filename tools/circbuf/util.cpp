@@ -236,6 +236,16 @@ std::uint64_t NowNs() {
 
 bool IsTerminal(int fd) { return ::isatty(fd) == 1; }
 
+std::vector<std::string> RecordingParts(std::string const& file) {
+  std::vector<std::string> parts{file};
+  for (unsigned k = 1;; ++k) {
+    std::string next = file + "." + std::to_string(k);
+    if (::access(next.c_str(), F_OK) != 0) break;
+    parts.push_back(std::move(next));
+  }
+  return parts;
+}
+
 namespace {
 std::size_t BucketOf(std::uint64_t v) {
   if (v < 128) return static_cast<std::size_t>(v);
