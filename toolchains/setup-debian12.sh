@@ -22,7 +22,7 @@ packages=(clang-19 clang-tools-19 libclang-rt-19-dev libfuzzer-19-dev ninja-buil
           libboost-dev iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev python3-matplotlib
           dpkg-dev debootstrap
           clang-format-19 clang-tidy-19
-          python3 python3-pytest)
+          python3 python3-pytest python3-dev)
 
 cmake_ok() {
   command -v cmake >/dev/null 2>&1 || return 1

@@ -41,7 +41,7 @@ except ImportError:  # run from a source tree without PYTHONPATH
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                     "python"))
     import circbuf
-from circbuf import _lib  # the raw functions, for the per-call floor
+from circbuf import _lib, _ring  # the raw functions, for the per-call floor
 
 CTX = multiprocessing.get_context("fork")
 CIRCBUF_CAPACITY = 16 << 20
@@ -302,9 +302,20 @@ def measure_floor() -> Dict:
         handle = reader._h
         delivered = _lib.reader_delivered
 
-        def nothing(n: int) -> None:
+        def nothing_ctypes(n: int) -> None:
             for _ in range(n):
                 delivered(handle)
+
+        # The floor of the binding that read/write go through: the speedups extension if it
+        # is in use (circbuf.SPEEDUPS), else ctypes.
+        nothing = nothing_ctypes
+        if circbuf.SPEEDUPS:
+            fast_delivered = _ring._fast.delivered
+            hv = reader._hv
+
+            def nothing(n: int) -> None:
+                for _ in range(n):
+                    fast_delivered(hv)
 
         def version(n: int) -> None:
             for _ in range(n):
@@ -315,7 +326,9 @@ def measure_floor() -> Dict:
                 reader.read()
 
         count = 300_000
-        return {"reader_delivered_ns": _per_call(nothing, count),
+        return {"binding": "speedups" if circbuf.SPEEDUPS else "ctypes",
+                "reader_delivered_ns": _per_call(nothing, count),
+                "reader_delivered_ctypes_ns": _per_call(nothing_ctypes, count),
                 "version_cdll_ns": _per_call(version, count),
                 "empty_read_ns": _per_call(empty_read, count)}
 
@@ -420,8 +433,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         drains[size] = measure_drain(size)
 
     print("\nIn this process:")
-    print(f"  do-nothing call circbuf_reader_delivered (PyDLL, as read/write): "
-          f"{floor['reader_delivered_ns']:.0f} ns")
+    print(f"  per-message calls through: {floor['binding']} (circbuf.SPEEDUPS: {circbuf.SPEEDUPS})")
+    print(f"  do-nothing call circbuf_reader_delivered through it: {floor['reader_delivered_ns']:.0f} ns "
+          f"(through ctypes' PyDLL: {floor['reader_delivered_ctypes_ns']:.0f} ns)")
     print(f"  circbuf_version (CDLL, GIL released and re-taken): {floor['version_cdll_ns']:.0f} ns")
     print(f"  Reader.read() on an empty ring: {floor['empty_read_ns']:.0f} ns")
     for size in sizes:

@@ -94,6 +94,10 @@ __version__ = "0.1.0"
 #: The path (or soname) libcircbuf was loaded from.
 library_path: str = _lib.path
 
+#: True if the per-message calls go through the _circbuf_speedups extension (built with the
+#: library where python3-dev is installed), False if through ctypes (docs/python.md, "Speed").
+SPEEDUPS: bool = _ring.SPEEDUPS
+
 MAX_MESSAGE: int = _lib.MAX_MESSAGE  #: the largest message any ring accepts
 MIN_CAPACITY: int = _lib.MIN_CAPACITY
 MAX_CAPACITY: int = _lib.MAX_CAPACITY
@@ -124,6 +128,7 @@ __all__ = [
     "RingInfo",
     "RingNotFoundError",
     "RingPermissionError",
+    "SPEEDUPS",
     "StateError",
     "SystemCallError",
     "Writer",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import numbers
 import operator
 import os
 import threading
 import time
+import weakref
 from ctypes import addressof, byref, c_char, c_size_t, c_uint32, c_void_p, create_string_buffer, pointer
 from ctypes import string_at
 from itertools import accumulate
@@ -44,6 +46,32 @@ _size_t = c_size_t
 _void_p = c_void_p
 _EMPTY = _lib.EMPTY
 _LAPPED = _lib.LAPPED
+
+
+def _load_speedups() -> Any:
+    """The _circbuf_speedups extension (python/_circbuf_speedups.c) bound to the loaded
+    library's hot functions, or None: not built or installed, or CIRCBUF_PYTHON_PURE=1
+    (ctypes for every call). CIRCBUF_PYTHON_SPEEDUPS=required makes a missing one an
+    ImportError (the test suite's run with the extension sets it)."""
+    if os.environ.get("CIRCBUF_PYTHON_PURE") == "1":
+        return None
+    try:
+        import _circbuf_speedups as fast  # type: ignore[import-not-found]
+    except ImportError:
+        if os.environ.get("CIRCBUF_PYTHON_SPEEDUPS") == "required":
+            raise
+        return None
+
+    def address(fn: Any) -> int:
+        return int(ctypes.cast(fn, c_void_p).value or 0)
+
+    fast.bind(address(_lib.read), address(_lib.read_batch), address(_lib.write),
+              address(_lib.reader_delivered))
+    return fast
+
+
+_fast = _load_speedups()
+SPEEDUPS = _fast is not None  # reported by circbuf.SPEEDUPS
 
 # wait() sleeps in slices of at most this long, so that signal handlers (KeyboardInterrupt
 # above all) run within this delay: CPython runs them only between bytecodes, never while a
@@ -253,12 +281,15 @@ class Writer:
         if not handle:
             raise Error(f"Writer({name!r}): circbuf_writer_open returned {rc} without a handle")
         self._h = handle
+        self._hv: Optional[int] = handle.value  # the handle as an int, for _circbuf_speedups
         self._pid = os.getpid()
         self.name = name
         self._capacity = int(_lib.writer_capacity(handle))
         self._max_message = int(_lib.writer_max_message(handle))
         self._view = _lib.PyBuffer()  # reused by every write of a non-bytes buffer
         self._view_ptr = pointer(self._view)
+        if _fast is not None:  # write() as one C callable (see the end of this module)
+            self.write = _fast.Call(_fast.WRITE, self._hv, 0, 0, weakref.ref(self), Writer.write, _write_after)
 
     # ---- publishing ----
     def write(self, data: ReadableBuffer) -> int:
@@ -368,6 +399,8 @@ class Writer:
         removes it). Idempotent."""
         with self._close_lock:
             handle, self._h = self._h, None
+            self._hv = None
+            self.__dict__.pop("write", None)  # the class's method: ClosedError from now on
         if handle is not None and self._pid == os.getpid():
             _lib.writer_close(handle)
 
@@ -440,6 +473,7 @@ class Reader:
         if not handle:
             raise Error(f"Reader({name!r}): circbuf_reader_open returned {rc} without a handle")
         self._h = handle
+        self._hv: Optional[int] = handle.value  # the handle as an int, for _circbuf_speedups
         self._pid = os.getpid()
         self.name = name
         self.strict = bool(strict)
@@ -456,10 +490,22 @@ class Reader:
         self._into_export: Any = None
         self._into_address = c_void_p()
         self._into_size = c_size_t(0)
+        self._into_int = (0, 0)
+        self._into_address_int, self._into_size_int = self._into_int
         self._poll_result = _lib.PollResult()
         self._poll_result_ptr = pointer(self._poll_result)
         self._batch: Any = None  # read_batch(): (buffer, address, capacity) once used
         self._batch_sizes: Any = None
+        self._batch_sizes_int = 0
+        self._batch_int = 0
+        # The same addresses as ints, for _circbuf_speedups.
+        self._buffer_int = addressof(self._buffer)
+        self._poll_result_int = addressof(self._poll_result)
+        if _fast is not None:  # read() and read_into() as C callables (see the end of this module)
+            owner = weakref.ref(self)
+            self.read = _fast.Call(_fast.READ, self._hv, self._buffer_int, _lib.MAX_MESSAGE, owner, Reader.read,
+                                   _read_after)
+            self.read_into = _fast.Call(_fast.READ_INTO, self._hv, 0, 0, owner, Reader.read_into, _read_into_after)
         self._batch_max = c_size_t(0)
 
     # ---- reading ----
@@ -522,6 +568,11 @@ class Reader:
         self._into = buffer
         self._into_address = c_void_p(addressof(export))
         self._into_size = c_size_t(size)
+        self._into_int = (addressof(export), size)  # for _circbuf_speedups
+        self._into_address_int, self._into_size_int = self._into_int
+        fast = self.__dict__.get("read_into")
+        if fast is not None:
+            fast.rebind(buffer, addressof(export), size)
 
     def release_buffer(self) -> None:
         """Lets go of the buffer last passed to read_into() (see there)."""
@@ -529,6 +580,11 @@ class Reader:
         self._into_export = None
         self._into_address = c_void_p()
         self._into_size = c_size_t(0)
+        self._into_int = (0, 0)
+        self._into_address_int, self._into_size_int = self._into_int
+        fast = self.__dict__.get("read_into")
+        if fast is not None:
+            fast.rebind(None, 0, 0)
 
     def read_batch(self, max: int = 256) -> List[bytes]:
         """Up to `max` messages (an empty list if there is nothing new), in one foreign call:
@@ -539,16 +595,7 @@ class Reader:
         a strict reader raises circbuf.LappedError with the call's messages in
         ``.messages``.
         """
-        count = operator.index(max)
-        if count < 1:
-            raise InvalidArgumentError(f"read_batch(max={count}): max must be >= 1")
-        if self._batch_sizes is None or count > len(self._batch_sizes):
-            if self._batch is None:
-                buffer = create_string_buffer(_BATCH_BYTES)
-                self._batch = (buffer, c_void_p(addressof(buffer)), c_size_t(_BATCH_BYTES))
-            self._batch_sizes = (c_uint32 * count)()
-        if self._batch_max.value != count:
-            self._batch_max = c_size_t(count)
+        count = self._prepare_batch(max)
         result = self._poll_result
         result.size = sizeof(result)
         _, address, capacity = self._batch
@@ -568,6 +615,21 @@ class Reader:
         if self.strict and result.laps:
             raise LappedError(int(result.lost), messages)
         return messages
+
+    def _prepare_batch(self, max: int) -> int:
+        count = operator.index(max)
+        if count < 1:
+            raise InvalidArgumentError(f"read_batch(max={count}): max must be >= 1")
+        if self._batch_sizes is None or count > len(self._batch_sizes):
+            if self._batch is None:
+                buffer = create_string_buffer(_BATCH_BYTES)
+                self._batch = (buffer, c_void_p(addressof(buffer)), c_size_t(_BATCH_BYTES))
+                self._batch_int = addressof(buffer)
+            self._batch_sizes = (c_uint32 * count)()
+            self._batch_sizes_int = addressof(self._batch_sizes)
+        if self._batch_max.value != count:
+            self._batch_max = c_size_t(count)
+        return count
 
     def skip(self) -> bool:
         """Passes over the message that circbuf.BufferTooSmallError left unread (counted in
@@ -745,7 +807,10 @@ class Reader:
                 self._wait_lock.acquire()
             try:
                 self._h = None
+                self._hv = None
                 self.release_buffer()
+                self.__dict__.pop("read", None)  # the class's methods: ClosedError from now on
+                self.__dict__.pop("read_into", None)
                 if self._pid == os.getpid():
                     _lib.reader_close(handle)
             finally:
@@ -767,3 +832,104 @@ class Reader:
     def __repr__(self) -> str:
         state = "closed" if self._h is None else f"capacity={self._capacity}"
         return f"<circbuf.Reader {getattr(self, 'name', '?')!r} {state}>"
+
+
+# ---- The per-message calls through _circbuf_speedups ----------------------------------------------
+# The same behaviour as the methods above (and their docstrings), one plain C call per message
+# instead of a ctypes call; installed over them when the extension loaded (_load_speedups).
+if _fast is not None:
+    _fast_write = _fast.write
+    _fast_read = _fast.read
+    _fast_read_bytes = _fast.read_bytes
+    _fast_read_batch = _fast.read_batch
+    _MAX_MESSAGE = _lib.MAX_MESSAGE
+
+    def _nbytes(data: Any) -> int:
+        try:
+            with memoryview(data) as view:
+                return view.nbytes
+        except TypeError:
+            return 0
+
+    def _writer_write(self: Writer, data: ReadableBuffer) -> int:
+        n = _fast_write(self._hv, data)  # the bytes written, or a negative code
+        if n > 0:
+            return n
+        raise self._error(n, _nbytes(data))
+
+    def _reader_read(self: Reader) -> Optional[bytes]:
+        address = self._buffer_int
+        while True:
+            r = _fast_read_bytes(self._hv, address, _MAX_MESSAGE)
+            if type(r) is bytes:
+                return r
+            if r == _EMPTY:
+                return None
+            if r != _LAPPED:
+                raise self._outcome_error(r, "read()")
+            if self.strict:
+                raise LappedError(int(_last_loss(self._h)))
+
+    def _reader_read_into(self: Reader, buffer: WritableBuffer) -> int:
+        if buffer is self._into:  # the common case first: the buffer bound, a message there
+            n = _fast_read(self._hv, self._into_address_int, self._into_size_int)
+            if n > 0:
+                return n
+        else:
+            self._bind_into(buffer)
+        address, size = self._into_int
+        while True:
+            n = _fast_read(self._hv, address, size)
+            if n > 0:
+                return n
+            if n == _EMPTY:
+                return 0
+            if n != _LAPPED:
+                raise self._outcome_error(n, "read_into()")
+            if self.strict:
+                raise LappedError(int(_last_loss(self._h)))
+
+    def _reader_read_batch(self: Reader, max: int = 256) -> List[bytes]:
+        count = self._prepare_batch(max)
+        result = self._poll_result
+        result.size = sizeof(result)
+        messages = _fast_read_batch(self._hv, self._batch_int, _BATCH_BYTES, self._batch_sizes_int, count,
+                                    self._poll_result_int)
+        if type(messages) is int:
+            raise self._outcome_error(messages, "read_batch()")
+        if result.stopped == _lib.CORRUPT:
+            raise CorruptError(_CORRUPT_TEXT, messages)
+        if self.strict and result.laps:
+            raise LappedError(int(result.lost), messages)
+        return messages
+
+    # What the C callables do with an outcome of their C call other than success: what the
+    # methods above do with it (a lap is counted or raised, never read over).
+    def _write_after(self: Writer, rc: int, data: ReadableBuffer) -> int:
+        raise self._error(rc, _nbytes(data))
+
+    def _read_after(self: Reader, n: int) -> Optional[bytes]:
+        if n == _EMPTY:
+            return None
+        if n != _LAPPED:
+            raise self._outcome_error(n, "read()")
+        if self.strict:
+            raise LappedError(int(_last_loss(self._h)))
+        return Reader.read(self)  # the lap is counted: on to the next message
+
+    def _read_into_after(self: Reader, n: int, buffer: WritableBuffer) -> int:
+        if n == _EMPTY:
+            return 0
+        if n != _LAPPED:
+            raise self._outcome_error(n, "read_into()")
+        if self.strict:
+            raise LappedError(int(_last_loss(self._h)))
+        return Reader.read_into(self, buffer)
+
+    for _cls, _name, _fn in ((Writer, "write", _writer_write), (Reader, "read", _reader_read),
+                             (Reader, "read_into", _reader_read_into),
+                             (Reader, "read_batch", _reader_read_batch)):
+        _fn.__doc__ = getattr(_cls, _name).__doc__
+        _fn.__name__ = _name
+        _fn.__qualname__ = f"{_cls.__name__}.{_name}"
+        setattr(_cls, _name, _fn)

@@ -413,3 +413,39 @@ def test_forked_child_does_not_close_the_parents_writer(ring_name):
         writer.write(b"still open")
         assert reader.read() == b"still open"
         assert circbuf.inspect(ring_name).writer_status == "alive"
+
+
+def test_speedups_are_in_use_where_the_build_made_them():
+    # ctest runs the suite twice where the extension is built: with it (SPEEDUPS=required)
+    # and without (CIRCBUF_PYTHON_PURE=1, ctypes for every call).
+    if os.environ.get("CIRCBUF_PYTHON_SPEEDUPS") == "required":
+        assert circbuf.SPEEDUPS
+    if os.environ.get("CIRCBUF_PYTHON_PURE") == "1":
+        assert not circbuf.SPEEDUPS
+
+
+def test_many_gaps_in_a_row_and_buffers_that_change(ring_name):
+    # Each gap record is a lap outcome of its own: thousands in a row must neither recurse
+    # nor be read over; read_into with one buffer, then another, then the first again.
+    with circbuf.Writer(ring_name, 1 << 20) as writer, \
+            circbuf.Reader(ring_name, start="next") as reader:
+        for _ in range(3000):
+            writer.skip(1)
+        writer.write(b"after the gaps")
+        assert reader.read() == b"after the gaps"
+        assert reader.lost == 3000
+        first, second = bytearray(64), bytearray(64)
+        for i, buffer in enumerate([first, second, first, memoryview(second)]):
+            writer.write(b"m%d" % i)
+            n = reader.read_into(buffer)
+            assert bytes(buffer[:n]) == b"m%d" % i
+        assert reader.read_into(first) == 0
+        reader.release_buffer()
+        writer.write(b"x")
+        assert reader.read_into(second) == 1
+    with pytest.raises(circbuf.ClosedError):
+        reader.read()
+    with pytest.raises(circbuf.ClosedError):
+        reader.read_into(second)
+    with pytest.raises(circbuf.ClosedError):
+        writer.write(b"closed")
