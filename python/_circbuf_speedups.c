@@ -154,6 +154,46 @@ static PyObject* ReadBatch(PyObject* self, PyObject* const* args, Py_ssize_t nar
   return list;
 }
 
+/* A read-only buffer is a TypeError, as the package's ctypes path says it. */
+static PyObject* ReadOnly(char const* what) {
+  if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError, "read_batch_into(): %s must be a writable buffer", what);
+  }
+  return NULL;
+}
+
+/* read_batch_into(handle, buffer, sizes, result_address) -> int: circbuf_read_batch
+ * into the caller's writable buffer and its array of uint32 lengths (any
+ * writable C-contiguous buffer of 4-byte items: array('I'), numpy uint32, a
+ * memoryview cast to 'I'); up to len(sizes) messages. The count, or a
+ * negative code. */
+static PyObject* ReadBatchInto(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  (void)self;
+  void* h = NULL;
+  void* result = NULL;
+  if (nargs != 4) return PyErr_Format(PyExc_TypeError, "read_batch_into() takes 4 arguments, not %zd", nargs);
+  if (Bound() < 0 || Address(args[0], &h) < 0 || Address(args[3], &result) < 0) return NULL;
+  Py_buffer data;
+  Py_buffer sizes;
+  if (PyObject_GetBuffer(args[1], &data, PyBUF_WRITABLE) < 0) return ReadOnly("buffer");
+  if (PyObject_GetBuffer(args[2], &sizes, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+    PyBuffer_Release(&data);
+    return ReadOnly("sizes");
+  }
+  PyObject* out = NULL;
+  if (sizes.itemsize != 4 || sizes.len < 4) {
+    PyErr_Format(PyExc_TypeError, "read_batch_into(): sizes must be a writable buffer of 4-byte unsigned items "
+                                  "(array('I'), numpy.uint32), at least one long");
+  } else {
+    size_t const max = (size_t)(sizes.len / 4);
+    out = PyLong_FromLong(g_read_batch(h, data.buf, (size_t)data.len, (uint32_t*)sizes.buf, max, result));
+  }
+  PyBuffer_Release(&sizes);
+  PyBuffer_Release(&data);
+  return out;
+}
+
 /* delivered(handle) -> int: circbuf_reader_delivered, a call that does
  * nothing but read a counter: the per-call floor of this binding. */
 static PyObject* Delivered(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
@@ -327,6 +367,8 @@ static PyMethodDef kMethods[] = {
     {"write", (PyCFunction)(void (*)(void))Write, METH_FASTCALL, "write(handle, data) -> bytes written | code"},
     {"read_batch", (PyCFunction)(void (*)(void))ReadBatch, METH_FASTCALL,
      "read_batch(handle, address, capacity, sizes, max, result) -> list | int"},
+    {"read_batch_into", (PyCFunction)(void (*)(void))ReadBatchInto, METH_FASTCALL,
+     "read_batch_into(handle, buffer, sizes, result) -> int"},
     {"delivered", (PyCFunction)(void (*)(void))Delivered, METH_FASTCALL, "delivered(handle) -> int"},
     {NULL, NULL, 0, NULL},
 };

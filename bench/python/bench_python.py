@@ -7,7 +7,8 @@
 For 64 B and 1 KiB messages, the rate of messages delivered to the reader process (messages
 per second, from its first message to its last) for:
 
-* circbuf, the reader using read_into (a preallocated bytearray), read_batch(256) and read(),
+* circbuf, the reader using read_into (a preallocated bytearray), read_batch(256),
+  read_batch_into(256) (a preallocated bytearray and array('I')) and read(),
   each with two writers: "paced" (lossless: the writer stays within half a ring of the
   reader, through a shared counter the reader updates every 256 messages) and "flat-out"
   (the writer never waits; the reader's losses are counted and reported);
@@ -26,6 +27,7 @@ The figures are what they are: nothing here is tuned to meet the targets it repo
 from __future__ import annotations
 
 import argparse
+import array
 import json
 import multiprocessing
 import os
@@ -106,6 +108,19 @@ def _circbuf_reader(conn, name: str, size: int, method: str, consumed) -> None:
                 continue
             end = time.perf_counter()
             consumed.value = delivered
+            if wait(10) in ("closed", "dead", "timeout"):
+                break
+    elif method == "read_batch_into":
+        read_batch_into = reader.read_batch_into
+        into = bytearray(1 << 20)
+        sizes = array.array("I", [0] * CHUNK)
+        while True:
+            n = read_batch_into(into, sizes)
+            if n:
+                delivered += n
+                consumed.value = delivered
+                continue
+            end = time.perf_counter()
             if wait(10) in ("closed", "dead", "timeout"):
                 break
     else:
@@ -343,7 +358,7 @@ def measure_drain(size: int) -> Dict:
     message = _message(size)
     out = {}
     with circbuf.Writer(name, circbuf.MAX_CAPACITY) as writer:
-        for method in ("read_into", "read", "read_batch"):
+        for method in ("read_into", "read", "read_batch", "read_batch_into"):
             best = float("inf")
             for _ in range(2):
                 with circbuf.Reader(name, start="next") as reader:
@@ -360,6 +375,15 @@ def measure_drain(size: int) -> Dict:
                         read = reader.read
                         while read() is not None:
                             got += 1
+                    elif method == "read_batch_into":
+                        read_batch_into = reader.read_batch_into
+                        into = bytearray(1 << 20)
+                        sizes = array.array("I", [0] * CHUNK)
+                        while True:
+                            n = read_batch_into(into, sizes)
+                            if not n:
+                                break
+                            got += n
                     else:
                         read_batch = reader.read_batch
                         while True:
@@ -382,6 +406,7 @@ def measure_drain(size: int) -> Dict:
 RUNS = [
     ("circbuf read_into", "paced", lambda s, t: run_circbuf(s, "read_into", True, t)),
     ("circbuf read_batch(256)", "paced", lambda s, t: run_circbuf(s, "read_batch", True, t)),
+    ("circbuf read_batch_into(256)", "paced", lambda s, t: run_circbuf(s, "read_batch_into", True, t)),
     ("circbuf read()", "paced", lambda s, t: run_circbuf(s, "read", True, t)),
     ("circbuf read_into", "flat-out", lambda s, t: run_circbuf(s, "read_into", False, t)),
     ("circbuf read_batch(256)", "flat-out", lambda s, t: run_circbuf(s, "read_batch", False, t)),
@@ -441,7 +466,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for size in sizes:
         d = drains[size]
         print(f"  {size} B, reader alone draining a full ring: read_into {d['read_into']:.0f} ns, "
-              f"read() {d['read']:.0f} ns, read_batch(256) {d['read_batch']:.0f} ns per message; "
+              f"read() {d['read']:.0f} ns, read_batch(256) {d['read_batch']:.0f} ns, "
+              f"read_batch_into(256) {d['read_batch_into']:.0f} ns per message; "
               f"writer alone: write() {d['write']:.0f} ns")
 
     print("\nRatios:")
@@ -451,6 +477,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         pipe = r["pipe os.read | flat-out"]["rate"]
         into = r["circbuf read_into | paced"]["rate"]
         batch = r["circbuf read_batch(256) | paced"]["rate"]
+        batch_into = r["circbuf read_batch_into(256) | paced"]["rate"]
         plain = r["circbuf read() | paced"]["rate"]
         d = drains[size]
         entry = {
@@ -460,6 +487,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             "read_into_cost_over_floor_alone": d["read_into"] / floor["reader_delivered_ns"],
             "batch_over_read_into_two_process": batch / into,
             "batch_over_read_into_alone": d["read_into"] / d["read_batch"],
+            "batch_into_over_read_into_two_process": batch_into / into,
+            "batch_into_over_read_into_alone": d["read_into"] / d["read_batch_into"],
         }
         ratios[size] = entry
         print(f"  {size} B: circbuf read_into rate / pipe rate: {entry['read_into_over_pipe']:.2f} "
@@ -473,6 +502,10 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{entry['batch_over_read_into_two_process']:.2f} two processes, "
               f"{entry['batch_over_read_into_alone']:.2f} reader alone "
               f"{_verdict(entry['batch_over_read_into_alone'], 5, True)}")
+        print(f"  {size} B: read_batch_into rate / read_into rate: "
+              f"{entry['batch_into_over_read_into_two_process']:.2f} two processes, "
+              f"{entry['batch_into_over_read_into_alone']:.2f} reader alone "
+              f"{_verdict(entry['batch_into_over_read_into_alone'], 5, True)}")
     setup["load_average_end"] = os.getloadavg()
     print(f"\nload average at the end: {setup['load_average_end'][0]:.2f}")
     if args.json:

@@ -66,12 +66,14 @@ class LappedError(Error):
     """Strict readers only: the writer overwrote ``lost`` messages before this reader read
     them. The reader has already resynchronised: the next read continues with the oldest
     intact message (or where on_lap says). From read_batch, ``messages`` holds the messages
-    that call delivered (the lap lies somewhere among them); otherwise it is empty."""
+    that call delivered (the lap lies somewhere among them); otherwise it is empty. From
+    read_batch_into, ``count`` is how many messages that call put into the buffer."""
 
-    def __init__(self, lost: int, messages: list[bytes] | None = None) -> None:
+    def __init__(self, lost: int, messages: list[bytes] | None = None, count: int = 0) -> None:
         super().__init__(f"lapped by the writer: {lost} message(s) lost")
         self.lost = lost
         self.messages = messages if messages is not None else []
+        self.count = count if messages is None else len(self.messages)
         self.code = _lib.LAPPED
 
 

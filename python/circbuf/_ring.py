@@ -616,6 +616,50 @@ class Reader:
             raise LappedError(int(result.lost), messages)
         return messages
 
+    def read_batch_into(self, buffer: WritableBuffer, sizes: WritableBuffer) -> int:
+        """The fastest way to read many messages: up to ``len(sizes)`` of them copied one after
+        another into the writable, C-contiguous `buffer`, each validated, and their lengths
+        into `sizes` (a writable buffer of 4-byte unsigned items: ``array.array('I', ...)``,
+        a numpy ``uint32`` array, a memoryview cast to ``'I'``); returns how many (0 if there
+        is nothing new). Message i is ``buffer[offset_i : offset_i + sizes[i]]`` with the
+        offsets the running sums of the sizes. One foreign call per batch and no object per
+        message. A batch ends early at a message that does not fit in what is left of
+        `buffer` (it comes first in the next call; circbuf.BufferTooSmallError if not even
+        the first fits). Laps on the way are counted (``lost``); a strict reader raises
+        circbuf.LappedError after the call, with the call's count in ``.count`` (its messages
+        are in `buffer` and `sizes`). Never blocks.
+        """
+        result = self._poll_result
+        result.size = sizeof(result)
+        if _fast is not None:
+            n = _fast.read_batch_into(self._hv, buffer, sizes, self._poll_result_int)
+        else:
+            n = self._read_batch_into_ctypes(buffer, sizes)
+        if n == _lib.BUFFER_TOO_SMALL:
+            raise BufferTooSmallError(int(_lib.reader_pending_size(self._h)), _nbytes_of(buffer))
+        if n < 0:
+            raise self._outcome_error(n, "read_batch_into()")
+        if result.stopped == _lib.CORRUPT:
+            raise CorruptError(_CORRUPT_TEXT)
+        if self.strict and result.laps:
+            raise LappedError(int(result.lost), None, n)
+        return n
+
+    def _read_batch_into_ctypes(self, buffer: WritableBuffer, sizes: WritableBuffer) -> int:
+        with memoryview(sizes) as view:
+            if view.readonly or view.itemsize != 4 or view.nbytes < 4:
+                raise TypeError("read_batch_into(): sizes must be a writable buffer of 4-byte unsigned items "
+                                "(array('I'), numpy.uint32), at least one long")
+            count = view.nbytes // 4
+        with memoryview(buffer) as view:
+            if view.readonly:
+                raise TypeError("read_batch_into() needs a writable buffer")
+            capacity = view.nbytes
+        data = (c_char * capacity).from_buffer(buffer)
+        lengths = (c_uint32 * count).from_buffer(sizes)
+        return int(_read_batch(self._h, c_void_p(addressof(data)), c_size_t(capacity), lengths, c_size_t(count),
+                               self._poll_result_ptr))
+
     def _prepare_batch(self, max: int) -> int:
         count = operator.index(max)
         if count < 1:
@@ -832,6 +876,14 @@ class Reader:
     def __repr__(self) -> str:
         state = "closed" if self._h is None else f"capacity={self._capacity}"
         return f"<circbuf.Reader {getattr(self, 'name', '?')!r} {state}>"
+
+
+def _nbytes_of(data: Any) -> int:
+    try:
+        with memoryview(data) as view:
+            return view.nbytes
+    except TypeError:
+        return 0
 
 
 # ---- The per-message calls through _circbuf_speedups ----------------------------------------------

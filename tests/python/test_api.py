@@ -449,3 +449,47 @@ def test_many_gaps_in_a_row_and_buffers_that_change(ring_name):
         reader.read_into(second)
     with pytest.raises(circbuf.ClosedError):
         writer.write(b"closed")
+
+
+def test_read_batch_into_caller_buffers(ring_name):
+    import array
+    with circbuf.Writer(ring_name, 1 << 20) as writer, \
+            circbuf.Reader(ring_name, start="next") as reader:
+        buffer = bytearray(1000)
+        sizes = array.array("I", [0] * 16)
+        assert reader.read_batch_into(buffer, sizes) == 0
+        messages = [pattern(i, 90) for i in range(40)]
+        for m in messages:
+            writer.write(m)
+        writer.skip(3)
+        writer.write(b"last")
+        got = []
+        while True:
+            n = reader.read_batch_into(buffer, sizes)
+            if n == 0:
+                break
+            assert n <= 16
+            offset = 0
+            for k in range(n):
+                got.append(bytes(buffer[offset:offset + sizes[k]]))
+                offset += sizes[k]
+        assert got == messages + [b"last"]
+        assert reader.lost == 3
+        writer.write(bytes(2000))  # larger than the whole buffer: it stays unread
+        with pytest.raises(circbuf.BufferTooSmallError) as caught:
+            reader.read_batch_into(buffer, sizes)
+        assert caught.value.needed == 2000 and caught.value.capacity == 1000
+        assert reader.read_batch_into(bytearray(4096), sizes) == 1
+        with pytest.raises(TypeError):
+            reader.read_batch_into(buffer, array.array("H", [0] * 4))  # 2-byte items
+        with pytest.raises(TypeError):
+            reader.read_batch_into(bytes(10), sizes)  # read-only
+    with circbuf.Writer(ring_name, 4096) as writer, \
+            circbuf.Reader(ring_name, start="next", strict=True) as reader:
+        writer.write(b"a")
+        writer.skip(2)
+        writer.write(b"b")
+        sizes = array.array("I", [0] * 8)
+        with pytest.raises(circbuf.LappedError) as caught:
+            reader.read_batch_into(bytearray(64), sizes)
+        assert caught.value.lost == 2 and caught.value.count == 2
