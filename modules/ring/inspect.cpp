@@ -278,7 +278,11 @@ void FillRing(SegmentInfo& info, State const& s, SegmentFile const& state_file) 
                     "record space)";
     }
   }
-  if (info.damage.empty()) info.messages = MessagesWritten(state_file, s.capacity, data);
+  if (info.damage.empty()) {
+    info.messages = MessagesWritten(state_file, s.capacity, data);
+    // What gap records skipped (Writer::Skip), as the State says: at most the numbers used.
+    info.skipped = std::min(StateWord<std::uint64_t>(state_file, offsetof(State, skipped)), info.messages);
+  }
 }
 
 // The file of segment `fd` is unfinished now (circbuf.shm: magic 0, and 0
@@ -392,6 +396,7 @@ SegmentInfo Inspect(std::string_view name) {
     if (!own_damage.empty()) {  // the state segment's own comes first, and nothing is derived from it
       info.damage = own_damage;
       info.messages = 0;
+      info.skipped = 0;
     }
   }
   return info;

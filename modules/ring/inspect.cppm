@@ -94,7 +94,8 @@ struct SegmentInfo {
   std::uint64_t chunk = 0;
   std::uint32_t max_message = 0;
   std::uint64_t tail = 0;
-  std::uint64_t messages = 0;  // messages written: the latest intact record's sequence + 1
+  std::uint64_t messages = 0;  // sequence numbers used: the latest intact record's sequence + 1
+  std::uint64_t skipped = 0;   // of them, skipped by gap records (Writer::Skip): messages - skipped were written
   pid_t writer_pid = 0;
   WriterStatus writer = WriterStatus::kNone;
   std::uint64_t writer_epoch = 0;

@@ -262,3 +262,20 @@ TEST(RingGap, TakeOverAfterGapsContinuesTheNumbers) {
     ExpectMessage(after, expected);
   }
 }
+
+// Inspect (and so `circbuf stat`) tells what gap records skipped.
+TEST(RingGap, InspectCountsTheSkippedNumbers) {
+  RingName r;
+  cb::Writer w(cb::Spec::Make(r.name, kCapacity));
+  for (int i = 0; i < 3; ++i) WriteSeq(w);
+  w.Skip(5);
+  cb::SegmentInfo info = cb::Inspect(r.name);
+  EXPECT_EQ(info.messages, 8U) << "a gap record is the newest record: the State's next number";
+  EXPECT_EQ(info.skipped, 5U);
+  WriteSeq(w);
+  info = cb::Inspect(r.name);
+  EXPECT_EQ(info.messages, 9U);
+  EXPECT_EQ(info.skipped, 5U);
+  EXPECT_TRUE(info.corrupt.empty()) << info.corrupt;
+  EXPECT_TRUE(info.damage.empty()) << info.damage;
+}

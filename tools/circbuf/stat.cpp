@@ -69,14 +69,15 @@ std::string WriterText(SegmentInfo const& s) {
 
 void PrintJson(SegmentInfo const& s, Rates const& r) {
   std::printf("{\"name\": %s, \"layout_version\": %u, \"capacity\": %llu, \"chunk\": %llu, \"max_message\": %u, "
-              "\"write_position\": %llu, \"messages\": %llu, \"message_rate\": %.1f, \"byte_rate\": %.1f, "
+              "\"write_position\": %llu, \"messages\": %llu, \"skipped\": %llu, \"message_rate\": %.1f, "
+              "\"byte_rate\": %.1f, "
               "\"writer_pid\": %d, \"writer\": %s, \"writer_epoch\": %llu, \"attached\": %u, "
               "\"data_attached\": %u, \"readers_asleep\": %s, \"stale\": %s}\n",
               JsonString(s.name).c_str(), s.ring_version, static_cast<unsigned long long>(s.capacity),
               static_cast<unsigned long long>(s.chunk), s.max_message, static_cast<unsigned long long>(s.tail),
-              static_cast<unsigned long long>(s.messages), r.messages, r.bytes, s.writer_pid,
-              JsonString(WriterName(s)).c_str(), static_cast<unsigned long long>(s.writer_epoch), s.refcount,
-              s.data_refcount, s.sleeping ? "true" : "false", s.stale && s.data_stale ? "true" : "false");
+              static_cast<unsigned long long>(s.messages), static_cast<unsigned long long>(s.skipped), r.messages,
+              r.bytes, s.writer_pid, JsonString(WriterName(s)).c_str(), static_cast<unsigned long long>(s.writer_epoch),
+              s.refcount, s.data_refcount, s.sleeping ? "true" : "false", s.stale && s.data_stale ? "true" : "false");
   std::fflush(stdout);
 }
 
@@ -112,7 +113,10 @@ void PrintText(SegmentInfo const& s, Rates const& r) {
   std::uint64_t const capacity = s.capacity != 0 ? s.capacity : 1;  // checked by Inspect (SegmentInfo::corrupt)
   row("write position", std::to_string(s.tail) + " (lap " + std::to_string(s.tail / capacity) + ", offset " +
                             std::to_string(s.tail % capacity) + ")");
-  row("sequence", std::to_string(s.messages) + " messages written");
+  row("sequence", s.skipped == 0
+                      ? std::to_string(s.messages) + " messages written"
+                      : std::to_string(s.messages - s.skipped) + " messages written, " + std::to_string(s.skipped) +
+                            " numbers skipped by gap records (next " + std::to_string(s.messages) + ")");
   row("rate", HumanCount(r.messages) + " msg/s, " + HumanBytes(r.bytes) + "/s");
   row("writer", WriterText(s));
   row("attached", std::to_string(s.refcount) + " (data segment: " + std::to_string(s.data_refcount) + "), " +
