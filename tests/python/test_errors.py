@@ -159,6 +159,11 @@ def test_foreign_file_is_not_a_ring_and_is_left_alone(ring_name):
             assert f.read() == junk  # never touched
     finally:
         os.unlink(path)
+        # The attempts took the segment's lock (sem.NAME), which nobody holds now; remove()
+        # leaves a foreign segment's name alone, so the test cleans up after itself.
+        lock = os.path.join(SHM, "sem." + ring_name[1:])
+        if os.path.exists(lock):
+            os.unlink(lock)
 
 
 def test_closed_writer(ring_name):
