@@ -71,7 +71,7 @@
 //              touches the chunk. So a record at position p is intact as long
 //              as p >= limit - capacity: the only test a reader needs, and it
 //              reads a line that changes once per chunk, not per message.
-//     index[k] start of the first committed record at or after the chunk
+//     index[k] start of the first committed record (a message or a gap record) at or after the chunk
 //              boundary b with (b / chunk) % kChunks == k (kNoRecord if none
 //              yet). A lapped reader resynchronises through it.
 //     index_sequence[k]  the full (64-bit) sequence number of the record
@@ -122,9 +122,10 @@
 //             the number the reader expects there; a reader that reaches the
 //             record counts `count` as lost (kLapped, LastLoss() == count)
 //             and expects first + count next. A gap record is committed like
-//             a message (count stored first, the header last), has no
-//             payload, and is never named by index[] (which names messages
-//             only); latest names it while it is the newest record.
+//             a message (count stored first, the header last) and has no
+//             payload; index[] names it like a message when it is the first
+//             record after a chunk boundary (index_sequence[k]: its first
+//             skipped number), and latest names it while it is the newest.
 //   header 0: "nothing here yet". The header is the commit: the writer stores
 //             it last, with release, after the payload, and before that it
 //             stores 0 in the header slot right after the record. So the word
@@ -284,6 +285,7 @@ constexpr std::uint64_t kGapFlag = std::uint64_t{1} << 62;
 inline constexpr std::uint64_t kGapSequenceMask = (std::uint64_t{1} << 46) - 1;  // sequence bits of padding and gaps
 inline constexpr std::uint64_t kGapRecordBytes = 16;                            // header, count
 inline constexpr std::uint64_t kMaxGap = kGapSequenceMask;  // largest count of one gap record
+inline constexpr std::uint64_t kMaxSkipSequence = std::uint64_t{1} << 63;  // Writer::Skip keeps sequences below
 constexpr std::uint64_t MakePadding(std::uint64_t next_sequence) noexcept {
   return kPaddingFlag | ((next_sequence & kGapSequenceMask) << 16);
 }

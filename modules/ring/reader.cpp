@@ -71,8 +71,10 @@ void Reader::MoveTo(std::uint64_t position) noexcept {
 
 std::size_t Reader::Verify(Point p) const noexcept {
   if (p.position % kRecordAlignment != 0) return 0;
-  std::uint64_t const header = LoadWord(data_, p.position % capacity_);
-  std::atomic_thread_fence(std::memory_order_acquire);  // as [R1]: pairs with [W1]
+  // Acquire, as [R1]: a header published after padding we followed (or
+  // after the record before it) is not older than what we saw there.
+  std::uint64_t const header = AcquireWord(data_, p.position % capacity_);
+  std::atomic_thread_fence(std::memory_order_acquire);  // as [R2]: pairs with [W1]
   if (p.position + capacity_ < Limit()) return 0;        // overwritten (or the point is stale)
   std::size_t const n = HeaderLength(header);
   bool const fits = n != 0 && n <= max_message_ && p.position % capacity_ + RecordBytes(n) <= capacity_;
@@ -100,12 +102,14 @@ std::optional<Reader::Point> Reader::FindOldest(bool after_cursor, bool newest, 
       if (p.position <= cursor_ || p.sequence < expected_ || p.skipped < gaps_before_) continue;
       std::uint64_t const advance = p.sequence - expected_;    // sequence numbers ahead of the cursor's
       std::uint64_t const skipped = p.skipped - gaps_before_;  // of which gap records skipped
+      // The 2^47 rule is on messages: a gap record's count is tied to no distance, and the
+      // check word covers index_skipped[k].
       if (skipped > advance || advance - skipped > (p.position - cursor_) / RecordBytes(1) ||
-          advance >= kSequenceMask / 2) {
+          advance - skipped >= kSequenceMask / 2) {
         continue;
       }
     }
-    if (Verify(p) == 0) continue;
+    if (Verify(p) == 0 && VerifyGap(p.position, p.sequence) == 0) continue;  // a message, or a gap record
     if (!newest) return p;
     if (!found || p.position > found->position) found = p;
   }
@@ -115,7 +119,8 @@ std::optional<Reader::Point> Reader::FindOldest(bool after_cursor, bool newest, 
 std::uint64_t Reader::VerifyGap(std::uint64_t position, std::uint64_t sequence) const noexcept {
   std::uint64_t const off = position % capacity_;
   if (position % kRecordAlignment != 0 || off + kGapRecordBytes > capacity_) return 0;
-  std::uint64_t const header = LoadWord(data_, off);
+  // The header with acquire ([R1]): the count, stored before it ([W2]), is then not older.
+  std::uint64_t const header = AcquireWord(data_, off);
   std::uint64_t const count = LoadWord(data_, off + kHeaderBytes);
   std::atomic_thread_fence(std::memory_order_acquire);  // as [R2]: pairs with [W1]
   if (position + capacity_ < Limit()) return 0;
@@ -125,33 +130,33 @@ std::uint64_t Reader::VerifyGap(std::uint64_t position, std::uint64_t sequence) 
   return count;
 }
 
-// From a confirmed record, along the records the writer wrote after it
-// (each header the next sequence number, padding skipped, a gap record
-// adding its count), to the last one committed: latest, found without
-// trusting State::latest. Nullopt if the writer keeps ahead of the walk, or
-// the start was overwritten meanwhile.
+// From a confirmed record (a message or a gap record), along the records
+// the writer wrote after it (each header the next sequence number, padding
+// skipped, a gap record adding its count), to the last one committed:
+// latest, found without trusting State::latest. Nullopt if the writer keeps
+// ahead of the walk, or the start was overwritten meanwhile.
 std::optional<Reader::Newest> Reader::WalkToNewest(Point p) const noexcept {
-  std::size_t n = Verify(p);
-  if (n == 0) return std::nullopt;
-  Point end{p.position + RecordBytes(n), p.sequence + 1, p.skipped};  // after the last record
+  Newest found{std::nullopt, 0, p};
+  Point& at = found.end;  // the next record's position, number and skipped count
   for (std::uint64_t steps = 0; steps <= capacity_ / RecordBytes(1); ++steps) {
-    std::uint64_t q = end.position;
-    std::uint64_t const header = LoadWord(data_, q % capacity_);
-    if (IsPadding(header) && q % capacity_ != 0) {
+    std::uint64_t q = at.position;
+    if (steps != 0 && q % capacity_ != 0 && IsPadding(LoadWord(data_, q % capacity_))) {
       q += capacity_ - q % capacity_;  // padding: the next record starts the next lap
     }
-    if (std::uint64_t const count = VerifyGap(q, end.sequence); count != 0) {
-      end = {q + kGapRecordBytes, end.sequence + count, end.skipped + count};
+    if (std::uint64_t const count = VerifyGap(q, at.sequence); count != 0) {
+      at = {q + kGapRecordBytes, at.sequence + count, at.skipped + count};
       continue;
     }
-    std::size_t const m = Verify({q, end.sequence, end.skipped});
-    if (m == 0) {  // nothing newer is committed there (0, an older lap, or overwritten)
-      if (Verify(p) != n) return std::nullopt;
-      return Newest{p, n, end};
+    if (std::size_t const m = Verify({q, at.sequence, at.skipped}); m != 0) {
+      found.last = Point{q, at.sequence, at.skipped};
+      found.length = m;
+      at = {q + RecordBytes(m), at.sequence + 1, at.skipped};
+      continue;
     }
-    p = {q, end.sequence, end.skipped};
-    n = m;
-    end = {q + RecordBytes(m), p.sequence + 1, p.skipped};
+    // Nothing newer is committed at q (0, an older lap, or overwritten). The
+    // start must still be intact, or the walk may have followed stale records.
+    if (steps == 0 || (Verify(p) == 0 && VerifyGap(p.position, p.sequence) == 0)) return std::nullopt;
+    return found;
   }
   return std::nullopt;
 }
@@ -186,8 +191,9 @@ void Reader::Start(StartAt start) {
     if (!last) continue;
     // kNext: after the last record, gap records too (a gap recorded before
     // the reader came is not its loss); before padding, if the next record
-    // did not fit (Begin skips the padding).
-    Point const at = start == StartAt::kNext ? last->end : last->last;
+    // did not fit (Begin skips the padding). kLatest: the newest message
+    // after the entry; if only gap records follow it, where they end.
+    Point const at = start == StartAt::kNext || !last->last ? last->end : *last->last;
     MoveTo(at.position);
     expected_ = at.sequence;
     gaps_before_ = at.skipped;
@@ -251,8 +257,11 @@ std::optional<Reader::Point> Reader::ResumePoint() const noexcept {
       std::optional<Newest> const last = WalkToNewest(*p);
       // The walk adds one sequence number per message record (16 bytes or
       // more) and a gap record's count to the skipped ones, so its end keeps
-      // FindOldest's distance rule; the 2^47 rule is checked again.
-      if (last && last->last.sequence - expected_ < kSequenceMask / 2) return last->last;
+      // FindOldest's distance rule; the 2^47 rule (on messages) is checked again.
+      if (last && last->last && last->last->position > p->position &&
+          (last->last->sequence - expected_) - (last->last->skipped - gaps_before_) < kSequenceMask / 2) {
+        return *last->last;
+      }
       return p;
     }
   }
@@ -307,9 +316,11 @@ int Reader::Gap(std::uint64_t header, std::uint64_t limit) {
   std::atomic_thread_fence(std::memory_order_acquire);  // [R2] pairs with [W1]
   std::uint64_t const now = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_relaxed);
   if (cursor_ + capacity_ < now) return Lapped();
-  if (now < limit_floor_ || count == 0 || count > kMaxGap) return Corrupt(header);
+  if (now < limit_floor_) return Corrupt(header);
+  // As Finish: a count zeroed by a cut of the segment is a truncation, not a broken record.
   if (truncations_->load(std::memory_order_relaxed) != truncations_seen_ && Truncation()) return CorruptSegment();
   if (!EndMarkIntact()) return TruncatedData();
+  if (count == 0 || count > kMaxGap) return Corrupt(header);
   limit_floor_ = now;
   lost_ += count;
   last_loss_ = count;

@@ -252,10 +252,10 @@ class Reader final : public IWrapper {
         handler(std::span<std::byte const>(buffer.data(), static_cast<std::size_t>(n)));
         continue;
       }
-      if (n == kLapped && result.laps <= max) {
+      if (n == kLapped) {  // counted first: the reader has moved past it whatever Poll does next
         ++result.laps;
         result.lost += last_loss_;
-        continue;
+        if (result.laps <= max) continue;
       }
       result.stopped = n == kEmpty || n == kLapped ? Outcome::kEmpty : Outcome::kCorrupt;
       break;
@@ -416,7 +416,7 @@ class Reader final : public IWrapper {
   // WalkToNewest's result: the newest message committed, and where the
   // records committed after it (gap records) end.
   struct Newest {
-    Point last;
+    std::optional<Point> last;  // none if only gap records follow the start (or it is one, alone)
     std::size_t length;  // of the message at last
     Point end;  // after the last committed record
   };

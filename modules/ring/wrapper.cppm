@@ -68,6 +68,14 @@ namespace circbuf::CircularBuffer {
   return std::atomic_ref<std::uint64_t>(*word).load(std::memory_order_relaxed);
 }
 
+// LoadWord with acquire: for the slow paths that read a header and then what
+// it publishes (resynchronisation, late join), where no fence follows the header.
+[[gnu::always_inline]] inline std::uint64_t AcquireWord(std::byte const* ring, std::uint64_t offset) noexcept {
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast): as LoadWord
+  auto* word = reinterpret_cast<std::uint64_t*>(const_cast<std::byte*>(ring + offset));
+  return std::atomic_ref<std::uint64_t>(*word).load(std::memory_order_acquire);
+}
+
 [[gnu::always_inline]] inline void StoreWord(std::byte* ring, std::uint64_t offset, std::uint64_t value) noexcept {
   auto* word = reinterpret_cast<std::uint64_t*>(ring + offset);
   std::atomic_ref<std::uint64_t>(*word).store(value, std::memory_order_relaxed);

@@ -126,8 +126,16 @@ void Writer::Recover() {
     std::uint64_t const count = LoadWord(data_, off + kHeaderBytes);
     return count <= kMaxGap ? count : 0;
   };
-  // A committed gap record at `at` (no index entry names one).
+  // A committed gap record at `at` whose first skipped number is seq.
   auto take_gap = [&](std::uint64_t at, std::uint64_t count) {
+    for (; boundary <= at; boundary += chunk_) {
+      std::size_t const k = (boundary / chunk_) % kChunks;
+      std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).store(seq, std::memory_order_relaxed);
+      std::atomic_ref<std::uint64_t>(state_->index_skipped[k]).store(skipped, std::memory_order_relaxed);
+      std::atomic_ref<std::uint64_t>(state_->index_check[k])
+          .store(IndexCheck(at, seq, skipped), std::memory_order_relaxed);
+      std::atomic_ref<std::uint64_t>(state_->index[k]).store(at, std::memory_order_release);
+    }
     last = at;
     seq += count;
     skipped += count;
@@ -146,9 +154,11 @@ void Writer::Recover() {
       std::uint64_t const sk = std::atomic_ref<std::uint64_t>(state_->index_skipped[k]).load(std::memory_order_relaxed);
       std::uint64_t const check =
           std::atomic_ref<std::uint64_t>(state_->index_check[k]).load(std::memory_order_relaxed);
+      std::uint64_t const h = e != kNoRecord && e % kRecordAlignment == 0 ? LoadWord(data_, e % capacity_) : 0;
+      bool const confirms = IsGap(h) ? MarkSequence(h) == (s & kGapSequenceMask)  // a gap record's entry
+                                     : HeaderLength(h) != 0 && HeaderSequence(h) == (s & kSequenceMask);
       if (e != kNoRecord && e % kRecordAlignment == 0 && e < tail && e + capacity_ >= limit_ &&
-          check == IndexCheck(e, s, sk) && (start == kNoRecord || e > start) &&
-          HeaderSequence(LoadWord(data_, e % capacity_)) == (s & kSequenceMask)) {
+          check == IndexCheck(e, s, sk) && (start == kNoRecord || e > start) && sk <= s && confirms) {
         start = e;
         start_seq = s;
         start_skipped = sk;
@@ -159,7 +169,8 @@ void Writer::Recover() {
     std::uint64_t const next_skipped = std::atomic_ref<std::uint64_t>(state_->skipped).load(std::memory_order_relaxed);
     // A ring whose data segment was created anew (IWrapper::AttachAsWriter,
     // ResetPositions): nothing committed, continue at tail.
-    bool const reset = start == kNoRecord && latest == kNoRecord && tail == limit_ && tail % capacity_ == 0;
+    bool const reset =
+        start == kNoRecord && latest == kNoRecord && tail == limit_ && tail % capacity_ == 0 && next_skipped <= next;
     bool const overrun = start == kNoRecord && limit_ > capacity_ && !reset;
     if (reset) {
       start = tail;
@@ -275,18 +286,24 @@ void Writer::CheckNotTruncated() {
   }
 }
 
-void Writer::UpdateIndex(std::uint64_t start, std::uint64_t sequence) noexcept {
+void Writer::UpdateIndex(std::uint64_t start, std::uint64_t sequence, std::uint64_t skipped) noexcept {
   for (; next_boundary_ <= start; next_boundary_ += chunk_) {
     std::size_t const k = (next_boundary_ / chunk_) % kChunks;
     std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).store(sequence, std::memory_order_relaxed);
-    std::atomic_ref<std::uint64_t>(state_->index_skipped[k]).store(skipped_, std::memory_order_relaxed);
+    std::atomic_ref<std::uint64_t>(state_->index_skipped[k]).store(skipped, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->index_check[k])
-        .store(IndexCheck(start, sequence, skipped_), std::memory_order_relaxed);
+        .store(IndexCheck(start, sequence, skipped), std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->index[k]).store(start, std::memory_order_release);  // [W3] pairs with [R3]
   }
 }
 
 void Writer::Skip(std::uint64_t count) {
+  // Sequence numbers stay below 2^63: far beyond any stream, and no count
+  // can wrap them (readers and take-over compare them as unsigned).
+  if (count > kMaxSkipSequence - std::min(seq_, kMaxSkipSequence)) {
+    throw std::length_error("ring \"" + std::string(spec_.Name()) + "\": Skip(" + std::to_string(count) +
+                            ") at sequence " + std::to_string(seq_) + " would pass 2^63");
+  }
   while (count != 0) {
     std::uint64_t const n = std::min(count, kMaxGap);
     PublishGap(Reserve(kGapRecordBytes), n);
@@ -296,8 +313,9 @@ void Writer::Skip(std::uint64_t count) {
 
 // Publish (writer.cppm) for a gap record: the count first, then the "nothing
 // yet" word after the record, then the header ([W2]), padding after it, and
-// the commit group with tail last ([W3]). No index entry names it: the next
-// message's does (UpdateIndex runs at the next message at or after the boundary).
+// the commit group with tail last ([W3]), then the index entry if it is the
+// first record after a chunk boundary (a gap record is a resynchronisation
+// point like a message: a lap of nothing but gap records still has one).
 void Writer::PublishGap(std::uint64_t offset, std::uint64_t count) {
   claimed_ = 0;  // as Write: abandons an uncommitted Claim
   std::uint64_t const start = pos_ + pad_;
@@ -311,6 +329,8 @@ void Writer::PublishGap(std::uint64_t offset, std::uint64_t count) {
     std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data_ + offset_))
         .store(MakePadding(seq_), std::memory_order_release);  // [W2] for the padding, after its record
   }
+  std::uint64_t const first = seq_;
+  std::uint64_t const skipped_before = skipped_;
   pos_ = start + kGapRecordBytes;
   offset_ = end;
   seq_ += count;
@@ -319,6 +339,7 @@ void Writer::PublishGap(std::uint64_t offset, std::uint64_t count) {
   std::atomic_ref<std::uint64_t>(state_->sequence).store(seq_, std::memory_order_relaxed);
   std::atomic_ref<std::uint64_t>(state_->skipped).store(skipped_, std::memory_order_relaxed);
   std::atomic_ref<std::uint64_t>(state_->tail).store(pos_, std::memory_order_release);  // [W3]
+  if (start >= next_boundary_) UpdateIndex(start, first, skipped_before);  // [W3]
   if ((std::atomic_ref<std::uint32_t>(*wake_).load(std::memory_order_relaxed) & kWakeArmed) != 0) WakeReaders();
 }
 

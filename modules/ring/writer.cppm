@@ -204,13 +204,16 @@ class Writer final : public IWrapper {
 
   // Skips `count` sequence numbers: the next message gets NextSequence() +
   // count, and every reader that reaches this point counts `count` messages
-  // as lost (its Read returns kLapped with LastLoss() == count), exactly as
+  // as lost (its Read returns kLapped with LastLoss() == count; one kLapped
+  // per gap record, so a count above 2^46 - 1 comes as several), exactly as
   // if they had been written and overwritten. For a writer that forwards a
   // stream with its own numbers (a bridge, a replayed recording): messages
   // lost upstream stay counted downstream. Publishes one 16-byte gap record
   // per 2^46 - 1 numbers (see :layout); count 0 does nothing. Never waits;
   // abandons an uncommitted Claim, as Write does. Throws std::system_error
-  // (EIO) as Write does.
+  // (EIO) as Write does (a Skip of more than 2^46 - 1 numbers that throws it
+  // partway has published some of its gap records: NextSequence() says how
+  // many numbers), std::length_error if the sequence would pass 2^63.
   void Skip(std::uint64_t count);
 
   [[nodiscard]] inline WriterStats Stats() const noexcept {
@@ -266,7 +269,7 @@ class Writer final : public IWrapper {
     std::atomic_ref<std::uint64_t>(state_->sequence).store(seq_, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->tail).store(pos_, std::memory_order_release);  // [W3]
     if (start >= next_boundary_) [[unlikely]] {  // [W3]
-      UpdateIndex(start, seq_ - 1);
+      UpdateIndex(start, seq_ - 1, skipped_);
     }
     std::atomic_signal_fence(std::memory_order_seq_cst);  // [W4] compiler-only, see the header
     if ((std::atomic_ref<std::uint32_t>(*wake_).load(std::memory_order_relaxed) & kWakeArmed) != 0) [[unlikely]] {
@@ -278,7 +281,7 @@ class Writer final : public IWrapper {
   // was truncated by another process (what is written after that reaches
   // no reader that checks: pages beyond the file's end become private zeros).
   void CheckNotTruncated();
-  void UpdateIndex(std::uint64_t start, std::uint64_t sequence) noexcept;
+  void UpdateIndex(std::uint64_t start, std::uint64_t sequence, std::uint64_t skipped) noexcept;
   void PublishGap(std::uint64_t offset, std::uint64_t count);
   void WakeReaders() noexcept;           // [W5], then FUTEX_WAKE of two (they pass it on)
   void WakeAll() noexcept;               // [W5], then FUTEX_WAKE of every sleeper (attach, close)
