@@ -132,12 +132,14 @@ int circbuf_commit(circbuf_writer* writer, size_t size);
 int circbuf_abort(circbuf_writer* writer);
 /* Skips `count` sequence numbers (C++ Writer::Skip): the next message gets
  * circbuf_writer_next_sequence() + count, and every reader that reaches this
- * point reads CIRCBUF_LAPPED with circbuf_reader_last_loss() == count. For a
- * writer that forwards a stream with its own numbers (a bridge, a replay):
- * messages lost upstream stay counted downstream. count 0: nothing. 0, or an
- * error. */
+ * point reads CIRCBUF_LAPPED with circbuf_reader_last_loss() == count (one
+ * CIRCBUF_LAPPED per 2^46 - 1 numbers). For a writer that forwards a stream
+ * with its own numbers (a bridge, a replay): messages lost upstream stay
+ * counted downstream. count 0: nothing. 0, or an error (CIRCBUF_E_INVALID if
+ * the sequence would pass 2^63; nothing is published then). */
 int circbuf_writer_skip(circbuf_writer* writer, uint64_t count);
-/* The sequence number the next message gets (0 for a NULL handle). */
+/* The sequence number the next message gets (0 for a NULL handle, which is
+ * also a valid number: pass a handle). */
 uint64_t circbuf_writer_next_sequence(const circbuf_writer* writer);
 
 typedef struct circbuf_writer_stats {

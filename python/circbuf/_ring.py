@@ -339,8 +339,10 @@ class Writer:
         numbers (a bridge, a replayed recording), so that what was lost upstream stays
         counted downstream. count 0 does nothing.
 
-        Raises ValueError for a negative count, OverflowError for one of 2**64 or more,
-        ValueError (circbuf.ClosedError) once closed.
+        Raises ValueError for a negative count or one that would take the sequence past
+        2**63 (circbuf.InvalidArgumentError; nothing is published), OverflowError for one of
+        2**64 or more, ValueError (circbuf.ClosedError) once closed. A count above 2**46 - 1
+        reaches readers as several laps (one per gap record).
         """
         if count < 0:
             raise ValueError(f"skip({count}): the count must be >= 0")
