@@ -1,0 +1,331 @@
+// circbuf bridge in: a JetStream consumer that is the writer of a local ring
+// (docs/bridge.md). Readers of the ring use circbuf as usual, and their
+// Lost() is exact end to end:
+//   - The ring's sequence numbers are the upstream ring's: a message with
+//     upstream sequence s, when the ring's next sequence is n < s, is
+//     written after Writer::Skip(s - n); a gap message (Circbuf-Gap: N)
+//     becomes Skip(N); s < n is a second copy and is dropped.
+//   - Pull subscription, --batch messages per request, no acknowledgements
+//     (an ephemeral consumer that this process re-creates from the next
+//     stream sequence when it is lost: a reconnect, a cluster node gone).
+//   - When the ring sequence jumps and the stream sequence jumps with it
+//     (the consumer fell behind or was re-created), the missing stream
+//     sequences are fetched by number (direct get, next message of the
+//     subject) while the stream still holds them: the gap fill. What it
+//     cannot recover is what Skip counts.
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+
+#include <nats/nats.h>
+
+#include "bridge/bridge.hpp"
+#include "bridge/log.hpp"
+#include "bridge/nats.hpp"
+#include "cli.hpp"
+
+import circbuf;
+
+#include "ring_info.hpp"  // after the import: it names module types (docs/toolchain-notes.md)
+
+namespace cb = circbuf::CircularBuffer;
+
+namespace circbuf::tool::bridge {
+
+namespace in_impl {
+
+// TEMPORARY shim, only on branch bridge until Writer::Skip (the lead's, on
+// main) is merged: then this is writer.Skip(count) and goes away.
+template <class W>
+void SkipSequences(W& writer, std::uint64_t count) {
+  if constexpr (requires { writer.Skip(count); }) {
+    writer.Skip(count);
+  } else {
+    Log().error("Writer::Skip({}) is not in this library yet: the ring's sequence numbers drift", count);
+  }
+}
+
+struct Counters {
+  std::uint64_t written = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t duplicates = 0;     // second copies dropped
+  std::uint64_t gaps = 0;           // Skip calls
+  std::uint64_t lost_upstream = 0;  // announced by gap messages (the source ring lapped its bridge)
+  std::uint64_t lost_on_way = 0;    // sequence holes no gap message or gap fill explained
+  std::uint64_t aligned = 0;        // skipped before the first message, to take the upstream sequence
+  std::uint64_t filled = 0;         // messages recovered by the gap fill
+  std::uint64_t too_large = 0;      // larger than this ring's MaxMessageSize: skipped, counted as lost
+  std::uint64_t foreign = 0;        // messages without Circbuf-Seq: dropped
+  std::uint64_t pending = 0;        // the consumer's count of stream messages not yet delivered
+};
+
+class Sink {
+ public:
+  Sink(Connection& connection, InOptions const& options, cb::Writer& writer, bool allow_direct)
+      : connection_(connection), options_(options), writer_(writer), allow_direct_(allow_direct) {}
+
+  // A message from the consumer (or the gap fill, `filling`), at stream sequence `stream_seq`.
+  void Take(natsMsg* msg, std::uint64_t stream_seq, bool filling) {
+    if (last_stream_ && stream_seq <= *last_stream_) {  // redelivered
+      ++counters_.duplicates;
+      return;
+    }
+    auto const seq = HeaderNumber(msg, kSeqHeader);
+    if (!seq) {
+      if (counters_.foreign++ == 0) {
+        Log().warn("stream sequence {} has no {} header (not from circbuf bridge out): dropped", stream_seq, kSeqHeader);
+      }
+      last_stream_ = stream_seq;
+      return;
+    }
+    auto const gap = HeaderNumber(msg, kGapHeader);
+    std::uint64_t const first = *seq;
+    std::uint64_t const end = first + (gap ? *gap : 1);
+    std::uint64_t n = writer_.NextSequence();
+    if (end <= n) {  // the ring has it already
+      ++counters_.duplicates;
+      last_stream_ = stream_seq;
+      return;
+    }
+    if (first > n && !filling && last_stream_ && stream_seq > *last_stream_ + 1) {
+      Fill(*last_stream_ + 1, stream_seq);  // the stream may still hold what the consumer skipped
+      n = writer_.NextSequence();
+      if (end <= n) {
+        last_stream_ = stream_seq;
+        return;
+      }
+    }
+    std::uint64_t missing = first > n ? first - n : 0;  // holes nothing explains
+    std::uint64_t announced = 0;
+    if (gap) announced = end - std::max(first, n);
+    if (missing + announced != 0) {
+      SkipSequences(writer_, missing + announced);
+      ++counters_.gaps;
+      (started_ ? counters_.lost_on_way : counters_.aligned) += missing;
+      counters_.lost_upstream += announced;
+      if (missing != 0 && started_) {
+        Log().warn("ring sequences {} .. {} are not in the stream any more: {} messages lost on the way", n,
+                   first - 1, missing);
+      }
+    }
+    started_ = true;
+    last_stream_ = stream_seq;
+    if (gap) return;
+    auto const* data = reinterpret_cast<std::byte const*>(natsMsg_GetData(msg));
+    auto const size = static_cast<std::size_t>(natsMsg_GetDataLength(msg));
+    if (size == 0 || size > writer_.MaxMessageSize()) {
+      ++counters_.too_large;
+      Log().warn("ring sequence {}: {} bytes do not fit this ring (1 .. {} bytes): skipped, counted as lost", first,
+                 size, writer_.MaxMessageSize());
+      SkipSequences(writer_, 1);
+      return;
+    }
+    writer_.Write(std::span<std::byte const>(data, size));
+    ++counters_.written;
+    counters_.bytes += size;
+  }
+
+  [[nodiscard]] std::optional<std::uint64_t> LastStream() const noexcept { return last_stream_; }
+  [[nodiscard]] Counters& Count() noexcept { return counters_; }
+
+ private:
+  // Stream sequences [from, to): every message of our subject the stream still has, in order.
+  void Fill(std::uint64_t from, std::uint64_t to) {
+    std::uint64_t const before = counters_.written;
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = 2000;
+    std::uint64_t at = from;
+    while (at < to) {
+      natsMsg* raw = nullptr;
+      natsStatus s = NATS_OK;
+      if (allow_direct_) {
+        jsDirectGetMsgOptions d;
+        jsDirectGetMsgOptions_Init(&d);
+        d.Sequence = at;
+        d.NextBySubject = options_.stream.subject.c_str();
+        s = js_DirectGetMsg(&raw, connection_.Js(), options_.stream.stream.c_str(), &o, &d);
+      } else {
+        s = js_GetMsg(&raw, connection_.Js(), options_.stream.stream.c_str(), at, &o, nullptr);
+      }
+      MsgPtr const msg(raw);
+      if (s != NATS_OK) {
+        if (allow_direct_ || s != NATS_NOT_FOUND) break;  // none left, or the stream cannot be asked now
+        ++at;  // deleted or expired: the next one
+        continue;
+      }
+      std::uint64_t got = natsMsg_GetSequence(raw);
+      if (got == 0) got = HeaderNumber(raw, "Nats-Sequence").value_or(at);
+      if (got >= to || got < at) break;
+      char const* subject = natsMsg_GetSubject(raw);
+      if (subject != nullptr && options_.stream.subject == subject) {
+        std::uint64_t const written = counters_.written;
+        Take(raw, got, true);
+        counters_.filled += counters_.written - written;
+      }
+      at = got + 1;
+    }
+    if (counters_.written != before) {
+      Log().info("gap fill: {} messages recovered from stream sequences {} .. {}", counters_.written - before, from,
+                 to - 1);
+    }
+  }
+
+  Connection& connection_;
+  InOptions const& options_;
+  cb::Writer& writer_;
+  bool allow_direct_;
+  std::optional<std::uint64_t> last_stream_;  // the stream sequence of the last message taken
+  Counters counters_;
+  bool started_ = false;
+};
+
+struct SubDeleter {
+  void operator()(natsSubscription* s) const noexcept {
+    (void)natsSubscription_Unsubscribe(s);
+    natsSubscription_Destroy(s);
+  }
+};
+using SubPtr = std::unique_ptr<natsSubscription, SubDeleter>;
+
+// An ephemeral pull consumer from `start_seq` on (0: by --from).
+SubPtr Subscribe(Connection& connection, InOptions const& options, std::uint64_t start_seq) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = options.stream.stream.c_str();
+  so.Config.AckPolicy = js_AckNone;
+  so.Config.InactiveThreshold = std::int64_t{60} * 1000 * 1000 * 1000;  // ns: the server drops it after a minute away
+  so.Config.MemoryStorage = true;
+  so.Config.Replicas = 1;
+  if (start_seq != 0) {
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = start_seq;
+  } else if (options.from == "oldest") {
+    so.Config.DeliverPolicy = js_DeliverAll;
+  } else if (options.from == "latest") {
+    so.Config.DeliverPolicy = js_DeliverLast;
+  } else if (options.from == "next") {
+    so.Config.DeliverPolicy = js_DeliverNew;
+  } else {
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = std::stoull(options.from);
+  }
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Wait = Millis(options.connect.connect_timeout);
+  natsSubscription* sub = nullptr;
+  auto jerr = static_cast<jsErrCode>(0);
+  natsStatus const s =
+      js_PullSubscribe(&sub, connection.Js(), options.stream.subject.c_str(), nullptr, &o, &so, &jerr);
+  if (s != NATS_OK) {
+    natsSubscription_Destroy(sub);
+    return nullptr;
+  }
+  Log().debug("pull consumer on {} from {}", options.stream.subject,
+              start_seq != 0 ? "stream sequence " + std::to_string(start_seq) : options.from);
+  return SubPtr(sub);
+}
+
+std::string U(std::uint64_t v) { return std::to_string(v); }
+
+}  // namespace in_impl
+
+using namespace in_impl;
+
+int RunIn(InOptions const& options) {
+  std::string const name = CheckRingName(options.ring);
+  CheckSubject(options.stream.subject);
+  CheckStreamName(options.stream.stream);
+  if (options.from != "oldest" && options.from != "latest" && options.from != "next") {
+    bool number = !options.from.empty() && options.from.size() < 20;
+    for (char const c : options.from) number = number && c >= '0' && c <= '9';
+    if (!number || std::stoull(options.from) == 0) {
+      throw Error(kInvalid, "--from \"" + options.from + "\": oldest, latest, next or a stream sequence (1, 2, ...)");
+    }
+  }
+  std::uint64_t const capacity = ParseCapacity(options.capacity);
+  if (SharedMemory::Exists(name)) (void)InspectRing(name);  // look before attaching (see tail.cpp)
+  InstallStopHandlers();
+  jsOptions js_options;
+  jsOptions_Init(&js_options);
+  js_options.Wait = Millis(options.connect.connect_timeout);
+  Connection connection(options.connect, "circbuf bridge in " + name, &js_options);
+  StreamState const stream = EnsureStream(connection, options.stream, options.connect.connect_timeout * 2);
+  cb::Writer writer(cb::Spec::Make(name, capacity));
+  Sink sink(connection, options, writer, stream.allow_direct);
+  Log().info("bridge in: stream {} subject {} (from {}) -> ring {} (next sequence {})", options.stream.stream,
+             options.stream.subject, options.from, name, writer.NextSequence());
+  SubPtr sub = Subscribe(connection, options, 0);
+  if (!sub) throw Error(kConflict, "cannot create a consumer on stream " + options.stream.stream + ": " + NatsError(NATS_ERR));
+  std::int64_t backoff_ms = 50;
+  auto next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  std::uint64_t tick_written = 0;
+  while (!StopRequested()) {
+    if (!sub) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+      backoff_ms = std::min<std::int64_t>(backoff_ms * 2, 2000);
+      std::uint64_t const from = sink.LastStream().value_or(0) + (sink.LastStream() ? 1 : 0);
+      sub = Subscribe(connection, options, from);
+      if (sub) Log().info("consumer re-created from stream sequence {}", from == 0 ? std::string(options.from) : U(from));
+    }
+    if (sub) {
+      natsMsgList list{nullptr, 0};
+      auto jerr = static_cast<jsErrCode>(0);
+      natsStatus const s = natsSubscription_Fetch(&list, sub.get(), options.batch, 500, &jerr);
+      for (int i = 0; i < list.Count; ++i) {
+        natsMsg* m = list.Msgs[i];
+        jsMsgMetaData* meta = nullptr;
+        if (natsMsg_GetMetaData(&meta, m) != NATS_OK || meta == nullptr) continue;
+        std::uint64_t const stream_seq = meta->Sequence.Stream;
+        sink.Count().pending = meta->NumPending;
+        jsMsgMetaData_Destroy(meta);
+        sink.Take(m, stream_seq, false);
+      }
+      natsMsgList_Destroy(&list);
+      if (s == NATS_OK) {
+        backoff_ms = 50;
+      } else if (s != NATS_TIMEOUT) {
+        // The consumer is gone (its server died, it was idle too long) or
+        // the connection is away: a new one from the next sequence, with backoff.
+        Log().warn("fetch: {}{}; re-creating the consumer", NatsError(s),
+                   jerr != 0 ? " [JetStream error " + std::to_string(jerr) + "]" : "");
+        sub.reset();
+      }
+    }
+    auto const now = std::chrono::steady_clock::now();
+    if (now >= next_tick) {
+      Counters const& c = sink.Count();
+      if (options.progress) {
+        std::fprintf(stderr,
+                     "circbuf bridge in: %s msg/s, written %llu, lag %llu, gaps filled %llu, lost %llu (upstream "
+                     "%llu, on the way %llu), duplicates %llu\n",
+                     HumanCount(static_cast<double>(c.written - tick_written)).c_str(),
+                     static_cast<unsigned long long>(c.written), static_cast<unsigned long long>(c.pending),
+                     static_cast<unsigned long long>(c.filled),
+                     static_cast<unsigned long long>(c.lost_upstream) + c.lost_on_way + c.too_large,
+                     static_cast<unsigned long long>(c.lost_upstream),
+                     static_cast<unsigned long long>(c.lost_on_way) + c.too_large,
+                     static_cast<unsigned long long>(c.duplicates));
+      }
+      tick_written = c.written;
+      next_tick = now + std::chrono::seconds(1);
+    }
+  }
+  Counters const& c = sink.Count();
+  std::fprintf(stderr,
+               "circbuf bridge in: wrote %s messages (%s bytes), %s gaps (%s messages lost: %s upstream, %s on the "
+               "way), %s skipped at the start to take the upstream sequence, %s recovered by gap fill, %s duplicates "
+               "dropped; next ring sequence %s; stopped by a signal\n",
+               U(c.written).c_str(), U(c.bytes).c_str(), U(c.gaps).c_str(),
+               U(c.lost_upstream + c.lost_on_way + c.too_large).c_str(), U(c.lost_upstream).c_str(),
+               U(c.lost_on_way + c.too_large).c_str(), U(c.aligned).c_str(), U(c.filled).c_str(),
+               U(c.duplicates).c_str(),
+               U(writer.NextSequence()).c_str());
+  return kOk;
+}
+
+}  // namespace circbuf::tool::bridge
