@@ -77,7 +77,8 @@ class Sink {
     auto const seq = HeaderNumber(msg, kSeqHeader);
     if (!seq) {
       if (counters_.foreign++ == 0) {
-        Log().warn("stream sequence {} has no {} header (not from circbuf bridge out): dropped", stream_seq, kSeqHeader);
+        Log().warn("stream sequence {} has no {} header (not from circbuf bridge out): dropped", stream_seq,
+                   kSeqHeader);
       }
       last_stream_ = stream_seq;
       return;
@@ -108,8 +109,8 @@ class Sink {
       (started_ ? counters_.lost_on_way : counters_.aligned) += missing;
       counters_.lost_upstream += announced;
       if (missing != 0 && started_) {
-        Log().warn("ring sequences {} .. {} are not in the stream any more: {} messages lost on the way", n,
-                   first - 1, missing);
+        Log().warn("ring sequences {} .. {} are not in the stream any more: {} messages lost on the way", n, first - 1,
+                   missing);
       }
     }
     started_ = true;
@@ -219,8 +220,7 @@ SubPtr Subscribe(Connection& connection, InOptions const& options, std::uint64_t
   o.Wait = Millis(options.connect.connect_timeout);
   natsSubscription* sub = nullptr;
   auto jerr = static_cast<jsErrCode>(0);
-  natsStatus const s =
-      js_PullSubscribe(&sub, connection.Js(), options.stream.subject.c_str(), nullptr, &o, &so, &jerr);
+  natsStatus const s = js_PullSubscribe(&sub, connection.Js(), options.stream.subject.c_str(), nullptr, &o, &so, &jerr);
   if (s != NATS_OK) {
     natsSubscription_Destroy(sub);
     return nullptr;
@@ -260,7 +260,8 @@ int RunIn(InOptions const& options) {
   Log().info("bridge in: stream {} subject {} (from {}) -> ring {} (next sequence {})", options.stream.stream,
              options.stream.subject, options.from, name, writer.NextSequence());
   SubPtr sub = Subscribe(connection, options, 0);
-  if (!sub) throw Error(kConflict, "cannot create a consumer on stream " + options.stream.stream + ": " + NatsError(NATS_ERR));
+  if (!sub)
+    throw Error(kConflict, "cannot create a consumer on stream " + options.stream.stream + ": " + NatsError(NATS_ERR));
   std::int64_t backoff_ms = 50;
   auto next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   std::uint64_t tick_written = 0;
@@ -270,7 +271,8 @@ int RunIn(InOptions const& options) {
       backoff_ms = std::min<std::int64_t>(backoff_ms * 2, 2000);
       std::uint64_t const from = sink.LastStream().value_or(0) + (sink.LastStream() ? 1 : 0);
       sub = Subscribe(connection, options, from);
-      if (sub) Log().info("consumer re-created from stream sequence {}", from == 0 ? std::string(options.from) : U(from));
+      if (sub)
+        Log().info("consumer re-created from stream sequence {}", from == 0 ? std::string(options.from) : U(from));
     }
     if (sub) {
       natsMsgList list{nullptr, 0};
@@ -323,8 +325,7 @@ int RunIn(InOptions const& options) {
                U(c.written).c_str(), U(c.bytes).c_str(), U(c.gaps).c_str(),
                U(c.lost_upstream + c.lost_on_way + c.too_large).c_str(), U(c.lost_upstream).c_str(),
                U(c.lost_on_way + c.too_large).c_str(), U(c.aligned).c_str(), U(c.filled).c_str(),
-               U(c.duplicates).c_str(),
-               U(writer.NextSequence()).c_str());
+               U(c.duplicates).c_str(), U(writer.NextSequence()).c_str());
   return kOk;
 }
 

@@ -257,8 +257,10 @@ StreamState EnsureStream(Connection const& connection, StreamFlags const& flags,
         takes_subject = takes_subject || SubjectMatches(c.Subjects[i], flags.subject);
         subjects += (i == 0 ? "" : " ") + std::string(c.Subjects[i]);
       }
-      if (!takes_subject) conflicts.push_back("does not take subject " + flags.subject + " (its subjects: " + subjects + ")");
-      if (c.Retention != js_LimitsPolicy) conflicts.emplace_back("has a work-queue or interest retention (the bridge needs limits)");
+      if (!takes_subject)
+        conflicts.push_back("does not take subject " + flags.subject + " (its subjects: " + subjects + ")");
+      if (c.Retention != js_LimitsPolicy)
+        conflicts.emplace_back("has a work-queue or interest retention (the bridge needs limits)");
       if (flags.storage_given && c.Storage != storage) {
         conflicts.push_back(std::string("has storage ") + StorageName(c.Storage) + ", not " + flags.storage);
       }
@@ -331,8 +333,8 @@ StreamState EnsureStream(Connection const& connection, StreamFlags const& flags,
     last_error = NatsError(s);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // JetStream not ready yet (a cluster electing)
   }
-  throw Error(kUnreachable,
-              "JetStream at " + connection.Servers() + " did not answer about stream " + flags.stream + ": " + last_error);
+  throw Error(kUnreachable, "JetStream at " + connection.Servers() + " did not answer about stream " + flags.stream +
+                                ": " + last_error);
 }
 
 }  // namespace circbuf::tool::bridge

@@ -106,8 +106,8 @@ class Publisher {
   std::optional<std::uint64_t> ResumePoint() {
     natsMsg* last = nullptr;
     auto jerr = static_cast<jsErrCode>(0);
-    natsStatus const s =
-        js_GetLastMsg(&last, connection_.Js(), options_.stream.stream.c_str(), options_.stream.subject.c_str(), nullptr, &jerr);
+    natsStatus const s = js_GetLastMsg(&last, connection_.Js(), options_.stream.stream.c_str(),
+                                       options_.stream.subject.c_str(), nullptr, &jerr);
     MsgPtr const owned(last);
     if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) return std::nullopt;
     if (s != NATS_OK) throw Error(kUnreachable, "looking up the stream's last message: " + NatsError(s));
@@ -370,7 +370,8 @@ int RunOut(OutOptions const& options) {
                      HumanCount(static_cast<double>(c.published - tick_published)).c_str(),
                      HumanCount(static_cast<double>(acked - tick_acked)).c_str(),
                      static_cast<unsigned long long>(c.published),
-                     static_cast<unsigned long long>(c.published + c.gaps + c.resent - std::min(acked, c.published + c.gaps + c.resent)),
+                     static_cast<unsigned long long>(c.published + c.gaps + c.resent -
+                                                     std::min(acked, c.published + c.gaps + c.resent)),
                      static_cast<unsigned long long>(backlog.messages), static_cast<unsigned long long>(c.gaps),
                      static_cast<unsigned long long>(c.lost), static_cast<unsigned long long>(c.resent));
       }
@@ -408,8 +409,8 @@ int RunOut(OutOptions const& options) {
                "%s acknowledged (%s duplicates), %s sent again, %s refused, %s unacknowledged, %s already in the "
                "stream; next ring sequence %s; %s\n",
                U(c.published).c_str(), U(c.bytes).c_str(), U(c.gaps).c_str(), U(c.lost).c_str(), U(acked).c_str(),
-               U(duplicates).c_str(), U(c.resent).c_str(), U(refused).c_str(), U(unacked).c_str(),
-               U(c.skipped).c_str(), publisher.Next() ? U(publisher.Next().value_or(0)).c_str() : "-", why.c_str());
+               U(duplicates).c_str(), U(c.resent).c_str(), U(refused).c_str(), U(unacked).c_str(), U(c.skipped).c_str(),
+               publisher.Next() ? U(publisher.Next().value_or(0)).c_str() : "-", why.c_str());
   return kOk;
 }
 
