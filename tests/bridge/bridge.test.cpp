@@ -226,6 +226,10 @@ TEST(Bridge, SigkilledBridgeOutRestartsWithoutDuplicatesOrUnreportedLoss) {
   ASSERT_TRUE(client.WaitCovered("KILL", "kill.one", written)) << again.Err();
   ASSERT_EQ(Stop(again), 0) << again.Err();
   EXPECT_NE(again.Err().find("resuming"), std::string::npos) << again.Err();
+  // It resumed after the stream's last message instead of leaning on the
+  // duplicate window: nothing it sent was a second copy.
+  EXPECT_EQ(SummaryNumber(again.Err(), "\\((\\d+) duplicates\\)"), 0u) << again.Err();
+  EXPECT_GT(SummaryNumber(again.Err(), "(\\d+) already in the stream").value_or(0), 0u) << again.Err();
   // The stream: every ring sequence exactly once (a message or within a
   // gap), in order, each message's bytes its sequence's.
   std::uint64_t next = 0;
