@@ -92,8 +92,7 @@ Seen ReadUntil(cb::Reader& reader, std::uint64_t total, std::size_t max, std::ch
       std::uint64_t const seq = reader.NextSequence() - 1;
       if (seen.first == ~std::uint64_t{0}) seen.first = seq;
       auto const want = Payload(seq, SizeOf(seq, max));
-      if (static_cast<std::size_t>(n) != want.size() ||
-          !std::equal(want.begin(), want.end(), buffer.begin())) {
+      if (static_cast<std::size_t>(n) != want.size() || !std::equal(want.begin(), want.end(), buffer.begin())) {
         ++seen.wrong;
       }
       ++seen.delivered;
@@ -318,8 +317,9 @@ TEST(Bridge, BadInputGetsOneClearLineAndItsExitCode) {
     std::this_thread::sleep_for(50ms);
   }
   ASSERT_EQ(Stop(first), 0) << first.Err();
-  expect_error(Circbuf(Cat({"bridge", "in", "/br-conf", "--storage", "file"}, NatsArgs(server.Url(), "CONF", "conf.one"))),
-               10, "stream CONF exists but has storage memory, not file");
+  expect_error(
+      Circbuf(Cat({"bridge", "in", "/br-conf", "--storage", "file"}, NatsArgs(server.Url(), "CONF", "conf.one"))), 10,
+      "stream CONF exists but has storage memory, not file");
   expect_error(Circbuf(Cat({"bridge", "out", up}, NatsArgs(server.Url(), "CONF", "other.subject"))), 10,
                "does not take subject other.subject");
   expect_error(Circbuf({"bridge", "in", "/br-y", "--stream", "S", "--subject", "a.b", "--from", "soon"}), 3,

@@ -22,6 +22,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -35,20 +36,25 @@
 
 namespace circbuf::test {
 
-// A loopback TCP port nobody listens on right now (the kernel's choice).
+// A loopback TCP port nobody listens on right now (the kernel's choice),
+// never the same twice in one process (the kernel may hand a port it just
+// gave out again once it is closed).
 inline int FreePort() {
-  int const fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    std::abort();
+  static std::set<int> given;
+  for (;;) {
+    int const fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    socklen_t len = sizeof a;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      std::abort();
+    }
+    ::close(fd);
+    if (given.insert(ntohs(a.sin_port)).second) return ntohs(a.sin_port);
   }
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 inline bool Listening(int port) {
@@ -91,7 +97,8 @@ class NatsServer {
     args_ = {CIRCBUF_NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", std::to_string(port_), "-sd", store_, "-n", name_};
     if (cluster) {
       std::string routes;
-      for (int p : cluster->route_ports) routes += (routes.empty() ? "" : ",") + std::string("nats://127.0.0.1:") + std::to_string(p);
+      for (int p : cluster->route_ports)
+        routes += (routes.empty() ? "" : ",") + std::string("nats://127.0.0.1:") + std::to_string(p);
       args_.insert(args_.end(), {"--cluster_name", "circbuf", "--cluster",
                                  "nats://127.0.0.1:" + std::to_string(cluster->port), "--routes", routes});
     }
@@ -191,7 +198,13 @@ class NatsClient {
   explicit NatsClient(std::string const& urls) {
     natsOptions* o = nullptr;
     natsOptions_Create(&o);
-    natsOptions_SetURL(o, urls.c_str());
+    std::vector<std::string> list;
+    std::stringstream in(urls);
+    for (std::string url; std::getline(in, url, ',');) list.push_back(url);
+    std::vector<char const*> servers;
+    servers.reserve(list.size());
+    for (auto const& url : list) servers.push_back(url.c_str());
+    natsOptions_SetServers(o, servers.data(), static_cast<int>(servers.size()));
     natsOptions_SetMaxReconnect(o, -1);
     natsOptions_SetReconnectWait(o, 100);
     natsOptions_SetTimeout(o, 2000);

@@ -29,7 +29,8 @@ struct InOptions {
   StreamFlags stream;
   std::string from = "latest";  // oldest | latest | next | a stream sequence number
   std::string capacity = "1MiB";
-  int batch = 256;  // messages per pull request
+  int batch = 256;          // messages per pull request
+  double reorder_wait = 10;  // seconds a hole in the ring sequence waits for its messages
   bool progress = false;
 };
 

@@ -101,6 +101,12 @@ Command AddBridge(CLI::App& app) {
   g_in_app->add_option("--batch", g_in.batch, "Messages per pull request")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
+  g_in_app
+      ->add_option("--reorder-wait", g_in.reorder_wait,
+                   "Seconds a hole in the ring sequence waits for its messages (bridge out sends a publish again when "
+                   "its acknowledgement was lost, so they can arrive late) before it counts as lost")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
   g_in_app->add_flag("--progress", g_in.progress,
                      "A line a second on stderr: rate, lag, gaps filled, lost (upstream, on the way)");
   g_in_app->footer("The ring's sequence numbers are the upstream ring's; its readers' Lost() counts what the source "

@@ -13,13 +13,17 @@
 //     sequences are fetched by number (direct get, next message of the
 //     subject) while the stream still holds them: the gap fill. What it
 //     cannot recover is what Skip counts.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <nats/nats.h>
 
@@ -74,69 +78,134 @@ class Sink {
       ++counters_.duplicates;
       return;
     }
+    std::optional<std::uint64_t> const previous = last_stream_;
     auto const seq = HeaderNumber(msg, kSeqHeader);
     if (!seq) {
+      last_stream_ = stream_seq;
       if (counters_.foreign++ == 0) {
         Log().warn("stream sequence {} has no {} header (not from circbuf bridge out): dropped", stream_seq,
                    kSeqHeader);
       }
-      last_stream_ = stream_seq;
       return;
     }
     auto const gap = HeaderNumber(msg, kGapHeader);
-    std::uint64_t const first = *seq;
-    std::uint64_t const end = first + (gap ? *gap : 1);
-    std::uint64_t n = writer_.NextSequence();
-    if (end <= n) {  // the ring has it already
-      ++counters_.duplicates;
-      last_stream_ = stream_seq;
-      return;
+    Entry entry{*seq, gap ? *gap : 1, gap.has_value(), {}};
+    bool const jumped = previous && stream_seq > *previous + 1;
+    if (entry.first > writer_.NextSequence() && jumped && !filling) {
+      Fill(*previous + 1, stream_seq);  // the stream may still hold what the consumer skipped
     }
-    if (first > n && !filling && last_stream_ && stream_seq > *last_stream_ + 1) {
-      Fill(*last_stream_ + 1, stream_seq);  // the stream may still hold what the consumer skipped
-      n = writer_.NextSequence();
-      if (end <= n) {
-        last_stream_ = stream_seq;
-        return;
-      }
-    }
-    std::uint64_t missing = first > n ? first - n : 0;  // holes nothing explains
-    std::uint64_t announced = 0;
-    if (gap) announced = end - std::max(first, n);
-    if (missing + announced != 0) {
-      SkipSequences(writer_, missing + announced);
-      ++counters_.gaps;
-      (started_ ? counters_.lost_on_way : counters_.aligned) += missing;
-      counters_.lost_upstream += announced;
-      if (missing != 0 && started_) {
-        Log().warn("ring sequences {} .. {} are not in the stream any more: {} messages lost on the way", n, first - 1,
-                   missing);
-      }
-    }
-    started_ = true;
     last_stream_ = stream_seq;
-    if (gap) return;
-    auto const* data = reinterpret_cast<std::byte const*>(natsMsg_GetData(msg));
-    auto const size = static_cast<std::size_t>(natsMsg_GetDataLength(msg));
-    if (size == 0 || size > writer_.MaxMessageSize()) {
-      ++counters_.too_large;
-      Log().warn("ring sequence {}: {} bytes do not fit this ring (1 .. {} bytes): skipped, counted as lost", first,
-                 size, writer_.MaxMessageSize());
-      SkipSequences(writer_, 1);
+    if (entry.count == 0) return;
+    if (entry.first + entry.count <= writer_.NextSequence() || held_.contains(entry.first)) {
+      ++counters_.duplicates;  // the ring has it already, or it waits here already
       return;
     }
-    writer_.Write(std::span<std::byte const>(data, size));
-    ++counters_.written;
-    counters_.bytes += size;
+    if (!entry.gap) {
+      auto const* data = reinterpret_cast<std::byte const*>(natsMsg_GetData(msg));
+      entry.payload.assign(data, data + natsMsg_GetDataLength(msg));
+    }
+    held_bytes_ += entry.payload.size();
+    held_.emplace(entry.first, std::move(entry));
+    Drain();
+    if (held_.empty()) return;
+    // A hole before what is held. Before the first message: the upstream
+    // sequence to take. After a jump in the stream that the gap fill could
+    // not close: gone from the stream. Otherwise the missing messages may
+    // still come (bridge out sends a publish again when its acknowledgement
+    // was lost, so the stream can hold them out of order): wait for them up
+    // to --reorder-wait (Expire).
+    if (!started_) {
+      Hole(true);
+    } else if (jumped && !filling) {
+      Hole(false);
+    } else if (!hole_since_) {
+      hole_since_ = std::chrono::steady_clock::now();
+    }
+  }
+
+  // Gives up on a hole that waited --reorder-wait (or everything, `all`: at the end).
+  void Expire(bool all) {
+    while (!held_.empty() && (all || held_.size() > kMaxHeld || held_bytes_ > kMaxHeldBytes ||
+                              (hole_since_ && std::chrono::steady_clock::now() - *hole_since_ >=
+                                                  std::chrono::milliseconds(Millis(options_.reorder_wait))))) {
+      Hole(false);
+    }
   }
 
   [[nodiscard]] std::optional<std::uint64_t> LastStream() const noexcept { return last_stream_; }
   [[nodiscard]] Counters& Count() noexcept { return counters_; }
+  [[nodiscard]] std::size_t Held() const noexcept { return held_.size(); }
 
  private:
+  struct Entry {
+    std::uint64_t first;  // ring sequence (a gap: its first)
+    std::uint64_t count;  // 1, or the gap's length
+    bool gap;
+    std::vector<std::byte> payload;
+  };
+  static constexpr std::size_t kMaxHeld = 1 << 20;
+  static constexpr std::size_t kMaxHeldBytes = std::size_t{256} << 20;
+
+  // Skips the ring to the first held entry: those sequences are lost on the way
+  // (`align`: the first message, which only takes the upstream sequence).
+  void Hole(bool align) {
+    std::uint64_t const n = writer_.NextSequence();
+    std::uint64_t const first = held_.begin()->first;
+    if (first > n) {
+      SkipSequences(writer_, first - n);
+      ++counters_.gaps;
+      (align ? counters_.aligned : counters_.lost_on_way) += first - n;
+      if (!align) {
+        Log().warn("ring sequences {} .. {} did not arrive: {} messages lost on the way", n, first - 1, first - n);
+      }
+    }
+    Drain();
+  }
+
+  // Applies every held entry that is next in the ring, in order.
+  void Drain() {
+    while (!held_.empty() && held_.begin()->first <= writer_.NextSequence()) {
+      auto node = held_.extract(held_.begin());
+      Entry const& e = node.mapped();
+      held_bytes_ -= e.payload.size();
+      Apply(e);
+    }
+    if (held_.empty()) {
+      hole_since_.reset();
+    } else {
+      hole_since_ = std::chrono::steady_clock::now();  // a new hole: its own wait
+    }
+  }
+
+  void Apply(Entry const& e) {
+    std::uint64_t const n = writer_.NextSequence();
+    started_ = true;
+    if (e.first + e.count <= n) {
+      ++counters_.duplicates;
+      return;
+    }
+    if (e.gap) {  // the source ring lapped its bridge: announced, exact
+      std::uint64_t const announced = e.first + e.count - std::max(e.first, n);
+      SkipSequences(writer_, announced);
+      ++counters_.gaps;
+      counters_.lost_upstream += announced;
+      return;
+    }
+    if (e.payload.empty() || e.payload.size() > writer_.MaxMessageSize()) {
+      ++counters_.too_large;
+      Log().warn("ring sequence {}: {} bytes do not fit this ring (1 .. {} bytes): skipped, counted as lost", e.first,
+                 e.payload.size(), writer_.MaxMessageSize());
+      SkipSequences(writer_, 1);
+      return;
+    }
+    writer_.Write(e.payload);
+    ++counters_.written;
+    counters_.bytes += e.payload.size();
+  }
+
   // Stream sequences [from, to): every message of our subject the stream still has, in order.
   void Fill(std::uint64_t from, std::uint64_t to) {
-    std::uint64_t const before = counters_.written;
+    std::uint64_t const before = counters_.filled;
     jsOptions o;
     jsOptions_Init(&o);
     o.Wait = 2000;
@@ -164,14 +233,13 @@ class Sink {
       if (got >= to || got < at) break;
       char const* subject = natsMsg_GetSubject(raw);
       if (subject != nullptr && options_.stream.subject == subject) {
-        std::uint64_t const written = counters_.written;
         Take(raw, got, true);
-        counters_.filled += counters_.written - written;
+        ++counters_.filled;
       }
       at = got + 1;
     }
-    if (counters_.written != before) {
-      Log().info("gap fill: {} messages recovered from stream sequences {} .. {}", counters_.written - before, from,
+    if (counters_.filled != before) {
+      Log().info("gap fill: {} messages recovered from stream sequences {} .. {}", counters_.filled - before, from,
                  to - 1);
     }
   }
@@ -183,6 +251,9 @@ class Sink {
   std::optional<std::uint64_t> last_stream_;  // the stream sequence of the last message taken
   Counters counters_;
   bool started_ = false;
+  std::map<std::uint64_t, Entry> held_;  // arrived ahead of a hole, by ring sequence
+  std::size_t held_bytes_ = 0;
+  std::optional<std::chrono::steady_clock::time_point> hole_since_;
 };
 
 struct SubDeleter {
@@ -288,6 +359,7 @@ int RunIn(InOptions const& options) {
         sink.Take(m, stream_seq, false);
       }
       natsMsgList_Destroy(&list);
+      sink.Expire(false);
       if (s == NATS_OK) {
         backoff_ms = 50;
       } else if (s != NATS_TIMEOUT) {
@@ -317,6 +389,7 @@ int RunIn(InOptions const& options) {
       next_tick = now + std::chrono::seconds(1);
     }
   }
+  sink.Expire(true);  // what waited behind a hole goes into the ring now
   Counters const& c = sink.Count();
   std::fprintf(stderr,
                "circbuf bridge in: wrote %s messages (%s bytes), %s gaps (%s messages lost: %s upstream, %s on the "
