@@ -304,6 +304,20 @@ int circbuf_abort(circbuf_writer* writer) {
   return 0;
 }
 
+int circbuf_writer_skip(circbuf_writer* writer, std::uint64_t count) {
+  if (writer == nullptr) return Null("writer");
+  try {
+    writer->writer.Skip(count);
+    return 0;
+  } catch (...) {
+    return FromException();
+  }
+}
+
+std::uint64_t circbuf_writer_next_sequence(circbuf_writer const* writer) {
+  return writer == nullptr ? 0 : writer->writer.NextSequence();
+}
+
 int circbuf_writer_stats_get(circbuf_writer const* writer, circbuf_writer_stats* out) {
   if (writer == nullptr) return Null("writer");
   if (out == nullptr) return Null("out");

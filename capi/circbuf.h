@@ -130,6 +130,15 @@ int circbuf_write(circbuf_writer* writer, const void* data, size_t size);
 int circbuf_claim(circbuf_writer* writer, size_t size, void** slot);
 int circbuf_commit(circbuf_writer* writer, size_t size);
 int circbuf_abort(circbuf_writer* writer);
+/* Skips `count` sequence numbers (C++ Writer::Skip): the next message gets
+ * circbuf_writer_next_sequence() + count, and every reader that reaches this
+ * point reads CIRCBUF_LAPPED with circbuf_reader_last_loss() == count. For a
+ * writer that forwards a stream with its own numbers (a bridge, a replay):
+ * messages lost upstream stay counted downstream. count 0: nothing. 0, or an
+ * error. */
+int circbuf_writer_skip(circbuf_writer* writer, uint64_t count);
+/* The sequence number the next message gets (0 for a NULL handle). */
+uint64_t circbuf_writer_next_sequence(const circbuf_writer* writer);
 
 typedef struct circbuf_writer_stats {
   uint32_t size;      /* sizeof(circbuf_writer_stats) */

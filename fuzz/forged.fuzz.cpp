@@ -16,12 +16,14 @@
 // Input (little-endian; missing bytes read as 0):
 //   u8  capacity: 4096 + 64 * (byte % 193)
 //   u8  start of the first reader (mod 3)
-//   operations, at most 256, each an opcode byte (mod 7) and operands:
+//   operations, at most 256, each an opcode byte (mod 8) and operands:
 //     0 write u8 (1 + mod 16) messages of u16 (1 + mod max) bytes
 //     1 Read into 65535 bytes              2 ReadInPlace
-//     3 set State word u8 (mod 28) to u64  4 move State word u8 (mod 28) by i8 * 8
+//     3 set State word u8 (mod 37) to u64  4 move State word u8 (mod 37) by i8 * 8
 //     5 attach a new reader, start u8 (mod 3)   6 Wait(0)
-//   State words: tail, latest, sequence, limit, index[0..7], index_sequence[0..7], index_check[0..7].
+//     7 Skip(1 + u8) sequence numbers (a gap record)
+//   State words: tail, latest, sequence, limit, index[0..7], index_sequence[0..7], index_check[0..7],
+//   skipped, index_skipped[0..7].
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -49,7 +51,7 @@ using namespace circbuf::fuzz;
 
 namespace {
 
-constexpr std::size_t kWords = 28;
+constexpr std::size_t kWords = 37;
 constexpr std::size_t kMaxOps = 256;
 constexpr std::size_t WordOffset(std::size_t i) {
   if (i == 0) return offsetof(cb::State, tail);
@@ -58,7 +60,9 @@ constexpr std::size_t WordOffset(std::size_t i) {
   if (i == 3) return offsetof(cb::State, limit);
   if (i < 12) return offsetof(cb::State, index) + 8 * (i - 4);
   if (i < 20) return offsetof(cb::State, index_sequence) + 8 * (i - 12);
-  return offsetof(cb::State, index_check) + 8 * (i - 20);
+  if (i < 28) return offsetof(cb::State, index_check) + 8 * (i - 20);
+  if (i == 28) return offsetof(cb::State, skipped);
+  return offsetof(cb::State, index_skipped) + 8 * (i - 29);
 }
 
 struct Bytes {
@@ -136,7 +140,7 @@ void Run(Bytes& in) {
     cb::Writer writer(cb::Spec::Make(name, capacity));
     std::size_t const max = writer.MaxMessageSize();
     RawState raw(name);
-    std::vector<std::size_t> sizes;  // sizes[seq]: what the writer wrote as seq
+    std::vector<std::size_t> sizes;  // sizes[seq]: what the writer wrote as seq (0: skipped, no message)
     std::optional<Watched> watched;
     auto attach = [&](cb::StartAt start) {
       watched.reset();
@@ -149,7 +153,7 @@ void Run(Bytes& in) {
     attach(first_start);
     std::vector<std::byte> buffer(cb::kMaxMessageSize);
     for (std::size_t op = 0; op < kMaxOps && !in.Done(); ++op) {
-      switch (in.Take(1) % 7) {
+      switch (in.Take(1) % 8) {
         case 0: {
           std::uint64_t const count = 1 + in.Take(1) % 16;
           std::size_t const size = 1 + static_cast<std::size_t>(in.Take(2)) % max;
@@ -189,6 +193,12 @@ void Run(Bytes& in) {
         case 6:
           if (watched) (void)watched->reader.Wait(std::chrono::nanoseconds(0));
           break;
+        case 7: {
+          std::uint64_t const count = 1 + in.Take(1);
+          writer.Skip(count);
+          sizes.resize(sizes.size() + count, 0);
+          break;
+        }
         default: break;  // not reached
       }
     }

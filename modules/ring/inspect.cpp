@@ -181,7 +181,7 @@ std::string SizeDamage(std::string const& what, std::uint64_t file_bytes, std::u
 }
 
 // Messages written: the sequence number of the record at `latest`, plus 1,
-// from the data segment. The writer may be overwriting that record
+// from the data segment (sequence numbers used: gap records' count too). The writer may be overwriting that record
 // meanwhile: as the Reader does, the header counts only if the record was
 // still intact after it was read (its position p >= limit - capacity).
 std::uint64_t MessagesWritten(SegmentFile const& state, std::uint64_t capacity, SegmentFile const& data) {
@@ -192,6 +192,8 @@ std::uint64_t MessagesWritten(SegmentFile const& state, std::uint64_t capacity, 
     if (!data.Word(kPageSize + latest % capacity, h)) return 0;  // a data segment cut short
     bool const intact = latest + capacity >= StateWord<std::uint64_t>(state, offsetof(State, limit));
     if (intact && h != 0 && HeaderLength(h) != 0) return HeaderSequence(h) + 1;
+    // A gap record (Writer::Skip): the State's next sequence number, written with it.
+    if (intact && IsGap(h)) return StateWord<std::uint64_t>(state, offsetof(State, sequence));
   }
   return 0;
 }

@@ -11,7 +11,7 @@
 //       | chunk u64 | max_message u32 | reserved u32 | type_size u32  |  before attachers see it
 //       | type_align u32 | type_id u64 | pad .................... 128  |  (type: see TypeTag)
 //   128 +--------------------------------------------------------------+
-//       | tail u64 | latest u64 | sequence u64 | pad ...........  256  |  commit: writer, per message
+//       | tail u64 | latest u64 | sequence u64 | skipped u64 | pad 256 |  commit: writer, per message
 //   256 +--------------------------------------------------------------+
 //       | limit u64 | pad ...... 320 | index[8] u64 ...............384  |  frontier: writer, per chunk
 //   384 +--------------------------------------------------------------+
@@ -20,6 +20,8 @@
 //   512 +--------------------------------------------------------------+
 //       | index_sequence[8] u64 ........ 576 | index_check[8] u64 ... 640  |  index: writer, per chunk
 //   640 +--------------------------------------------------------------+
+//       | index_skipped[8] u64 ....................................  704 |  index: writer, per chunk
+//   704 +--------------------------------------------------------------+
 //
 //   Readers map the State read-only (PROT_READ): no reader writes it, so no
 //   reader's stray write can reach it. The one word readers must write, the
@@ -54,11 +56,15 @@
 //   offset p % capacity.
 //     tail     end of the last committed record (for Wait, late join and
 //              take-over; readers that are caught up poll record headers instead)
-//     latest   start of the last committed record (kNoRecord before the first;
-//              for take-over and the tool: readers do not trust it)
+//     latest   start of the last committed record, a gap record too
+//              (kNoRecord before the first; for take-over and the tool:
+//              readers do not trust it)
 //     sequence the sequence number of the next message (stored with tail):
 //              a writer that takes over reads it when the dead writer's
 //              claim has left no committed record intact to read it from
+//     skipped  sequence numbers skipped by gap records so far, in all
+//              (stored with tail; Writer::Skip): messages written = sequence
+//              - skipped
 //     limit    frontier: the writer has written, or may be writing, positions
 //              below limit and no others. It moves in whole chunks
 //              (chunk = capacity / kChunks) and is stored before the writer
@@ -77,6 +83,12 @@
 //              breaks the check, and a payload word that looks like a header
 //              of a small sequence number (any small integer does, for
 //              sequence 0) is not taken for one.
+//     index_skipped[k]  State::skipped as it was at the record index[k]
+//              names (also in index_check[k]): how many of the sequence
+//              numbers below index_sequence[k] gap records skipped, so that
+//              a lapped reader can bound how far the sequence may have moved
+//              over a distance (at most one message per 16 bytes, plus what
+//              gap records skipped in between).
 //   None of these positions ever goes backwards, across take-overs too.
 //
 // ---- Record (8-byte aligned, in segment NAME.data) -------------------------------
@@ -87,16 +99,32 @@
 //   +--------------------------------------------------+-----------------+
 //   |  payload: `length` bytes, then zero padding to a multiple of 8        |
 //   +---------------------------------------------------------------------+
-//    63 62                                          16 15               0
-//   +--+-----------------------------------------------+-----------------+
-//   |1 |   next message's sequence (low 47 bits)       |        0        |  padding header
-//   +--+-----------------------------------------------+-----------------+
+//    63 62 61                                       16 15               0
+//   +--+--+--------------------------------------------+-----------------+
+//   |1 |0 | next message's sequence (low 46 bits)      |        0        |  padding header
+//   +--+--+--------------------------------------------+-----------------+
+//   +--+--+--------------------------------------------+-----------------+
+//   |1 |1 | first skipped sequence (low 46 bits)       |        0        |  gap header
+//   +--+--+--------------------------------------------+-----------------+
+//   |  count u64: sequence numbers skipped (1 .. 2^46 - 1)                |  gap record: 16 bytes
+//   +---------------------------------------------------------------------+
 //
 //   length 1 .. 65535: a message; the record takes 8 + align8(length) bytes.
 //   length 0: a padding record: the rest of the buffer up to its end is
 //             unused (the next message did not fit before the end). Bit 63
-//             (P) is set, so a padding header is never 0; bits 62..16 hold
-//             the low 47 bits of the next message's number.
+//             (P) is set, so a padding header is never 0; bit 62 (G) is
+//             clear; bits 61..16 hold the low 46 bits of the next message's
+//             number.
+//             Or, with P and G set, a gap record (Writer::Skip): `count`
+//             sequence numbers were skipped by the writer (messages lost
+//             upstream of it: a bridge, a replayed recording). The header
+//             holds the low 46 bits of the first skipped number, which is
+//             the number the reader expects there; a reader that reaches the
+//             record counts `count` as lost (kLapped, LastLoss() == count)
+//             and expects first + count next. A gap record is committed like
+//             a message (count stored first, the header last), has no
+//             payload, and is never named by index[] (which names messages
+//             only); latest names it while it is the newest record.
 //   header 0: "nothing here yet". The header is the commit: the writer stores
 //             it last, with release, after the payload, and before that it
 //             stores 0 in the header slot right after the record. So the word
@@ -147,7 +175,8 @@ export namespace circbuf::CircularBuffer {
 
 inline constexpr std::uint64_t kRingMagic = 0x3130'474E'4952'4243ULL;  // "CBRING01" little-endian
 // 2: wake word in the header page, State read-only for readers, index_sequence[], the data segment's end mark
-inline constexpr std::uint32_t kRingVersion = 2;
+// 3: gap records (Writer::Skip), State::skipped and index_skipped[], padding holds 46 sequence bits
+inline constexpr std::uint32_t kRingVersion = 3;
 inline constexpr std::size_t kInterference = 128;  // two cache lines
 inline constexpr std::uint64_t kChunks = 8;
 inline constexpr std::uint64_t kNoRecord = ~std::uint64_t{0};
@@ -180,11 +209,12 @@ constexpr std::uint64_t DataBytes(std::uint64_t capacity) noexcept { return EndM
 static_assert(DataBytes(kMaxCapacity) <= kMaxSegmentSize);
 
 // The check word of an index entry: a 64-bit mix (splitmix64's finaliser)
-// of its position and sequence number. Not a secret: it catches entries
-// changed at random or one field at a time, not a forger who recomputes it
-// (docs/threat-model.md).
-constexpr std::uint64_t IndexCheck(std::uint64_t position, std::uint64_t sequence) noexcept {
-  std::uint64_t x = (position * 0x9E37'79B9'7F4A'7C15ULL) ^ (sequence + 0x632B'E59B'D9B4'E019ULL);
+// of its position, sequence number and skipped count. Not a secret: it
+// catches entries changed at random or one field at a time, not a forger
+// who recomputes it (docs/threat-model.md).
+constexpr std::uint64_t IndexCheck(std::uint64_t position, std::uint64_t sequence, std::uint64_t skipped = 0) noexcept {
+  std::uint64_t x = (position * 0x9E37'79B9'7F4A'7C15ULL) ^ (sequence + 0x632B'E59B'D9B4'E019ULL) ^
+                    (skipped * 0xD6E8'FEB8'6659'FD93ULL);
   x = (x ^ (x >> 30)) * 0xBF58'476D'1CE4'E5B9ULL;
   x = (x ^ (x >> 27)) * 0x94D0'49BB'1331'11EBULL;
   return x ^ (x >> 31);
@@ -250,11 +280,26 @@ constexpr std::uint64_t MakeHeader(std::uint64_t sequence, std::size_t length) n
   return (sequence << 16) | static_cast<std::uint64_t>(length);
 }
 constexpr std::uint64_t kPaddingFlag = std::uint64_t{1} << 63;
+constexpr std::uint64_t kGapFlag = std::uint64_t{1} << 62;
+inline constexpr std::uint64_t kGapSequenceMask = (std::uint64_t{1} << 46) - 1;  // sequence bits of padding and gaps
+inline constexpr std::uint64_t kGapRecordBytes = 16;                            // header, count
+inline constexpr std::uint64_t kMaxGap = kGapSequenceMask;  // largest count of one gap record
 constexpr std::uint64_t MakePadding(std::uint64_t next_sequence) noexcept {
-  return kPaddingFlag | ((next_sequence << 16) & ~kPaddingFlag);
+  return kPaddingFlag | ((next_sequence & kGapSequenceMask) << 16);
+}
+constexpr std::uint64_t MakeGap(std::uint64_t first_skipped) noexcept {
+  return kPaddingFlag | kGapFlag | ((first_skipped & kGapSequenceMask) << 16);
 }
 constexpr std::size_t HeaderLength(std::uint64_t header) noexcept { return header & 0xffff; }
 constexpr std::uint64_t HeaderSequence(std::uint64_t header) noexcept { return header >> 16; }
+constexpr bool IsPadding(std::uint64_t header) noexcept {
+  return (header & (kPaddingFlag | kGapFlag | 0xffff)) == kPaddingFlag;
+}
+constexpr bool IsGap(std::uint64_t header) noexcept {
+  return (header & (kPaddingFlag | kGapFlag | 0xffff)) == (kPaddingFlag | kGapFlag);
+}
+// The sequence bits a padding or gap header carries.
+constexpr std::uint64_t MarkSequence(std::uint64_t header) noexcept { return (header >> 16) & kGapSequenceMask; }
 
 enum class WriterState : std::uint32_t {
   kNone = 0,    // no writer has attached yet
@@ -286,7 +331,8 @@ struct State {
   std::uint64_t tail;
   std::uint64_t latest;
   std::uint64_t sequence;
-  std::byte pad1[kInterference - 24];
+  std::uint64_t skipped;  // sequence numbers skipped by gap records, in all
+  std::byte pad1[kInterference - 32];
   // frontier: writer, once per chunk
   std::uint64_t limit;
   std::byte pad2[56];
@@ -299,8 +345,10 @@ struct State {
   std::byte pad3[kInterference - 20];
   // the index's sequence numbers: writer, once per chunk, before index[k]
   std::uint64_t index_sequence[kChunks];
-  // IndexCheck(index[k], index_sequence[k]), stored with them
+  // IndexCheck(index[k], index_sequence[k], index_skipped[k]), stored with them
   std::uint64_t index_check[kChunks];
+  // State::skipped at the record index[k] names, stored with it
+  std::uint64_t index_skipped[kChunks];
 };
 static_assert(std::is_trivial_v<State> && std::is_standard_layout_v<State>);
 static_assert(Storable<State>);
@@ -317,6 +365,7 @@ static_assert(offsetof(State, type_id) == 48);
 static_assert(offsetof(State, tail) == 128);
 static_assert(offsetof(State, latest) == 136);
 static_assert(offsetof(State, sequence) == 144);
+static_assert(offsetof(State, skipped) == 152);
 static_assert(offsetof(State, limit) == 256);
 static_assert(offsetof(State, index) == 320);
 static_assert(offsetof(State, writer_pid) == 384);
@@ -325,14 +374,15 @@ static_assert(offsetof(State, writer_epoch) == 392);
 static_assert(offsetof(State, reserved1) == 400);
 static_assert(offsetof(State, index_sequence) == 512);
 static_assert(offsetof(State, index_check) == 576);
-static_assert(sizeof(State) == 640);
+static_assert(offsetof(State, index_skipped) == 640);
+static_assert(sizeof(State) == 704);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint64_t>::required_alignment <= alignof(std::uint64_t));
 
 // Outcomes of Reader::Read besides a message's length (> 0).
 inline constexpr int kEmpty = 0;            // nothing new
-inline constexpr int kLapped = -1;          // overwritten: resynchronised; LastLoss() messages skipped
+inline constexpr int kLapped = -1;          // messages lost: LastLoss() of them (overwritten, or a gap record)
 inline constexpr int kBufferTooSmall = -2;  // next message is PendingSize() bytes; it stays unread
 inline constexpr int kCorrupt = -3;         // the ring's contents break its own rules (see Reader)
 

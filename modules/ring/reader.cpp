@@ -62,10 +62,12 @@ void Reader::MoveTo(std::uint64_t position) noexcept {
 // header (any small integer is one of sequence 0).
 // A lapped reader also never moves backwards: the point must lie ahead of
 // its cursor, with a sequence number no lower than the one it expects, at
-// most one per 16 bytes (the smallest record) ahead of it, and less than
-// 2^47 ahead (a gap that large could be a record it already delivered,
-// renumbered by a multiple of 2^48: the headers hold 48 bits). A claim that
-// fails is skipped (the next index entry), never delivered.
+// most one message per 16 bytes (the smallest record) ahead of it besides
+// what gap records skipped in between (index_skipped[k], against what the
+// reader knows was skipped before its cursor), and less than 2^47 ahead (a
+// gap that large could be a record it already delivered, renumbered by a
+// multiple of 2^48: the headers hold 48 bits). A claim that fails is skipped
+// (the next index entry), never delivered.
 
 std::size_t Reader::Verify(Point p) const noexcept {
   if (p.position % kRecordAlignment != 0) return 0;
@@ -84,7 +86,8 @@ std::optional<Reader::Point> Reader::FindOldest(bool after_cursor, bool newest, 
   for (std::uint64_t b = low; b < low + capacity_; b += chunk_) {
     std::size_t const k = (b / chunk_) % kChunks;
     Point const p{std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire),  // [R3]
-                  std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).load(std::memory_order_relaxed)};
+                  std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).load(std::memory_order_relaxed),
+                  std::atomic_ref<std::uint64_t>(state_->index_skipped[k]).load(std::memory_order_relaxed)};
     std::uint64_t const check = std::atomic_ref<std::uint64_t>(state_->index_check[k]).load(std::memory_order_relaxed);
     std::uint64_t const tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
     if (b >= tail) break;
@@ -92,11 +95,15 @@ std::optional<Reader::Point> Reader::FindOldest(bool after_cursor, bool newest, 
     // one), name a committed record, and agree with its check word.
     if (p.position == kNoRecord || p.position < b || p.position >= b + capacity_ || p.position >= tail) continue;
     if (p.position < at_least) continue;
-    if (check != IndexCheck(p.position, p.sequence)) continue;
-    if (after_cursor && (p.position <= cursor_ || p.sequence < expected_ ||
-                         p.sequence - expected_ > (p.position - cursor_) / RecordBytes(1) ||
-                         p.sequence - expected_ >= kSequenceMask / 2)) {
-      continue;
+    if (check != IndexCheck(p.position, p.sequence, p.skipped) || p.skipped > p.sequence) continue;
+    if (after_cursor) {
+      if (p.position <= cursor_ || p.sequence < expected_ || p.skipped < gaps_before_) continue;
+      std::uint64_t const advance = p.sequence - expected_;    // sequence numbers ahead of the cursor's
+      std::uint64_t const skipped = p.skipped - gaps_before_;  // of which gap records skipped
+      if (skipped > advance || advance - skipped > (p.position - cursor_) / RecordBytes(1) ||
+          advance >= kSequenceMask / 2) {
+        continue;
+      }
     }
     if (Verify(p) == 0) continue;
     if (!newest) return p;
@@ -105,26 +112,46 @@ std::optional<Reader::Point> Reader::FindOldest(bool after_cursor, bool newest, 
   return found;
 }
 
+std::uint64_t Reader::VerifyGap(std::uint64_t position, std::uint64_t sequence) const noexcept {
+  std::uint64_t const off = position % capacity_;
+  if (position % kRecordAlignment != 0 || off + kGapRecordBytes > capacity_) return 0;
+  std::uint64_t const header = LoadWord(data_, off);
+  std::uint64_t const count = LoadWord(data_, off + kHeaderBytes);
+  std::atomic_thread_fence(std::memory_order_acquire);  // as [R2]: pairs with [W1]
+  if (position + capacity_ < Limit()) return 0;
+  if (!IsGap(header) || MarkSequence(header) != (sequence & kGapSequenceMask) || count == 0 || count > kMaxGap) {
+    return 0;
+  }
+  return count;
+}
+
 // From a confirmed record, along the records the writer wrote after it
-// (each header the next sequence number, padding skipped), to the last one
-// committed: latest, found without trusting State::latest. Nullopt if the
-// writer keeps ahead of the walk, or the start was overwritten meanwhile.
-std::optional<std::pair<Reader::Point, std::size_t>> Reader::WalkToNewest(Point p) const noexcept {
+// (each header the next sequence number, padding skipped, a gap record
+// adding its count), to the last one committed: latest, found without
+// trusting State::latest. Nullopt if the writer keeps ahead of the walk, or
+// the start was overwritten meanwhile.
+std::optional<Reader::Newest> Reader::WalkToNewest(Point p) const noexcept {
   std::size_t n = Verify(p);
   if (n == 0) return std::nullopt;
+  Point end{p.position + RecordBytes(n), p.sequence + 1, p.skipped};  // after the last record
   for (std::uint64_t steps = 0; steps <= capacity_ / RecordBytes(1); ++steps) {
-    std::uint64_t q = p.position + RecordBytes(n);
+    std::uint64_t q = end.position;
     std::uint64_t const header = LoadWord(data_, q % capacity_);
-    if (HeaderLength(header) == 0 && (header & kPaddingFlag) != 0 && q % capacity_ != 0) {
+    if (IsPadding(header) && q % capacity_ != 0) {
       q += capacity_ - q % capacity_;  // padding: the next record starts the next lap
     }
-    std::size_t const m = Verify({q, p.sequence + 1});
+    if (std::uint64_t const count = VerifyGap(q, end.sequence); count != 0) {
+      end = {q + kGapRecordBytes, end.sequence + count, end.skipped + count};
+      continue;
+    }
+    std::size_t const m = Verify({q, end.sequence, end.skipped});
     if (m == 0) {  // nothing newer is committed there (0, an older lap, or overwritten)
       if (Verify(p) != n) return std::nullopt;
-      return std::pair{p, n};
+      return Newest{p, n, end};
     }
-    p = {q, p.sequence + 1};
+    p = {q, end.sequence, end.skipped};
     n = m;
+    end = {q + RecordBytes(m), p.sequence + 1, p.skipped};
   }
   return std::nullopt;
 }
@@ -138,12 +165,14 @@ void Reader::Start(StartAt start) {
     if (tail == 0) {  // nothing written yet: the first message will be sequence 0
       MoveTo(0);
       expected_ = 0;
+      gaps_before_ = 0;
       return;
     }
     if (start == StartAt::kOldest) {
       if (std::optional<Point> const oldest = FindOldest(false)) {
         MoveTo(oldest->position);
         expected_ = oldest->sequence;
+        gaps_before_ = oldest->skipped;
         return;
       }
       continue;
@@ -153,15 +182,15 @@ void Reader::Start(StartAt start) {
     // trusted: a payload word near it could pass for a header).
     std::optional<Point> const newest = FindOldest(false, true);
     if (!newest) continue;
-    std::optional<std::pair<Point, std::size_t>> const last = WalkToNewest(*newest);
+    std::optional<Newest> const last = WalkToNewest(*newest);
     if (!last) continue;
-    if (start == StartAt::kNext) {
-      MoveTo(last->first.position + RecordBytes(last->second));  // after padding, if its successor did not fit
-      expected_ = last->first.sequence + 1;
-    } else {
-      MoveTo(last->first.position);
-      expected_ = last->first.sequence;
-    }
+    // kNext: after the last record, gap records too (a gap recorded before
+    // the reader came is not its loss); before padding, if the next record
+    // did not fit (Begin skips the padding).
+    Point const at = start == StartAt::kNext ? last->end : last->last;
+    MoveTo(at.position);
+    expected_ = at.sequence;
+    gaps_before_ = at.skipped;
     return;
   }
   // A writer lapping the whole ring faster than we can look, or a State
@@ -173,15 +202,18 @@ void Reader::Start(StartAt start) {
   if (std::optional<Point> const oldest = FindOldest(false)) {
     MoveTo(oldest->position);
     expected_ = oldest->sequence;
+    gaps_before_ = oldest->skipped;
     return;
   }
   // tail with the sequence stored before it, as a pair: only while nothing
   // is committed (latest kNoRecord before and after: a ring whose data
   // segment was created anew), where no record can confirm them.
+  std::uint64_t skipped = 0;
   for (int attempt = 0; attempt < 1000; ++attempt) {
     std::uint64_t const before = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_acquire);
     tail = std::atomic_ref<std::uint64_t>(state_->tail).load(std::memory_order_acquire);
     next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_acquire);
+    skipped = std::atomic_ref<std::uint64_t>(state_->skipped).load(std::memory_order_acquire);
     std::uint64_t const after = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_acquire);
     if (before == kNoRecord && after == kNoRecord) break;
   }
@@ -192,6 +224,7 @@ void Reader::Start(StartAt start) {
   }
   MoveTo(tail);
   expected_ = next;
+  gaps_before_ = std::min(skipped, next);
 }
 
 // kOldest: the oldest intact record ahead of the cursor, right at the edge
@@ -215,10 +248,11 @@ std::optional<Reader::Point> Reader::ResumePoint() const noexcept {
     case OnLap::kLatest: {
       std::optional<Point> const p = FindOldest(true, true);
       if (!p) break;
-      std::optional<std::pair<Point, std::size_t>> const last = WalkToNewest(*p);
-      // The walk adds one sequence number per record of 16 bytes or more, so
-      // its end keeps FindOldest's distance rule; the 2^47 rule is checked again.
-      if (last && last->first.sequence - expected_ < kSequenceMask / 2) return last->first;
+      std::optional<Newest> const last = WalkToNewest(*p);
+      // The walk adds one sequence number per message record (16 bytes or
+      // more) and a gap record's count to the skipped ones, so its end keeps
+      // FindOldest's distance rule; the 2^47 rule is checked again.
+      if (last && last->last.sequence - expected_ < kSequenceMask / 2) return last->last;
       return p;
     }
   }
@@ -250,12 +284,42 @@ int Reader::Lapped() {
     lost_ += gap;
     last_loss_ = gap;
     expected_ = oldest->sequence;
+    gaps_before_ = oldest->skipped;
     MoveTo(oldest->position);
     ++laps_;
     return kLapped;
   }
   ++corrupt_;
   return kCorrupt;  // no intact record could be found: the positions make no sense
+}
+
+// A gap record at the cursor (Begin found its header; `limit` was loaded
+// after it, as for a message): it must lie inside the buffer and below the
+// frontier, carry the sequence number this reader expects and a count of 1 ..
+// kMaxGap, and be intact after the count was read (as Finish checks a copy).
+// Then its count is lost: kLapped, LastLoss() == count.
+int Reader::Gap(std::uint64_t header, std::uint64_t limit) {
+  if (offset_ + kGapRecordBytes > capacity_ || cursor_ + kGapRecordBytes > limit ||
+      MarkSequence(header) != (expected_ & kGapSequenceMask)) {
+    return Corrupt(header);
+  }
+  std::uint64_t const count = LoadWord(data_, offset_ + kHeaderBytes);
+  std::atomic_thread_fence(std::memory_order_acquire);  // [R2] pairs with [W1]
+  std::uint64_t const now = std::atomic_ref<std::uint64_t>(state_->limit).load(std::memory_order_relaxed);
+  if (cursor_ + capacity_ < now) return Lapped();
+  if (now < limit_floor_ || count == 0 || count > kMaxGap) return Corrupt(header);
+  if (truncations_->load(std::memory_order_relaxed) != truncations_seen_ && Truncation()) return CorruptSegment();
+  if (!EndMarkIntact()) return TruncatedData();
+  limit_floor_ = now;
+  lost_ += count;
+  last_loss_ = count;
+  expected_ += count;
+  gaps_before_ += count;
+  cursor_ += kGapRecordBytes;
+  offset_ += kGapRecordBytes;
+  if (offset_ == capacity_) offset_ = 0;
+  ++laps_;
+  return kLapped;
 }
 
 int Reader::Corrupt(std::uint64_t header) {

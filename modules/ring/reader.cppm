@@ -28,7 +28,9 @@
 // Exact loss: every record carries a sequence number. After a lap the reader
 // jumps to an intact record (through the index; where: ReaderOptions::on_lap)
 // and adds the difference of sequence numbers to Lost(): delivered + lost
-// equals what was written while the reader was attached.
+// equals what was written while the reader was attached. A gap record
+// (Writer::Skip: messages lost upstream of the writer) is counted the same
+// way when the reader reaches it: kLapped, LastLoss() its count.
 //
 // Untrusted contents: the reader trusts nothing it reads from the ring beyond
 // what it checked at attach (capacity, chunk, max message: copied into the
@@ -122,7 +124,7 @@ enum class WaitResult : std::uint8_t {
 enum class Outcome : std::uint8_t {
   kMessage,         // a message was delivered (ReadResult::size bytes)
   kEmpty,           // nothing new
-  kLapped,          // overwritten while behind: resynchronised, ReadResult::lost messages skipped
+  kLapped,          // messages lost (ReadResult::lost): overwritten while behind (resynchronised), or a gap record
   kBufferTooSmall,  // the next message is ReadResult::size bytes; it stays unread (see Skip)
   kCorrupt,         // the ring's contents break its rules (see the header of this file)
 };
@@ -153,8 +155,8 @@ struct BacklogSize {
 // every message written since its first.
 struct ReaderStats {
   std::uint64_t delivered;  // messages delivered (Read, ReadInPlace, Receive, Poll)
-  std::uint64_t lost;       // messages lost to overwrites
-  std::uint64_t laps;       // kLapped outcomes
+  std::uint64_t lost;       // messages lost: overwritten, or skipped by the writer (gap records)
+  std::uint64_t laps;       // kLapped outcomes (gap records included)
   std::uint64_t corrupt;    // kCorrupt outcomes
   std::uint64_t skipped;    // messages passed over by Skip
 };
@@ -305,8 +307,9 @@ class Reader final : public IWrapper {
 
   // Messages delivered by Read / ReadInPlace so far.
   [[nodiscard]] inline std::uint64_t Delivered() const noexcept { return delivered_; }
-  // Messages lost to overwrites so far: Delivered() + Lost() is what was
-  // written since this reader's first message.
+  // Messages lost so far (overwritten, or skipped by the writer: see
+  // Writer::Skip): Delivered() + Lost() is what was written since this
+  // reader's first message.
   [[nodiscard]] inline std::uint64_t Lost() const noexcept { return lost_; }
   // Messages skipped by the last kLapped.
   [[nodiscard]] inline std::uint64_t LastLoss() const noexcept { return last_loss_; }
@@ -346,9 +349,10 @@ class Reader final : public IWrapper {
         return kEmpty;
       }
       std::size_t const n = HeaderLength(header);
-      if (n == 0) [[unlikely]] {  // padding record: the rest of this lap is unused
+      if (n == 0) [[unlikely]] {  // padding record: the rest of this lap is unused; or a gap record
+        if (IsGap(header)) return Gap(header, limit);
         // Padding ends a lap, so it never starts one (that would loop here).
-        if ((header & kPaddingFlag) == 0 || offset_ == 0) return Corrupt(header);
+        if (!IsPadding(header) || offset_ == 0) return Corrupt(header);
         cursor_ += capacity_ - offset_;
         offset_ = 0;
         continue;
@@ -407,8 +411,17 @@ class Reader final : public IWrapper {
   struct Point {
     std::uint64_t position;
     std::uint64_t sequence;
+    std::uint64_t skipped;  // State::skipped as of that record (index_skipped[k])
+  };
+  // WalkToNewest's result: the newest message committed, and where the
+  // records committed after it (gap records) end.
+  struct Newest {
+    Point last;
+    std::size_t length;  // of the message at last
+    Point end;  // after the last committed record
   };
   int Lapped();
+  int Gap(std::uint64_t header, std::uint64_t limit);  // a gap record at the cursor (see :layout)
   int Corrupt(std::uint64_t header);
   int CorruptSegment() noexcept {  // a segment was truncated: counted, kCorrupt
     ++corrupt_;
@@ -433,7 +446,10 @@ class Reader final : public IWrapper {
                                                 std::uint64_t at_least = 0) const noexcept;
   // Where a lapped reader resumes, by on_lap_ (nullopt: no intact record).
   [[nodiscard]] std::optional<Point> ResumePoint() const noexcept;
-  [[nodiscard]] std::optional<std::pair<Point, std::size_t>> WalkToNewest(Point p) const noexcept;
+  [[nodiscard]] std::optional<Newest> WalkToNewest(Point p) const noexcept;
+  // The count of the gap record at `position` if it is one that carries
+  // `sequence` (the number expected there) and is still intact; 0 if not.
+  [[nodiscard]] std::uint64_t VerifyGap(std::uint64_t position, std::uint64_t sequence) const noexcept;
   // Slow path after TruncationEvents() moved: true if one of our segments
   // was truncated (then every Read is kCorrupt), else remembers the count.
   bool Truncation() noexcept;
@@ -449,6 +465,7 @@ class Reader final : public IWrapper {
   std::uint64_t cursor_ = 0;  // position of the next record to read
   std::uint64_t offset_ = 0;  // cursor_ % capacity_
   std::uint64_t expected_ = 0;  // sequence number of the record at cursor_
+  std::uint64_t gaps_before_ = 0;  // State::skipped as of the record at cursor_ (what gap records skipped before it)
   std::uint64_t header_ = 0;  // header of the record Begin found
   std::uint64_t delivered_ = 0;
   std::uint64_t lost_ = 0;

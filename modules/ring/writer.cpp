@@ -3,6 +3,7 @@ module;
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -52,6 +53,7 @@ Writer::Writer(Spec const& spec, WriterOptions options)
     if (options.type != TypeTag{}) RecordType(options.type);
     Recover();
     first_seq_ = seq_;
+    first_skipped_ = skipped_;
     first_lap_ = pos_ / capacity_;
     took_over_ = previous == WriterState::kActive;
     if (took_over_) {
@@ -99,18 +101,37 @@ void Writer::Recover() {
   std::uint64_t boundary = 0;  // next chunk boundary whose index entry is due
   std::uint64_t last = kNoRecord;
   std::uint64_t seq = 0;
+  std::uint64_t skipped = 0;  // State::skipped as of seq
   // A committed record at `at` whose full sequence number is seq (the caller
   // checked its header against it).
   auto take = [&](std::uint64_t at, std::uint64_t header) {
     for (; boundary <= at; boundary += chunk_) {
       std::size_t const k = (boundary / chunk_) % kChunks;
       std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).store(seq, std::memory_order_relaxed);
-      std::atomic_ref<std::uint64_t>(state_->index_check[k]).store(IndexCheck(at, seq), std::memory_order_relaxed);
+      std::atomic_ref<std::uint64_t>(state_->index_skipped[k]).store(skipped, std::memory_order_relaxed);
+      std::atomic_ref<std::uint64_t>(state_->index_check[k])
+          .store(IndexCheck(at, seq, skipped), std::memory_order_relaxed);
       std::atomic_ref<std::uint64_t>(state_->index[k]).store(at, std::memory_order_release);
     }
     last = at;
     ++seq;
     p = at + RecordBytes(HeaderLength(header));
+  };
+  // The count of a gap record at `at` that carries seq, or 0 if it is not one.
+  auto gap_count = [&](std::uint64_t at, std::uint64_t header) -> std::uint64_t {
+    std::uint64_t const off = at % capacity_;
+    if (!IsGap(header) || off + kGapRecordBytes > capacity_ || MarkSequence(header) != (seq & kGapSequenceMask)) {
+      return 0;
+    }
+    std::uint64_t const count = LoadWord(data_, off + kHeaderBytes);
+    return count <= kMaxGap ? count : 0;
+  };
+  // A committed gap record at `at` (no index entry names one).
+  auto take_gap = [&](std::uint64_t at, std::uint64_t count) {
+    last = at;
+    seq += count;
+    skipped += count;
+    p = at + kGapRecordBytes;
   };
   if (tail != 0) {
     // The newest index entry below tail that is intact and whose record
@@ -118,20 +139,24 @@ void Writer::Recover() {
     // the two stores of an entry left it torn: an older entry serves).
     std::uint64_t start = kNoRecord;
     std::uint64_t start_seq = 0;
+    std::uint64_t start_skipped = 0;
     for (std::size_t k = 0; k < kChunks; ++k) {
       std::uint64_t const e = std::atomic_ref<std::uint64_t>(state_->index[k]).load(std::memory_order_acquire);
       std::uint64_t const s = std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).load(std::memory_order_relaxed);
+      std::uint64_t const sk = std::atomic_ref<std::uint64_t>(state_->index_skipped[k]).load(std::memory_order_relaxed);
       std::uint64_t const check =
           std::atomic_ref<std::uint64_t>(state_->index_check[k]).load(std::memory_order_relaxed);
       if (e != kNoRecord && e % kRecordAlignment == 0 && e < tail && e + capacity_ >= limit_ &&
-          check == IndexCheck(e, s) && (start == kNoRecord || e > start) &&
+          check == IndexCheck(e, s, sk) && (start == kNoRecord || e > start) &&
           HeaderSequence(LoadWord(data_, e % capacity_)) == (s & kSequenceMask)) {
         start = e;
         start_seq = s;
+        start_skipped = sk;
       }
     }
     std::uint64_t const latest = std::atomic_ref<std::uint64_t>(state_->latest).load(std::memory_order_relaxed);
     std::uint64_t const next = std::atomic_ref<std::uint64_t>(state_->sequence).load(std::memory_order_relaxed);
+    std::uint64_t const next_skipped = std::atomic_ref<std::uint64_t>(state_->skipped).load(std::memory_order_relaxed);
     // A ring whose data segment was created anew (IWrapper::AttachAsWriter,
     // ResetPositions): nothing committed, continue at tail.
     bool const reset = start == kNoRecord && latest == kNoRecord && tail == limit_ && tail % capacity_ == 0;
@@ -139,6 +164,7 @@ void Writer::Recover() {
     if (reset) {
       start = tail;
       seq = next;
+      skipped = next_skipped;
     } else if (overrun) {
       // The dead writer claimed a record (after padding) past every committed
       // one, and may have overwritten them all: no header is left to read
@@ -147,16 +173,18 @@ void Writer::Recover() {
       // capacity of it (a latest further back would also send the boundary
       // walk in `take` through every chunk in between).
       if (next == 0 || latest == kNoRecord || latest >= tail || tail - latest > capacity_ ||
-          latest % kRecordAlignment != 0) {
+          latest % kRecordAlignment != 0 || next_skipped > next) {
         throw std::invalid_argument(corrupt + "no index entry below tail " + std::to_string(tail));
       }
       start = tail;  // nothing for the loop below to read
       last = latest;
       seq = next;
+      skipped = next_skipped;
     } else if (start == kNoRecord) {
-      start = 0;  // never wrapped: the first record is at 0, sequence 0
+      start = 0;  // never wrapped (or only gap records so far): the first record is at 0, sequence 0
     } else {
       seq = start_seq;  // the full 64 bits: a header holds only the low 48
+      skipped = start_skipped;
     }
     p = start;
     // The entry for start's own boundary is there (for an overrun: latest's).
@@ -166,6 +194,14 @@ void Writer::Recover() {
       std::uint64_t const header = LoadWord(data_, off);
       std::size_t const n = HeaderLength(header);
       if (n == 0) {
+        if (IsGap(header)) {
+          std::uint64_t const count = gap_count(p, header);
+          if (count == 0) {
+            throw std::invalid_argument(corrupt + "bad gap record at position " + std::to_string(p));
+          }
+          take_gap(p, count);
+          continue;
+        }
         p += capacity_ - off;
         continue;
       }
@@ -191,10 +227,16 @@ void Writer::Recover() {
     std::uint64_t at = p;
     std::uint64_t header = LoadWord(data_, at % capacity_);
     if (header == 0) break;
-    if (HeaderLength(header) == 0) {
-      if ((header & kPaddingFlag) == 0) break;
+    if (IsPadding(header)) {
       at += capacity_ - at % capacity_;
       header = LoadWord(data_, 0);
+    }
+    if (IsGap(header)) {
+      std::uint64_t const count = gap_count(at, header);
+      if (count == 0) break;
+      take_gap(at, count);
+      ++extra;
+      continue;
     }
     std::size_t const n = HeaderLength(header);
     if (n == 0 || n > max_message_ || at % capacity_ + RecordBytes(n) > capacity_ ||
@@ -207,9 +249,11 @@ void Writer::Recover() {
   pos_ = p;
   offset_ = p % capacity_;
   seq_ = seq;
+  skipped_ = skipped;
   next_boundary_ = boundary;
   if (last != kNoRecord) std::atomic_ref<std::uint64_t>(state_->latest).store(last, std::memory_order_relaxed);
   std::atomic_ref<std::uint64_t>(state_->sequence).store(seq, std::memory_order_relaxed);
+  std::atomic_ref<std::uint64_t>(state_->skipped).store(skipped, std::memory_order_relaxed);
   if (extra != 0) {
     std::atomic_ref<std::uint64_t>(state_->tail).store(p, std::memory_order_release);
     detail::Log().warn("ring \"{}\": {} message(s) published after the committed tail by a writer that died; "
@@ -235,10 +279,47 @@ void Writer::UpdateIndex(std::uint64_t start, std::uint64_t sequence) noexcept {
   for (; next_boundary_ <= start; next_boundary_ += chunk_) {
     std::size_t const k = (next_boundary_ / chunk_) % kChunks;
     std::atomic_ref<std::uint64_t>(state_->index_sequence[k]).store(sequence, std::memory_order_relaxed);
+    std::atomic_ref<std::uint64_t>(state_->index_skipped[k]).store(skipped_, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->index_check[k])
-        .store(IndexCheck(start, sequence), std::memory_order_relaxed);
+        .store(IndexCheck(start, sequence, skipped_), std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(state_->index[k]).store(start, std::memory_order_release);  // [W3] pairs with [R3]
   }
+}
+
+void Writer::Skip(std::uint64_t count) {
+  while (count != 0) {
+    std::uint64_t const n = std::min(count, kMaxGap);
+    PublishGap(Reserve(kGapRecordBytes), n);
+    count -= n;
+  }
+}
+
+// Publish (writer.cppm) for a gap record: the count first, then the "nothing
+// yet" word after the record, then the header ([W2]), padding after it, and
+// the commit group with tail last ([W3]). No index entry names it: the next
+// message's does (UpdateIndex runs at the next message at or after the boundary).
+void Writer::PublishGap(std::uint64_t offset, std::uint64_t count) {
+  claimed_ = 0;  // as Write: abandons an uncommitted Claim
+  std::uint64_t const start = pos_ + pad_;
+  std::uint64_t end = offset + kGapRecordBytes;
+  if (end == capacity_) end = 0;
+  StoreWord(data_, offset + kHeaderBytes, count);
+  StoreWord(data_, end, 0);
+  std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data_ + offset))
+      .store(MakeGap(seq_), std::memory_order_release);  // [W2]
+  if (pad_ != 0) {
+    std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data_ + offset_))
+        .store(MakePadding(seq_), std::memory_order_release);  // [W2] for the padding, after its record
+  }
+  pos_ = start + kGapRecordBytes;
+  offset_ = end;
+  seq_ += count;
+  skipped_ += count;
+  std::atomic_ref<std::uint64_t>(state_->latest).store(start, std::memory_order_relaxed);
+  std::atomic_ref<std::uint64_t>(state_->sequence).store(seq_, std::memory_order_relaxed);
+  std::atomic_ref<std::uint64_t>(state_->skipped).store(skipped_, std::memory_order_relaxed);
+  std::atomic_ref<std::uint64_t>(state_->tail).store(pos_, std::memory_order_release);  // [W3]
+  if ((std::atomic_ref<std::uint32_t>(*wake_).load(std::memory_order_relaxed) & kWakeArmed) != 0) WakeReaders();
 }
 
 void Writer::WakeReaders() noexcept {

@@ -89,6 +89,7 @@ struct WriterStats {
   std::uint64_t bytes;     // their payload bytes
   std::uint64_t laps;      // times this Writer wrapped around the ring
   bool took_over;          // it took the ring over from a writer that had died
+  std::uint64_t skipped;   // sequence numbers this Writer skipped (Skip)
 };
 
 // Thread safety: a Writer is the ring's one writer. Its calls must not run
@@ -201,8 +202,20 @@ class Writer final : public IWrapper {
     return {this, bytes};
   }
 
+  // Skips `count` sequence numbers: the next message gets NextSequence() +
+  // count, and every reader that reaches this point counts `count` messages
+  // as lost (its Read returns kLapped with LastLoss() == count), exactly as
+  // if they had been written and overwritten. For a writer that forwards a
+  // stream with its own numbers (a bridge, a replayed recording): messages
+  // lost upstream stay counted downstream. Publishes one 16-byte gap record
+  // per 2^46 - 1 numbers (see :layout); count 0 does nothing. Never waits;
+  // abandons an uncommitted Claim, as Write does. Throws std::system_error
+  // (EIO) as Write does.
+  void Skip(std::uint64_t count);
+
   [[nodiscard]] inline WriterStats Stats() const noexcept {
-    return {seq_ - first_seq_, bytes_written_, pos_ / capacity_ - first_lap_, took_over_};
+    return {seq_ - first_seq_ - (skipped_ - first_skipped_), bytes_written_, pos_ / capacity_ - first_lap_, took_over_,
+            skipped_ - first_skipped_};
   }
 
   // Sequence number the next message gets (48 bits are stored per record).
@@ -266,6 +279,7 @@ class Writer final : public IWrapper {
   // no reader that checks: pages beyond the file's end become private zeros).
   void CheckNotTruncated();
   void UpdateIndex(std::uint64_t start, std::uint64_t sequence) noexcept;
+  void PublishGap(std::uint64_t offset, std::uint64_t count);
   void WakeReaders() noexcept;           // [W5], then FUTEX_WAKE of two (they pass it on)
   void WakeAll() noexcept;               // [W5], then FUTEX_WAKE of every sleeper (attach, close)
   void Recover();
@@ -279,12 +293,14 @@ class Writer final : public IWrapper {
   std::uint64_t limit_ = 0;          // == state_->limit
   std::uint64_t next_boundary_ = 0;  // smallest chunk boundary after the last record start
   std::uint64_t seq_ = 0;
+  std::uint64_t skipped_ = 0;        // == state_->skipped: sequence numbers gap records skipped, in all
   std::uint64_t pad_ = 0;            // padding before the reserved record (0: none)
   std::uint64_t claim_offset_ = 0;
   std::size_t claimed_ = 0;
   std::uint64_t claim_generation_ = 0;  // bumped by every Claim (a ScopedClaim's is current or stale)
   std::uint64_t bytes_written_ = 0;
   std::uint64_t first_seq_ = 0;  // seq_ when this Writer attached
+  std::uint64_t first_skipped_ = 0;  // skipped_ then
   std::uint64_t first_lap_ = 0;  // pos_ / capacity_ then
   bool took_over_ = false;
   Taken<pid_t> owner_pid_;  // the process that made this Writer (see fork() above); 0 once moved from

@@ -237,6 +237,8 @@ writer_options_init = _declare(cdll, "circbuf_writer_options_init", None, [_W])
 writer_open = _declare(cdll, "circbuf_writer_open", c_int,
                        [c_char_p, c_uint64, _W, POINTER(c_void_p)])
 writer_close = _declare(cdll, "circbuf_writer_close", None, [c_void_p])
+writer_skip = _declare(cdll, "circbuf_writer_skip", c_int, [c_void_p, c_uint64])
+writer_next_sequence = _declare(cdll, "circbuf_writer_next_sequence", c_uint64, [c_void_p])
 writer_stats_get = _declare(cdll, "circbuf_writer_stats_get", c_int,
                             [c_void_p, POINTER(WriterStatsStruct)])
 reader_options_init = _declare(cdll, "circbuf_reader_options_init", None, [_R])

@@ -301,6 +301,29 @@ class Writer:
             return n
         raise self._error(rc, n)
 
+    def skip(self, count: int) -> None:
+        """Skips `count` sequence numbers: the next message gets next_sequence + count, and
+        every reader that reaches this point reads a lap of `count` (reader.last_loss ==
+        count, reader.lost grows by it). For a writer that forwards a stream with its own
+        numbers (a bridge, a replayed recording), so that what was lost upstream stays
+        counted downstream. count 0 does nothing.
+
+        Raises ValueError for a negative count, OverflowError for one of 2**64 or more,
+        ValueError (circbuf.ClosedError) once closed.
+        """
+        if count < 0:
+            raise ValueError(f"skip({count}): the count must be >= 0")
+        if count >= 1 << 64:
+            raise OverflowError(f"skip({count}): the count must be < 2**64")
+        rc = _lib.writer_skip(self._live(), count)
+        if rc < 0:
+            raise from_code(rc, f"skip({count})")
+
+    @property
+    def next_sequence(self) -> int:
+        """The sequence number the next message gets."""
+        return int(_lib.writer_next_sequence(self._live()))
+
     def _error(self, rc: int, size: int) -> Error:
         if self._h is None:
             return ClosedError(f"write() on a closed circbuf.Writer ({self.name!r})")

@@ -314,9 +314,45 @@ static void RoundTrip(void) {
   CHECK(circbuf_remove(name, 0) == CIRCBUF_E_NOENT);
 }
 
+/* Gaps: a writer that forwards another stream skips what was lost upstream
+ * (circbuf_writer_skip), and a reader counts it as lost where it happened. */
+static void Gaps(void) {
+  char name[64];
+  strcpy(name, NewName());
+  circbuf_writer* w = NULL;
+  CHECK(circbuf_writer_open(name, 65536, NULL, &w) == 0);
+  if (w == NULL) return;
+  circbuf_reader* r = NULL;
+  CHECK(circbuf_reader_open(name, 0, NULL, &r) == 0);
+  if (r == NULL) {
+    circbuf_writer_close(w);
+    return;
+  }
+  unsigned char got[64];
+  CHECK(circbuf_write(w, "before", 6) == 0);
+  uint64_t const next = circbuf_writer_next_sequence(w);
+  CHECK(next == 1);
+  CHECK(circbuf_writer_next_sequence(NULL) == 0);
+  CHECK_ERROR(circbuf_writer_skip(NULL, 1), CIRCBUF_E_INVALID, "writer is NULL");
+  CHECK(circbuf_writer_skip(w, 0) == 0 && circbuf_writer_next_sequence(w) == next);
+  CHECK(circbuf_writer_skip(w, 9) == 0 && circbuf_writer_next_sequence(w) == next + 9);
+  CHECK(circbuf_write(w, "after", 5) == 0);
+  CHECK(circbuf_read(r, got, sizeof got) == 6 && memcmp(got, "before", 6) == 0);
+  CHECK(circbuf_read(r, got, sizeof got) == CIRCBUF_LAPPED);
+  CHECK(circbuf_reader_last_loss(r) == 9 && circbuf_reader_lost(r) == 9);
+  CHECK(circbuf_read(r, got, sizeof got) == 5 && memcmp(got, "after", 5) == 0);
+  CHECK(circbuf_read(r, got, sizeof got) == CIRCBUF_EMPTY);
+  circbuf_writer_stats ws;
+  ws.size = sizeof ws;
+  CHECK(circbuf_writer_stats_get(w, &ws) == 0 && ws.messages == 2);
+  circbuf_reader_close(r);
+  circbuf_writer_close(w);
+}
+
 int main(void) {
   BadInput();
   RoundTrip();
+  Gaps();
   if (g_failures != 0) {
     fprintf(stderr, "%d of %d checks failed\n", g_failures, g_checks);
     return 1;

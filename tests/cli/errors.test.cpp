@@ -56,7 +56,7 @@ struct RawSegment {
 };
 
 // A ring's state segment that is circbuf's but of a newer ring layout (version 3).
-std::vector<std::byte> VersionTwoRing() {
+std::vector<std::byte> OtherVersionRing() {
   std::vector<std::byte> bytes(circbuf::kPageSize + sizeof(cb::State));
   circbuf::SegmentHeader header{};
   header.magic = circbuf::kSegmentMagic;
@@ -66,7 +66,7 @@ std::vector<std::byte> VersionTwoRing() {
   header.creator_pid = ::getpid();
   cb::State state{};
   state.magic = cb::kRingMagic;
-  state.version = 3;
+  state.version = cb::kRingVersion + 1;  // a layout this build does not read
   state.state_bytes = sizeof(cb::State);
   state.capacity = 4096;
   std::memcpy(bytes.data(), &header, sizeof header);
@@ -133,14 +133,16 @@ TEST(CliErrors, NotACircbufBuffer) {
 }
 
 TEST(CliErrors, OtherLayoutVersion) {
-  RawSegment const ring(UniqueName("clive"), VersionTwoRing());
-  ExpectError(Circbuf({"stat", ring.name}), 5, "ring layout version 3, this tool reads version 2");
-  ExpectError(Circbuf({"tail", ring.name}), 5, "ring layout version 3, this tool reads version 2");
-  ExpectError(Circbuf({"pub", ring.name}), 5, "ring layout version 3, this tool reads version 2");
+  RawSegment const ring(UniqueName("clive"), OtherVersionRing());
+  std::string const refused = "ring layout version " + std::to_string(cb::kRingVersion + 1) +
+                              ", this tool reads version " + std::to_string(cb::kRingVersion);
+  ExpectError(Circbuf({"stat", ring.name}), 5, refused);
+  ExpectError(Circbuf({"tail", ring.name}), 5, refused);
+  ExpectError(Circbuf({"pub", ring.name}), 5, refused);
   EXPECT_TRUE(ShmFileExists(ring.name)) << "looked at, never attached to, so never unlinked";
   auto const ls = Circbuf({"ls", ring.name});
   EXPECT_EQ(ls.code, 0);
-  EXPECT_NE(ls.out.find("version 3"), std::string::npos) << ls.out;
+  EXPECT_NE(ls.out.find("version " + std::to_string(cb::kRingVersion + 1)), std::string::npos) << ls.out;
 }
 
 TEST(CliErrors, BusyWriter) {

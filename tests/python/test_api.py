@@ -161,6 +161,31 @@ def test_lap_is_counted_and_reading_goes_on(ring_name):
         assert reader.delivered + reader.lost == count
 
 
+def test_skip_is_a_counted_gap_for_every_reader(ring_name):
+    with circbuf.Writer(ring_name, 4096) as writer, \
+            circbuf.Reader(ring_name, start="next") as reader:
+        writer.write(b"one")
+        assert writer.next_sequence == 1
+        writer.skip(0)
+        writer.skip(41)
+        assert writer.next_sequence == 42
+        writer.write(b"two")
+        assert reader.read() == b"one"
+        assert reader.read() == b"two"  # the gap is absorbed like a lap
+        assert reader.lost == reader.last_loss == 41
+        assert reader.delivered == 2
+        with pytest.raises(ValueError):
+            writer.skip(-1)
+        with pytest.raises(OverflowError):
+            writer.skip(1 << 64)
+    with circbuf.Writer(ring_name, 4096) as writer, \
+            circbuf.Reader(ring_name, start="next", strict=True) as reader:
+        writer.skip(5)
+        with pytest.raises(circbuf.LappedError) as caught:
+            reader.read()
+        assert caught.value.lost == 5
+
+
 def test_strict_lap_raises_after_resynchronising(ring_name):
     count, max_size = 1000, 100
     with circbuf.Writer(ring_name, 4096) as writer, \

@@ -121,6 +121,42 @@ TEST(HostileRing, RecordLengthOutsideTheBufferIsCorruptAndTheReaderStaysPut) {
   EXPECT_TRUE(Matches(3, buf));
 }
 
+// A gap record (Writer::Skip) whose count or sequence bits were changed, or
+// with a length: kCorrupt, the reader stays put
+// and counts nothing as lost; repaired, the gap is counted once.
+TEST(HostileRing, ABrokenGapRecordIsCorruptAndCountsNothing) {
+  RingName r;
+  cb::Writer w(cb::Spec::Make(r.name, kCapacity));
+  Fill(w, 2, 100);  // records of 8 + 104 bytes at 0 and 112
+  w.Skip(5);        // the gap record at 224: header, count
+  w.Write(Message(7, 100));
+  cb::Reader reader(cb::Spec::Make(r.name, 0), {.start = cb::StartAt::kOldest});
+  ASSERT_EQ(ReadOne(reader), 100);
+  ASSERT_EQ(ReadOne(reader), 100);
+  Raw raw(r.name);
+  std::uint64_t const header = raw.Word(224);
+  ASSERT_TRUE(cb::IsGap(header));
+  ASSERT_EQ(raw.Word(232), 5U);
+  struct Change {
+    std::uint64_t offset;
+    std::uint64_t value;
+  };
+  for (Change const c :
+       {Change{232, 0}, Change{232, cb::kMaxGap + 1}, Change{224, cb::MakeGap(3)}, Change{224, cb::MakeGap(2) | 1}}) {
+    std::uint64_t const good = raw.Word(c.offset);
+    raw.Word(c.offset) = c.value;
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(ReadOne(reader), cb::kCorrupt) << c.offset << " " << std::hex << c.value;
+    EXPECT_EQ(reader.Lost(), 0U);
+    EXPECT_EQ(reader.Position(), 224U) << "stays put";
+    raw.Word(c.offset) = good;
+  }
+  EXPECT_EQ(ReadOne(reader), cb::kLapped);
+  EXPECT_EQ(reader.LastLoss(), 5U);
+  EXPECT_EQ(ReadOne(reader), 100);
+  EXPECT_EQ(reader.NextSequence(), 8U);
+  EXPECT_EQ(reader.Lost(), 5U);
+}
+
 // A padding record where a lap starts would send the reader to the start of
 // the same lap forever. Found by review of Begin (it looped); run in a child
 // so that a regression is a failure, not a hung suite.

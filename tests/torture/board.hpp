@@ -130,6 +130,7 @@ struct alignas(64) Slot {
   // Writer:
   U64 writer_high;      // 1 + highest sequence number that may have been committed
   U64 messages_written; // committed by this slot, all incarnations (+1 per Commit/Write returned)
+  U64 gaps_written;     // Writer::Skip calls that returned (gap records)
   U64 writer_opens;
   U64 took_over;
   U64 ring_created;

@@ -175,6 +175,16 @@ class Participant {
         }
         slot_.messages_written.fetch_add(1, std::memory_order_relaxed);
         Enter(kWriterIdle);
+        if (Random(32) == 0) {
+          // A gap record (Writer::Skip): readers count it as a lap of
+          // `count`, so their accounting (delivered + lost) must still close.
+          std::uint64_t const count = 1 + Random(100);
+          StoreMax(slot_.writer_high, w.NextSequence() + count);  // before it can be committed
+          Enter(kWriting);
+          w.Skip(count);
+          slot_.gaps_written.fetch_add(1, std::memory_order_relaxed);
+          Enter(kWriterIdle);
+        }
         if ((k & 15) == 0) std::this_thread::sleep_for(std::chrono::microseconds(Random(200)));
       }
       if (Stopping()) {

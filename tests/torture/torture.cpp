@@ -399,11 +399,12 @@ class Controller {
       if (kills_[p] != 0) std::printf("    %-13s %llu\n", PhaseName(p), static_cast<unsigned long long>(kills_[p]));
     }
     std::printf("  writer: %llu opens, %llu take-overs of a dead writer, %llu ring creations; %llu messages "
-                "committed, final sequence %llu\n",
+                "and %llu gap records committed, final sequence %llu\n",
                 static_cast<unsigned long long>(w.writer_opens.load()),
                 static_cast<unsigned long long>(w.took_over.load()),
                 static_cast<unsigned long long>(w.ring_created.load()),
                 static_cast<unsigned long long>(w.messages_written.load()),
+                static_cast<unsigned long long>(w.gaps_written.load()),
                 static_cast<unsigned long long>(total == 0 ? 0 : total - 1));
     std::uint64_t laps = 0;
     std::uint64_t unsynced = 0;
