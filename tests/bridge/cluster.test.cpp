@@ -44,7 +44,7 @@ struct Rings {
   ~Rings() {
     for (auto const& name : names) {
       for (std::string const& suffix : {std::string(), std::string(cb::kDataSegmentSuffix)}) {
-        ::unlink(("/dev/shm" + name + suffix).c_str());
+        ::unlink(("/dev/shm" + name).append(suffix).c_str());
         ::unlink(("/dev/shm/sem." + name.substr(1) + suffix).c_str());
       }
     }
@@ -70,7 +70,7 @@ TEST(BridgeCluster, NodeSigkilledMidStreamLosesNothingUncounted) {
   std::string const down = rings.Add("brc-down");
   std::string const urls = cluster.nodes[0]->Url() + "," + cluster.nodes[1]->Url() + "," + cluster.nodes[2]->Url();
   std::string const urls_in = cluster.nodes[1]->Url() + "," + cluster.nodes[2]->Url() + "," + cluster.nodes[0]->Url();
-  std::vector<std::string> const stream = {"--stream", "R3", "--subject", "r3.one", "--replicas", "3",
+  std::vector<std::string> const stream = {"--stream",  "R3",   "--subject",         "r3.one", "--replicas", "3",
                                            "--storage", "file", "--connect-timeout", "5"};
   cb::Writer writer(cb::Spec::Make(up, 4 << 20));
   std::vector<std::string> out_args = {"bridge", "out", up, "--server", urls, "--ack-wait", "1"};
@@ -134,8 +134,9 @@ TEST(BridgeCluster, NodeSigkilledMidStreamLosesNothingUncounted) {
   EXPECT_EQ(lost, SummaryNumber(out.Err(), "(\\d+) refused").value_or(~0ULL) +
                       SummaryNumber(out.Err(), "(\\d+) unacknowledged").value_or(~0ULL))
       << out.Err();
-  std::printf("cluster node killed: %llu delivered, %llu lost (counted)\n%s%s", static_cast<unsigned long long>(delivered),
-              static_cast<unsigned long long>(lost), out.Err().c_str(), in.Err().c_str());
+  std::printf("cluster node killed: %llu delivered, %llu lost (counted)\n%s%s",
+              static_cast<unsigned long long>(delivered), static_cast<unsigned long long>(lost), out.Err().c_str(),
+              in.Err().c_str());
 }
 
 }  // namespace bridge_cluster_test

@@ -119,6 +119,7 @@ class NatsServer {
         ::dup2(fd, STDERR_FILENO);
       }
       std::vector<char*> argv;
+      argv.reserve(args_.size() + 1);
       // execv takes char* const[] for C compatibility and never writes through it.
       // NOLINTBEGIN(cppcoreguidelines-pro-type-const-cast)
       for (auto const& a : args_) argv.push_back(const_cast<char*>(a.c_str()));

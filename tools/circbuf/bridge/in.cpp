@@ -42,17 +42,6 @@ namespace circbuf::tool::bridge {
 
 namespace in_impl {
 
-// TEMPORARY shim, only on branch bridge until Writer::Skip (the lead's, on
-// main) is merged: then this is writer.Skip(count) and goes away.
-template <class W>
-void SkipSequences(W& writer, std::uint64_t count) {
-  if constexpr (requires { writer.Skip(count); }) {
-    writer.Skip(count);
-  } else {
-    Log().error("Writer::Skip({}) is not in this library yet: the ring's sequence numbers drift", count);
-  }
-}
-
 struct Counters {
   std::uint64_t written = 0;
   std::uint64_t bytes = 0;
@@ -152,7 +141,7 @@ class Sink {
     std::uint64_t const n = writer_.NextSequence();
     std::uint64_t const first = held_.begin()->first;
     if (first > n) {
-      SkipSequences(writer_, first - n);
+      writer_.Skip(first - n);
       ++counters_.gaps;
       (align ? counters_.aligned : counters_.lost_on_way) += first - n;
       if (!align) {
@@ -186,7 +175,7 @@ class Sink {
     }
     if (e.gap) {  // the source ring lapped its bridge: announced, exact
       std::uint64_t const announced = e.first + e.count - std::max(e.first, n);
-      SkipSequences(writer_, announced);
+      writer_.Skip(announced);
       ++counters_.gaps;
       counters_.lost_upstream += announced;
       return;
@@ -195,7 +184,7 @@ class Sink {
       ++counters_.too_large;
       Log().warn("ring sequence {}: {} bytes do not fit this ring (1 .. {} bytes): skipped, counted as lost", e.first,
                  e.payload.size(), writer_.MaxMessageSize());
-      SkipSequences(writer_, 1);
+      writer_.Skip(1);
       return;
     }
     writer_.Write(e.payload);
