@@ -323,6 +323,8 @@ int RunIn(InOptions const& options) {
   if (!sub)
     throw Error(kConflict, "cannot create a consumer on stream " + options.stream.stream + ": " + NatsError(NATS_ERR));
   std::int64_t backoff_ms = 50;
+  auto last_message = std::chrono::steady_clock::now();
+  auto last_probe = last_message;
   auto next_tick = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   std::uint64_t tick_written = 0;
   while (!StopRequested()) {
@@ -351,7 +353,28 @@ int RunIn(InOptions const& options) {
       sink.Expire(false);
       if (s == NATS_OK) {
         backoff_ms = 50;
-      } else if (s != NATS_TIMEOUT) {
+        last_message = std::chrono::steady_clock::now();
+      } else if (s == NATS_TIMEOUT) {
+        // Nothing for a while: is the consumer still there? One that lived
+        // on a server that died answers nothing at all, so a fetch only
+        // times out: ask for its info (a request to the whole cluster).
+        auto const now = std::chrono::steady_clock::now();
+        if (now - last_message >= std::chrono::seconds(2) && now - last_probe >= std::chrono::seconds(2)) {
+          last_probe = now;
+          jsConsumerInfo* ci = nullptr;
+          jsOptions o;
+          jsOptions_Init(&o);
+          o.Wait = 1000;
+          auto cerr = static_cast<jsErrCode>(0);
+          natsStatus const cs = natsSubscription_GetConsumerInfo(&ci, sub.get(), &o, &cerr);
+          if (cs == NATS_OK && ci != nullptr) sink.Count().pending = ci->NumPending;
+          jsConsumerInfo_Destroy(ci);
+          if (cs != NATS_OK && connection.Connected()) {
+            Log().warn("the consumer does not answer ({}); re-creating it", NatsError(cs));
+            sub.reset();
+          }
+        }
+      } else {
         // The consumer is gone (its server died, it was idle too long) or
         // the connection is away: a new one from the next sequence, with backoff.
         Log().warn("fetch: {}{}; re-creating the consumer", NatsError(s),
