@@ -324,6 +324,15 @@ TEST(Bridge, BadInputGetsOneClearLineAndItsExitCode) {
                "does not take subject other.subject");
   expect_error(Circbuf({"bridge", "in", "/br-y", "--stream", "S", "--subject", "a.b", "--from", "soon"}), 3,
                "--from \"soon\"");
+  expect_error(Circbuf({"bridge", "out", up, "--subject", "a.b"}), 1, "--stream is required");
+  for (std::string const sub : {"out", "in"}) {
+    auto const help = Circbuf({"bridge", sub, "--help"});
+    EXPECT_EQ(help.code, 0) << help.err;
+    EXPECT_NE(help.out.find("Usage: circbuf bridge " + sub), std::string::npos) << help.out;
+  }
+  auto const top = Circbuf({"--help"});
+  EXPECT_NE(top.out.find("  10   bridge: the stream's configuration conflicts"), std::string::npos) << top.out;
+  EXPECT_LE(circbuf::test::Widest(top.out), 80U) << top.out;
 }
 
 }  // namespace bridge_test

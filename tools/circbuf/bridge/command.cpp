@@ -63,7 +63,7 @@ int RunBridge() {
 using namespace bridge_impl;
 
 Command AddBridge(CLI::App& app) {
-  auto* sub = app.add_subcommand("bridge", "Carry a ring to other hosts through NATS JetStream (out, in)");
+  auto* sub = app.add_subcommand("bridge", "A ring to other hosts via NATS JetStream (out, in)");
   sub->require_subcommand(1);
   sub->footer("A ring's sequence numbers, and its readers' exact loss count, survive the hop (docs/bridge.md).");
 
