@@ -50,8 +50,13 @@ std::string Url(natsConnection* nc) {
   return buffer;
 }
 
-void OnDisconnected(natsConnection* /*nc*/, void* closure) {
-  if (!static_cast<std::atomic<bool> const*>(closure)->load(std::memory_order_relaxed)) {
+// Set before the process closes its connections: the client calls the
+// disconnected callback on its own thread, possibly after the Connection
+// (and the stack frame it lived in) is gone, so the flag is not a member.
+std::atomic<bool> g_closing{false};
+
+void OnDisconnected(natsConnection* /*nc*/, void* /*closure*/) {
+  if (!g_closing.load(std::memory_order_relaxed)) {
     Log().warn("disconnected from the NATS server; reconnecting");
   }
 }
@@ -176,7 +181,7 @@ Connection::Connection(ConnectFlags const& flags, std::string const& name, jsOpt
   (void)natsOptions_SetReconnectBufSize(options_, 64 << 20);  // publishes while reconnecting
   (void)natsOptions_SetPingInterval(options_, 2000);           // a dead server noticed within seconds
   (void)natsOptions_SetMaxPingsOut(options_, 2);
-  (void)natsOptions_SetDisconnectedCB(options_, OnDisconnected, &closing_);
+  (void)natsOptions_SetDisconnectedCB(options_, OnDisconnected, nullptr);
   (void)natsOptions_SetReconnectedCB(options_, OnReconnected, nullptr);
   (void)natsOptions_SetErrorHandler(options_, OnError, nullptr);
   if (!flags.creds.empty()) {
@@ -207,7 +212,7 @@ Connection::Connection(ConnectFlags const& flags, std::string const& name, jsOpt
 Connection::~Connection() {
   jsCtx_Destroy(js_);
   if (nc_ != nullptr) {
-    closing_.store(true, std::memory_order_relaxed);  // no "disconnected" warning for our own close
+    g_closing.store(true, std::memory_order_relaxed);  // no "disconnected" warning for our own close
     natsConnection_Close(nc_);
     natsConnection_Destroy(nc_);
   }

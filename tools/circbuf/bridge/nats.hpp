@@ -10,7 +10,6 @@
 
 #include <nats/nats.h>
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -89,7 +88,6 @@ class Connection {
   natsConnection* nc_ = nullptr;
   jsCtx* js_ = nullptr;
   std::string servers_text_;
-  std::atomic<bool> closing_{false};  // read by the client's thread (the disconnected callback)
 };
 
 // What the bridge needs to know about its stream.

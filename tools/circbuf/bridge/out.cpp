@@ -297,7 +297,9 @@ int RunOut(OutOptions const& options) {
     throw Error(kNoSuchBuffer, name + ": no such ring");  // before any connection
   }
   InstallStopHandlers();
-  Acks acks;
+  // Static: the client may call OnAck on its thread while the connection
+  // closes, after this frame is gone (RunOut runs once per process).
+  static Acks acks;
   jsOptions js_options;
   jsOptions_Init(&js_options);
   js_options.PublishAsync.MaxPending = options.max_pending;
