@@ -343,7 +343,10 @@ int RunIn(InOptions const& options) {
       for (int i = 0; i < list.Count; ++i) {
         natsMsg* m = list.Msgs[i];
         jsMsgMetaData* meta = nullptr;
-        if (natsMsg_GetMetaData(&meta, m) != NATS_OK || meta == nullptr) continue;
+        if (natsMsg_GetMetaData(&meta, m) != NATS_OK || meta == nullptr) {
+          Log().warn("a fetched message without JetStream metadata: dropped ({})", NatsError(NATS_ERR));
+          continue;
+        }
         std::uint64_t const stream_seq = meta->Sequence.Stream;
         sink.Count().pending = meta->NumPending;
         jsMsgMetaData_Destroy(meta);

@@ -129,10 +129,6 @@ class Publisher {
   void Message(std::uint64_t seq, std::span<std::byte const> payload) {
     if (next_ && seq < *next_) {  // the stream has it already (a restart)
       ++counters_.skipped;
-      if (!warned_behind_ && seq + 1 < *next_ && counters_.published == 0) {
-        warned_behind_ = true;
-        Log().debug("skipping ring sequences below {}: the stream has them", *next_);
-      }
       return;
     }
     if (next_ && seq > *next_) Gap(*next_, seq - *next_);
@@ -184,6 +180,17 @@ class Publisher {
     Log().warn("ring sequences {} .. {} lost on the source ring ({} messages): published as a gap", first,
                first + count - 1, count);
     next_ = first + count;
+  }
+
+  // The ring is read up to its newest message: if that is still below what
+  // the stream holds, the ring was made anew (its sequence starts at 0
+  // again) and nothing is published until it passes the stream's: say so once.
+  void CaughtUp(std::uint64_t ring_next) {
+    if (warned_behind_ || !next_ || counters_.published != 0 || ring_next >= *next_) return;
+    warned_behind_ = true;
+    Log().warn("the ring's newest sequence is {}, below the stream's {}: a ring made anew? nothing is published until "
+               "it passes {} (use another subject, or purge the stream)",
+               ring_next == 0 ? 0 : ring_next - 1, *next_ - 1, *next_ - 1);
   }
 
   // Sends what failed again, in sequence order, once nothing is in flight.
@@ -382,6 +389,7 @@ int RunOut(OutOptions const& options) {
       next_tick = now + std::chrono::seconds(1);
     }
     if (n != cb::kEmpty) continue;
+    if (publisher.Count().skipped != 0) publisher.CaughtUp(reader.NextSequence());
     if (closing) {
       why = "the writer closed the ring";
       break;
