@@ -279,6 +279,48 @@ TEST(Bridge, LateBridgeInFromOldestReadsTheHistory) {
   EXPECT_EQ(Stop(in), 0) << in.Err();
 }
 
+TEST(Bridge, WriterTakeOverOnTheSourceRingContinuesTheSequenceAcrossTheBridge) {
+  TempDir dir;
+  NatsServer server("single", dir.path);
+  NatsClient client(server.Url());
+  ASSERT_TRUE(client.WaitForJetStream()) << server.Log();
+  Rings rings;
+  std::string const up = rings.Add("br-takeup");
+  std::string const down = rings.Add("br-takedown");
+  constexpr std::size_t kMax = 300;
+  constexpr std::uint64_t kFirst = 400;
+  auto const nats = NatsArgs(server.Url(), "TAKE", "take.one");
+  circbuf::test::Pipe written;
+  // The first writer, in a child that dies (SIGKILL) after kFirst messages.
+  circbuf::test::Child first([&] {
+    cb::Writer writer(cb::Spec::Make(up, 1 << 20));
+    for (std::uint64_t i = 0; i < kFirst; ++i) Put(writer, i, kMax);
+    written.Send();
+    ::pause();
+    return 0;
+  });
+  ASSERT_EQ(written.Receive(), '.');
+  Tool out(Cat({"bridge", "out", up, "--from", "oldest"}, nats));
+  Tool in(Cat({"bridge", "in", down, "--from", "oldest"}, nats));
+  cb::Reader reader(cb::Spec::Make(down, 0), {.start = cb::StartAt::kOldest, .wait_for_buffer = 15s});
+  Seen const before = ReadUntil(reader, kFirst, kMax, 20s);
+  ASSERT_EQ(before.delivered, kFirst) << out.Err() << in.Err();
+  first.Kill();
+  ASSERT_EQ(first.Wait(), 128 + SIGKILL);
+  cb::Writer second(cb::Spec::Make(up, 1 << 20));  // takes the ring over: the sequence goes on
+  ASSERT_TRUE(second.TookOver());
+  ASSERT_EQ(second.NextSequence(), kFirst);
+  for (std::uint64_t i = kFirst; i < 2 * kFirst; ++i) Put(second, i, kMax);
+  Seen const after = ReadUntil(reader, kFirst, kMax, 20s);
+  EXPECT_EQ(after.delivered, kFirst) << out.Err() << in.Err();
+  EXPECT_EQ(after.first, kFirst);
+  EXPECT_EQ(after.lost, 0u);
+  EXPECT_EQ(after.wrong, 0u);
+  EXPECT_EQ(reader.NextSequence(), 2 * kFirst);
+  EXPECT_EQ(Stop(out), 0) << out.Err();
+  EXPECT_EQ(Stop(in), 0) << in.Err();
+}
+
 TEST(Bridge, BadInputGetsOneClearLineAndItsExitCode) {
   TempDir dir;
   NatsServer server("single", dir.path);
