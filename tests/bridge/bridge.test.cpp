@@ -321,6 +321,39 @@ TEST(Bridge, WriterTakeOverOnTheSourceRingContinuesTheSequenceAcrossTheBridge) {
   EXPECT_EQ(Stop(in), 0) << in.Err();
 }
 
+TEST(Bridge, MessagesGoneFromTheStreamAreCountedAsLostOnTheWay) {
+  TempDir dir;
+  NatsServer server("single", dir.path);
+  NatsClient client(server.Url());
+  ASSERT_TRUE(client.WaitForJetStream()) << server.Log();
+  Rings rings;
+  std::string const up = rings.Add("br-goneup");
+  std::string const down = rings.Add("br-gonedown");
+  constexpr std::size_t kMax = 100;
+  constexpr std::uint64_t kN = 100;
+  auto const nats = NatsArgs(server.Url(), "GONE", "gone.one");
+  {
+    cb::Writer writer(cb::Spec::Make(up, 1 << 20));
+    Tool out(Cat({"bridge", "out", up}, nats));
+    for (std::uint64_t i = 0; i < kN; ++i) Put(writer, i, kMax);
+    ASSERT_TRUE(client.WaitCovered("GONE", "gone.one", kN)) << out.Err();
+    ASSERT_EQ(Stop(out), 0) << out.Err();
+  }
+  // Stream sequences 41 .. 50 (ring sequences 40 .. 49) expire before bridge in reads them.
+  for (std::uint64_t s = 41; s <= 50; ++s) ASSERT_TRUE(client.Delete("GONE", s));
+  // --reorder-wait 600: the hole must be counted at once (the stream jumped
+  // and the gap fill found nothing), not after waiting for late messages.
+  Tool in(Cat({"bridge", "in", down, "--from", "oldest", "--reorder-wait", "600"}, nats));
+  cb::Reader reader(cb::Spec::Make(down, 0), {.start = cb::StartAt::kOldest, .wait_for_buffer = 15s});
+  Seen const seen = ReadUntil(reader, kN, kMax, 20s);
+  EXPECT_EQ(seen.delivered, kN - 10) << in.Err();
+  EXPECT_EQ(seen.lost, 10u);
+  EXPECT_EQ(seen.wrong, 0u);
+  EXPECT_EQ(reader.Lost(), 10u);
+  ASSERT_EQ(Stop(in), 0) << in.Err();
+  EXPECT_EQ(SummaryNumber(in.Err(), ", (\\d+) on the way\\)"), 10u) << in.Err();
+}
+
 TEST(Bridge, BadInputGetsOneClearLineAndItsExitCode) {
   TempDir dir;
   NatsServer server("single", dir.path);

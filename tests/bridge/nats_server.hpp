@@ -266,6 +266,11 @@ class NatsClient {
     return false;
   }
 
+  // Deletes the message at stream sequence `seq` (as retention limits would).
+  bool Delete(std::string const& stream, std::uint64_t seq) {
+    return js_DeleteMsg(js_, stream.c_str(), seq, nullptr, nullptr) == NATS_OK;
+  }
+
   // Every message of the stream, in stream order.
   std::vector<StoredMessage> Messages(std::string const& stream) {
     std::vector<StoredMessage> out;
