@@ -19,6 +19,7 @@
 //     once every publish in flight has settled; one JetStream refuses for
 //     good (a message too large for the stream) is counted as lost, and the
 //     next message tells the other side through the sequence hole.
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -53,6 +54,10 @@ namespace out_impl {
 struct Acks {
   std::mutex mutex;
   std::vector<natsMsg*> failed;  // owned; sent again by the main loop
+  // !failed.empty(), for a look without the mutex on every message. Set
+  // under the mutex after the push (release); the main loop's acquire load
+  // then takes the mutex to see the list.
+  std::atomic<bool> any_failed{false};
   std::string last_error;
   std::uint64_t acked = 0;
   std::uint64_t duplicates = 0;  // acknowledged as already stored (a resend, a restart)
@@ -82,6 +87,7 @@ void OnAck(jsCtx* /*js*/, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* cl
     return;
   }
   acks.failed.push_back(msg);  // ownership: ours now (see jsPubAckHandler)
+  acks.any_failed.store(true, std::memory_order_release);
 }
 
 struct Counters {
@@ -195,10 +201,7 @@ class Publisher {
 
   // Sends what failed again, in sequence order, once nothing is in flight.
   void Retry() {
-    {
-      std::lock_guard const lock(acks_.mutex);
-      if (acks_.failed.empty()) return;
-    }
+    if (!acks_.any_failed.load(std::memory_order_acquire)) return;
     jsPubOptions wait;
     jsPubOptions_Init(&wait);
     wait.MaxWait = Millis(options_.ack_wait * 2);
@@ -208,8 +211,10 @@ class Publisher {
     {
       std::lock_guard const lock(acks_.mutex);
       failed.swap(acks_.failed);
+      acks_.any_failed.store(false, std::memory_order_relaxed);  // under the mutex: a later push sets it again
       why = acks_.last_error;
     }
+    if (failed.empty()) return;
     std::multimap<std::uint64_t, MsgPtr> ordered;
     for (natsMsg* m : failed) ordered.emplace(HeaderNumber(m, kSeqHeader).value_or(0), MsgPtr(m));
     Log().warn("{} publishes not acknowledged ({}); sending them again from ring sequence {} (backoff {} ms)",
