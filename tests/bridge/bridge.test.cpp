@@ -265,8 +265,9 @@ TEST(Bridge, LateBridgeInFromOldestReadsTheHistory) {
     cb::Writer writer(cb::Spec::Make(up, 4 << 20));
     Tool out(Cat({"bridge", "out", up, "--until-closed"}, nats));
     for (std::uint64_t i = 0; i < kN; ++i) Put(writer, i, kMax);
-    ASSERT_TRUE(client.WaitCovered("HIST", "hist.one", kN)) << out.Err();
+    bool const covered = client.WaitCovered("HIST", "hist.one", kN);
     ASSERT_EQ(Stop(out), 0) << out.Err();
+    ASSERT_TRUE(covered) << out.Err();
   }
   // Nothing of the source is left running; the history is in the stream only.
   Tool in(Cat({"bridge", "in", down, "--from", "oldest"}, nats));
