@@ -355,6 +355,33 @@ TEST(Bridge, MessagesGoneFromTheStreamAreCountedAsLostOnTheWay) {
   EXPECT_EQ(SummaryNumber(in.Err(), ", (\\d+) on the way\\)"), 10u) << in.Err();
 }
 
+TEST(Bridge, ProgressPrintsRateLagGapsAndLost) {
+  TempDir dir;
+  NatsServer server("single", dir.path);
+  NatsClient client(server.Url());
+  ASSERT_TRUE(client.WaitForJetStream()) << server.Log();
+  Rings rings;
+  std::string const up = rings.Add("br-progup");
+  std::string const down = rings.Add("br-progdown");
+  cb::Writer writer(cb::Spec::Make(up, 1 << 20));
+  auto const nats = NatsArgs(server.Url(), "PROG", "prog.one");
+  Tool out(Cat({"bridge", "out", up, "--progress"}, nats));
+  Tool in(Cat({"bridge", "in", down, "--from", "oldest", "--progress"}, nats));
+  cb::Reader reader(cb::Spec::Make(down, 0), {.start = cb::StartAt::kOldest, .wait_for_buffer = 15s});
+  for (std::uint64_t i = 0; i < 50; ++i) Put(writer, i, 100);
+  Seen const seen = ReadUntil(reader, 50, 100, 20s);
+  EXPECT_EQ(seen.delivered, 50u);
+  std::this_thread::sleep_for(2500ms);  // a progress line is due every second
+  ASSERT_EQ(Stop(out), 0) << out.Err();
+  ASSERT_EQ(Stop(in), 0) << in.Err();
+  EXPECT_NE(out.Err().find("circbuf bridge out: "), std::string::npos) << out.Err();
+  EXPECT_TRUE(std::regex_search(out.Err(), std::regex("msg/s, acked .* msg/s, published \\d+, in flight \\d+, ring lag "
+                                                      "\\d+, gaps \\d+ \\(lost \\d+\\)")))
+      << out.Err();
+  EXPECT_TRUE(std::regex_search(in.Err(), std::regex("msg/s, written \\d+, lag \\d+, gaps filled \\d+, lost \\d+")))
+      << in.Err();
+}
+
 TEST(Bridge, BadInputGetsOneClearLineAndItsExitCode) {
   TempDir dir;
   NatsServer server("single", dir.path);
