@@ -355,6 +355,44 @@ TEST(Bridge, MessagesGoneFromTheStreamAreCountedAsLostOnTheWay) {
   EXPECT_EQ(SummaryNumber(in.Err(), ", (\\d+) on the way\\)"), 10u) << in.Err();
 }
 
+TEST(Bridge, ServerKilledAndRestartedBothBridgesReconnectAndCountExactly) {
+  TempDir dir;
+  NatsServer server("single", dir.path);
+  NatsClient client(server.Url());
+  ASSERT_TRUE(client.WaitForJetStream()) << server.Log();
+  Rings rings;
+  std::string const up = rings.Add("br-restup");
+  std::string const down = rings.Add("br-restdown");
+  constexpr std::size_t kMax = 200;
+  cb::Writer writer(cb::Spec::Make(up, 4 << 20));
+  auto const nats = NatsArgs(server.Url(), "REST", "rest.one");
+  Tool out(Cat({"bridge", "out", up, "--ack-wait", "1", "--storage", "file"}, nats));
+  Tool in(Cat({"bridge", "in", down, "--from", "oldest"}, nats));
+  cb::Reader reader(cb::Spec::Make(down, 0), {.start = cb::StartAt::kOldest, .wait_for_buffer = 15s});
+  std::uint64_t written = 0;
+  for (; written < 300; ++written) Put(writer, written, kMax);
+  Seen const before = ReadUntil(reader, 300, kMax, 20s);
+  ASSERT_EQ(before.delivered, 300u);
+  server.Kill();  // the stream is on file: it comes back with the server
+  for (int k = 0; k < 500; ++k, ++written) Put(writer, written, kMax);
+  std::this_thread::sleep_for(500ms);  // both bridges find the server gone
+  server.Start();
+  for (int k = 0; k < 200; ++k, ++written) Put(writer, written, kMax);
+  Seen const after = ReadUntil(reader, written - 300, kMax, 40s);
+  EXPECT_EQ(300 + after.delivered + after.lost, written) << "delivered " << after.delivered << ", lost " << after.lost;
+  EXPECT_EQ(after.wrong, 0u);
+  ASSERT_EQ(Stop(out), 0) << out.Err();
+  ASSERT_EQ(Stop(in), 0) << in.Err();
+  EXPECT_NE(out.Err().find("reconnected to"), std::string::npos) << out.Err();
+  EXPECT_NE(in.Err().find("reconnected to"), std::string::npos) << in.Err();
+  EXPECT_EQ(SummaryNumber(in.Err(), "\\((\\d+) messages lost: "), after.lost) << in.Err();
+  EXPECT_EQ(after.lost, SummaryNumber(out.Err(), "(\\d+) refused").value_or(~0ULL) +
+                            SummaryNumber(out.Err(), "(\\d+) unacknowledged").value_or(~0ULL))
+      << out.Err();
+  std::printf("server restarted: %llu delivered after the kill, %llu lost (counted)\n",
+              static_cast<unsigned long long>(after.delivered), static_cast<unsigned long long>(after.lost));
+}
+
 TEST(Bridge, ProgressPrintsRateLagGapsAndLost) {
   TempDir dir;
   NatsServer server("single", dir.path);
