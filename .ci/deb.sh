@@ -90,6 +90,12 @@ if [[ -z ${_CIRCBUF_DEB_NS:-} ]]; then
   done
   if grep -qE '\.(hpp|cpp)$' <<<"$contents"; then die "$deb holds a header or implementation unit"; fi
   dpkg-deb --field "$deb" Depends | grep -q libspdlog-dev || die "$deb does not depend on libspdlog-dev"
+  # `circbuf bridge` links the NATS C client: dpkg-shlibdeps must have added
+  # its run-time package (`circbuf --help` in the clean chroot below then
+  # proves that apt pulls it in).
+  if grep -q '^CIRCBUF_BUILD_BRIDGE:BOOL=ON' "$build/CMakeCache.txt"; then
+    dpkg-deb --field "$deb" Depends | grep -q libnats || die "$deb: the tool links libnats but does not depend on it"
+  fi
   echo "package built in $((SECONDS - start)) s: $deb"
   # The rest in a private mount namespace: mounts never leak to the host.
   export _CIRCBUF_DEB_NS=$deb

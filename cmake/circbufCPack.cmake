@@ -32,11 +32,15 @@ set(CPACK_DEBIAN_PACKAGE_DEPENDS "libspdlog-dev (>= 1:1.10)")
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "cmake (>= 3.28), ninja-build (>= 1.11), clang-19, clang-tools-19")
-# libc6, libstdc++6, libspdlog, libfmt for the tool, from dpkg-shlibdeps.
+# libc6, libstdc++6, libspdlog, libfmt for the tool (and libnats for
+# `circbuf bridge`, when it is built), from dpkg-shlibdeps.
 find_program(CIRCBUF_DPKG_SHLIBDEPS dpkg-shlibdeps)
 if(CIRCBUF_DPKG_SHLIBDEPS)
   set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 else()
   message(STATUS "circbuf: dpkg-shlibdeps not found (apt-get install dpkg-dev): the .deb depends on libspdlog-dev only")
+  if(CIRCBUF_BUILD_BRIDGE)
+    message(WARNING "circbuf: without dpkg-shlibdeps the .deb does not depend on libnats, which `circbuf bridge` links")
+  endif()
 endif()
 include(CPack)

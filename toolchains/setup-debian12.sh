@@ -15,6 +15,8 @@
 #   clang-format-19, clang-tidy-19: .ci/format.sh and .ci/tidy.sh
 #   python3, python3-pytest: the Python package (python/) and its tests (Debian's
 #     /usr/bin/python3; the C tests build with clang-19, which compiles C as well)
+#   libnats-dev, nats-server: `circbuf bridge` (NATS JetStream) and its tests, which
+#     start their own nats-server processes (the package's systemd unit is not used)
 set -euo pipefail
 
 packages=(clang-19 clang-tools-19 libclang-rt-19-dev libfuzzer-19-dev ninja-build
@@ -22,7 +24,8 @@ packages=(clang-19 clang-tools-19 libclang-rt-19-dev libfuzzer-19-dev ninja-buil
           libboost-dev iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev python3-matplotlib
           dpkg-dev debootstrap
           clang-format-19 clang-tidy-19
-          python3 python3-pytest python3-dev)
+          python3 python3-pytest python3-dev
+          libnats-dev nats-server)
 
 cmake_ok() {
   command -v cmake >/dev/null 2>&1 || return 1

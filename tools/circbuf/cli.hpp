@@ -30,6 +30,8 @@ enum Exit : int {
   kBusy = 6,           // live processes attached, or the buffer has a live writer
   kSystem = 7,         // any other system error
   kCheckFailed = 8,    // demo or bench found wrong data
+  kUnreachable = 9,    // bridge: the NATS server (or JetStream) cannot be reached
+  kConflict = 10,      // bridge: the stream's configuration conflicts with the flags, or JetStream refused
   kInterrupted = 130,  // demo or bench stopped by SIGINT / SIGTERM
 };
 extern char const* const kExitCodeHelp;
@@ -141,5 +143,8 @@ Command AddRecord(CLI::App& app);  // record.cpp: record, info, dump
 Command AddInfo(CLI::App& app);
 Command AddDump(CLI::App& app);
 Command AddReplay(CLI::App& app);  // replay.cpp
+#ifdef CIRCBUF_HAVE_BRIDGE
+Command AddBridge(CLI::App& app);  // bridge/command.cpp: bridge out, bridge in (NATS JetStream)
+#endif
 
 }  // namespace circbuf::tool

@@ -1,5 +1,5 @@
 // circbuf: see, run and operate circbuf rings on this machine.
-//   circbuf demo | ls | stat | tail | pub | rm | gc | bench | record | info | dump | replay   (circbuf --help)
+//   circbuf demo | ls | stat | tail | pub | rm | gc | bench | record | info | dump | replay | bridge   (circbuf --help)
 // Every error is one line on stderr and a distinct exit code (kExitCodeHelp).
 #include <signal.h>
 
@@ -29,6 +29,9 @@ int Run(int argc, char** argv) {
       tool::AddDemo(app),   tool::AddLs(app),   tool::AddStat(app), tool::AddTail(app),
       tool::AddPub(app),    tool::AddRm(app),   tool::AddGc(app),   tool::AddBench(app),
       tool::AddRecord(app), tool::AddInfo(app), tool::AddDump(app), tool::AddReplay(app),
+#ifdef CIRCBUF_HAVE_BRIDGE
+      tool::AddBridge(app),
+#endif
   };
   app.footer(tool::kExitCodeHelp);
   app.get_formatter()->column_width(24);

@@ -39,6 +39,8 @@ char const* const kExitCodeHelp = "Exit codes:\n"
                                   "  6    busy: live processes attached, or another live writer\n"
                                   "  7    other system error\n"
                                   "  8    demo or bench found wrong data\n"
+                                  "  9    bridge: the NATS server (or JetStream) cannot be reached\n"
+                                  "  10   bridge: the stream's configuration conflicts with the flags\n"
                                   "  130  demo or bench interrupted (Ctrl-C)\n"
                                   "\n"
                                   "Environment: CIRCBUF_LOG=debug|info|warn|error|off sets the library's log level.";
