@@ -14,7 +14,8 @@
 #   dpkg-dev (dpkg-shlibdeps for the .deb's dependencies), debootstrap (CI chroots)
 #   clang-format-19, clang-tidy-19: .ci/format.sh and .ci/tidy.sh
 #   python3, python3-pytest: the Python package (python/) and its tests (Debian's
-#     /usr/bin/python3; the C tests build with clang-19, which compiles C as well)
+#     /usr/bin/python3; the C tests build with clang-19, which compiles C as well);
+#     python3-dev: the package's _circbuf_speedups extension (docs/python.md)
 #   libnats-dev, nats-server: `circbuf bridge` (NATS JetStream) and its tests, which
 #     start their own nats-server processes (the package's systemd unit is not used)
 set -euo pipefail

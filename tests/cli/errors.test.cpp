@@ -196,10 +196,14 @@ TEST(CliErrors, UsageErrors) {
 }
 
 TEST(CliErrors, HelpOnEverySubcommand) {
-  for (std::string const sub : {"demo", "ls", "stat", "tail", "pub", "rm", "gc", "bench", "record", "info", "dump"}) {
+  for (std::string const sub :
+       {"demo", "ls", "stat", "tail", "pub", "rm", "gc", "bench", "record", "info", "dump", "replay"}) {
     auto const r = Circbuf({sub, "--help"});
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Usage: circbuf " + sub), std::string::npos) << r.out;
+    if (sub == "replay") {
+      EXPECT_LE(circbuf::test::Widest(r.out), 80U) << r.out;
+    }
   }
   auto const top = Circbuf({"--help"});
   EXPECT_EQ(top.code, 0);

@@ -319,22 +319,17 @@ Command AddReplay(CLI::App& app) {
   auto* sub = app.add_subcommand("replay", "Play a recording file into a buffer (becomes its writer)");
   sub->add_option("file", g_replay.file, "Recording file (circbuf record)")->required();
   sub->add_option("name", g_replay.name, "Buffer name, e.g. /quotes (created if missing)")->required();
-  sub->add_option("--speed", g_replay.speed_text,
-                  "max (as fast as possible), or a factor of the recorded spacing: 1 as recorded, 2 twice as fast")
+  sub->add_option("--speed", g_replay.speed_text, "max, or x the recorded pace (2: twice as fast)")
       ->capture_default_str();
-  sub->add_option("--from", g_replay.from_text,
-                  "Start at a sequence number (1500), a UTC time (2026-12-03T07:41:00.5Z) or +SECONDS after the "
-                  "first entry");
-  sub->add_option("--sequence", g_replay.sequence,
-                  "keep: the recorded numbers (shifted if the buffer is already past them); continue: the first "
-                  "message gets the buffer's next number. Gaps are kept either way")
+  sub->add_option("--from", g_replay.from_text, "SEQ, UTC time (2026-12-03T07:41:00Z) or +SECONDS");
+  sub->add_option("--sequence", g_replay.sequence, "keep: recorded numbers; continue: the buffer's next")
       ->check(CLI::IsMember({"keep", "continue"}))
       ->capture_default_str();
-  sub->add_option("-c,--capacity", g_replay.capacity,
-                  "Capacity of a new buffer (default: the recorded buffer's, else 1MiB)");
-  sub->add_flag("--loop", g_replay.loop, "Play the file again and again (numbers continue); Ctrl-C stops");
+  sub->add_option("-c,--capacity", g_replay.capacity, "A new buffer's capacity (default: the recorded one's)");
+  sub->add_flag("--loop", g_replay.loop, "Play it again and again (numbers continue)");
   sub->add_flag("--hold", g_replay.hold, "Keep the buffer open at the end until Ctrl-C");
-  sub->footer("Recorded losses become gaps that readers of the buffer count in Lost(), exactly.\n"
+  sub->footer("Recorded losses become gaps that the buffer's readers count in Lost().\n"
+              "Numbers are shifted, gaps kept, if the buffer is past the recorded ones.\n"
               "Ctrl-C stops and exits 0; a summary line goes to stderr.");
   return {sub, RunReplay};
 }
