@@ -260,7 +260,7 @@ std::optional<Reader::Point> Reader::ResumePoint() const noexcept {
       // FindOldest's distance rule; the 2^47 rule (on messages) is checked again.
       if (last && last->last && last->last->position > p->position &&
           (last->last->sequence - expected_) - (last->last->skipped - gaps_before_) < kSequenceMask / 2) {
-        return *last->last;
+        return last->last;
       }
       return p;
     }

@@ -417,8 +417,8 @@ class Reader final : public IWrapper {
   // records committed after it (gap records) end.
   struct Newest {
     std::optional<Point> last;  // none if only gap records follow the start (or it is one, alone)
-    std::size_t length;  // of the message at last
-    Point end;  // after the last committed record
+    std::size_t length = 0;  // of the message at last
+    Point end{};  // after the last committed record
   };
   int Lapped();
   int Gap(std::uint64_t header, std::uint64_t limit);  // a gap record at the cursor (see :layout)
