@@ -40,8 +40,8 @@ using namespace circbuf::fuzz;
 
 namespace {
 
-constexpr std::size_t kStateFileMax = circbuf::kPageSize + sizeof(cb::State) + 128;
-constexpr std::size_t kDataFileMax = circbuf::kPageSize + cb::DataBytes(16384);
+constexpr std::size_t kStateFileMax = circbuf::kMinPageSize + sizeof(cb::State) + 128;
+constexpr std::size_t kDataFileMax = circbuf::kMinPageSize + cb::DataBytes(16384, circbuf::kMinPageSize);
 
 struct Input {
   std::size_t state_file = 0;
@@ -178,7 +178,7 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* bytes, std::size_t siz
                                 {.open = circbuf::OpenMode::kAttach,
                                  .access = circbuf::Access::kReadOnly,
                                  .lock_timeout = std::chrono::milliseconds(1000)});
-      if (shm.Size() + circbuf::kPageSize != in.state_file) Fail("attached to a segment whose size disagrees");
+      if (shm.Size() + circbuf::kMinPageSize != in.state_file) Fail("attached to a segment whose size disagrees");
       std::byte const* p = std::as_const(shm).Data();
       unsigned sum = 0;
       for (std::size_t i = 0; i < shm.Size(); i += 64) sum += static_cast<unsigned>(p[i]);
@@ -188,7 +188,7 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* bytes, std::size_t siz
   if (write_both()) {
     Refusable([&] {
       cb::Reader reader(cb::Spec::Make(name, 0), {.start = in.start});
-      if (circbuf::kPageSize + cb::DataBytes(reader.Capacity()) != in.data_file) {
+      if (circbuf::kMinPageSize + cb::DataBytes(reader.Capacity(), circbuf::kMinPageSize) != in.data_file) {
         Fail("attached to a ring whose data size disagrees");
       }
       CheckRead(reader, buffer);
@@ -199,8 +199,8 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* bytes, std::size_t siz
     // stream from the index and the records (Writer::Recover), then writes.
     Refusable([&] {
       // The capacity whose data segment (records, end mark) the file would be.
-      std::uint64_t const capacity = in.data_file >= circbuf::kPageSize + cb::kMinCapacity + 8
-                                         ? in.data_file - circbuf::kPageSize - 8
+      std::uint64_t const capacity = in.data_file >= circbuf::kMinPageSize + cb::kMinCapacity + 8
+                                         ? in.data_file - circbuf::kMinPageSize - 8
                                          : cb::kMinCapacity;
       cb::Writer writer(cb::Spec::Make(name, capacity));
       std::byte const message[24] = {};

@@ -46,7 +46,7 @@
 import circbuf;
 
 namespace cb = circbuf::CircularBuffer;
-using circbuf::kPageSize;
+using circbuf::kMinPageSize;
 using namespace circbuf::fuzz;
 
 namespace {
@@ -89,15 +89,15 @@ class RawState {
   explicit RawState(std::string const& name) {
     int const fd = ::shm_open(name.c_str(), O_RDWR, 0);
     Check(fd >= 0, "cannot open the State");
-    base_ = ::mmap(nullptr, kPageSize + sizeof(cb::State), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    base_ = ::mmap(nullptr, kMinPageSize + sizeof(cb::State), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     ::close(fd);
     Check(base_ != MAP_FAILED, "cannot map the State");
   }
-  ~RawState() { ::munmap(base_, kPageSize + sizeof(cb::State)); }
+  ~RawState() { ::munmap(base_, kMinPageSize + sizeof(cb::State)); }
   RawState(RawState const&) = delete;
   RawState& operator=(RawState const&) = delete;
   std::uint64_t* Word(std::size_t i) {
-    return reinterpret_cast<std::uint64_t*>(static_cast<std::byte*>(base_) + kPageSize + WordOffset(i % kWords));
+    return reinterpret_cast<std::uint64_t*>(static_cast<std::byte*>(base_) + kMinPageSize + WordOffset(i % kWords));
   }
 
  private:

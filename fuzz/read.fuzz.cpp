@@ -42,7 +42,7 @@
 import circbuf;
 
 namespace cb = circbuf::CircularBuffer;
-using circbuf::kPageSize;
+using circbuf::kMinPageSize;
 using namespace circbuf::fuzz;
 
 namespace {
@@ -70,11 +70,11 @@ struct Bytes {
 };
 
 std::vector<std::uint8_t> SegmentFile(std::size_t user_bytes) {
-  std::vector<std::uint8_t> file(kPageSize + user_bytes, 0);
+  std::vector<std::uint8_t> file(kMinPageSize + user_bytes, 0);
   circbuf::SegmentHeader h{};
   h.magic = circbuf::kSegmentMagic;
   h.version = circbuf::kSegmentVersion;
-  h.header_bytes = static_cast<std::uint32_t>(kPageSize);
+  h.header_bytes = static_cast<std::uint32_t>(kMinPageSize);
   h.user_bytes = user_bytes;
   h.creator_pid = 1;
   std::memcpy(file.data(), &h, sizeof h);
@@ -134,16 +134,16 @@ void Run(Bytes& in) {
   s.chunk = chunk;
   s.max_message = static_cast<std::uint32_t>(cb::MaxMessageFor(capacity));
   s.writer_state = static_cast<std::uint32_t>(cb::WriterState::kClosed);
-  std::memcpy(state.data() + kPageSize, &s, sizeof s);
+  std::memcpy(state.data() + kMinPageSize, &s, sizeof s);
   for (std::size_t i = 0; i < kPositions; ++i) {
-    std::memcpy(state.data() + kPageSize + kPositionOffset[i], &positions[i], 8);
+    std::memcpy(state.data() + kMinPageSize + kPositionOffset[i], &positions[i], 8);
   }
   // The data segment: content from the input, zeros after it, and the end
   // mark (without it the attach refuses the ring).
-  std::vector<std::uint8_t> data = SegmentFile(cb::DataBytes(capacity));
+  std::vector<std::uint8_t> data = SegmentFile(cb::DataBytes(capacity, circbuf::kMinPageSize));
   std::size_t const content = std::min<std::size_t>(in.Take(2), capacity);
-  for (std::size_t i = 0; i < content; ++i) data[kPageSize + i] = static_cast<std::uint8_t>(in.Take(1));
-  std::memcpy(data.data() + kPageSize + cb::EndMarkOffset(capacity), &cb::kEndMark, 8);
+  for (std::size_t i = 0; i < content; ++i) data[kMinPageSize + i] = static_cast<std::uint8_t>(in.Take(1));
+  std::memcpy(data.data() + kMinPageSize + cb::EndMarkOffset(capacity, circbuf::kMinPageSize), &cb::kEndMark, 8);
   if (!WriteSegment(name, state.size(), state) || !WriteSegment(data_name, data.size(), data)) {
     Fail("cannot write the segments");
   }
@@ -151,8 +151,8 @@ void Run(Bytes& in) {
     RawMapping const raw_state(name);
     RawMapping const raw_data(data_name);
     Check(raw_state.Base() != nullptr && raw_data.Base() != nullptr, "cannot map the segments");
-    std::uint8_t* const st = raw_state.Base() + kPageSize;
-    std::uint8_t const* const dt = raw_data.Base() + kPageSize;
+    std::uint8_t* const st = raw_state.Base() + kMinPageSize;
+    std::uint8_t const* const dt = raw_data.Base() + kMinPageSize;
     try {
       cb::Reader reader(cb::Spec::Make(name, 0), {.start = static_cast<cb::StartAt>(flags % 3)});
       Check(reader.Capacity() == capacity, "capacity");
@@ -193,7 +193,7 @@ void Run(Bytes& in) {
           case 3: {
             std::size_t const word = in.Take(2) % (capacity / 8);
             std::uint64_t const value = in.Take(8);
-            std::memcpy(raw_data.Base() + kPageSize + word * 8, &value, 8);
+            std::memcpy(raw_data.Base() + kMinPageSize + word * 8, &value, 8);
             break;
           }
           case 4: (void)reader.Wait(std::chrono::nanoseconds(0)); break;
@@ -245,9 +245,9 @@ void WriteSeeds(std::string const& dir) {
       std::vector<std::uint8_t> const data = ReadSegment(circbuf::CircularBuffer::DataSegmentName(name));
       out.push_back(static_cast<std::uint8_t>((c.capacity - cb::kMinCapacity) / 64));
       out.push_back(static_cast<std::uint8_t>(c.start));
-      for (std::size_t off : kPositionOffset) PutU64(out, Word(state.data() + kPageSize + off));
+      for (std::size_t off : kPositionOffset) PutU64(out, Word(state.data() + kMinPageSize + off));
       std::vector<std::uint8_t> const content =
-          Trimmed(std::vector<std::uint8_t>(data.begin() + kPageSize, data.begin() + kPageSize + c.capacity));
+          Trimmed(std::vector<std::uint8_t>(data.begin() + kMinPageSize, data.begin() + kMinPageSize + c.capacity));
       out.push_back(static_cast<std::uint8_t>(content.size()));
       out.push_back(static_cast<std::uint8_t>(content.size() >> 8));
       out.insert(out.end(), content.begin(), content.end());

@@ -107,6 +107,10 @@ class SegmentFile {
       return;
     }
     file_bytes_ = static_cast<std::uint64_t>(st.st_size);
+    std::uint32_t header_bytes = 0;
+    if (Read(offsetof(SegmentHeader, header_bytes), header_bytes) && HeaderBytesProblem(header_bytes).empty()) {
+      header_bytes_ = header_bytes;
+    }
   }
   ~SegmentFile() {
     if (fd_ >= 0) ::close(fd_);
@@ -119,6 +123,9 @@ class SegmentFile {
   [[nodiscard]] int Error() const { return error_; }  // 0: open
   [[nodiscard]] int Fd() const { return fd_; }
   [[nodiscard]] std::uint64_t FileBytes() const { return file_bytes_; }  // when opened (fstat)
+  // The header's header_bytes when opened, where HeaderBytesProblem accepts
+  // it (the file offset of the user region); 0 if not.
+  [[nodiscard]] std::uint64_t HeaderBytes() const { return header_bytes_; }
 
   // The sizeof(T) bytes at `offset`; false if the file ends before them (it
   // may have been cut since FileBytes) or on an error.
@@ -164,20 +171,27 @@ class SegmentFile {
   int fd_ = -1;
   int error_ = 0;
   std::uint64_t file_bytes_ = 0;
+  std::uint64_t header_bytes_ = 0;
 };
 
 template <class T>
 T StateWord(SegmentFile const& file, std::size_t field_offset) {
   T value{};
-  if (!file.Word(kPageSize + field_offset, value)) return T{};
+  if (file.HeaderBytes() == 0 || !file.Word(file.HeaderBytes() + field_offset, value)) return T{};
   return value;
 }
 
 // "" if the file is as long as its header says; else what is wrong.
-std::string SizeDamage(std::string const& what, std::uint64_t file_bytes, std::uint64_t user_bytes) {
-  if (file_bytes == kPageSize + user_bytes) return "";
-  return "truncated or damaged: " + what + " is " + N(file_bytes) + " bytes, its header says " +
-         N(kPageSize + user_bytes) + " (" + N(kPageSize) + " + " + N(user_bytes) + ")";
+std::string SizeDamage(std::string const& what, SegmentFile const& file, std::uint64_t user_bytes) {
+  if (file.HeaderBytes() == 0) {
+    std::uint32_t header_bytes = 0;
+    if (!file.Read(offsetof(SegmentHeader, header_bytes), header_bytes))
+      return "truncated: " + what + " lost its header";
+    return "damaged: " + what + ": " + HeaderBytesProblem(header_bytes);
+  }
+  if (file.FileBytes() == file.HeaderBytes() + user_bytes) return "";
+  return "truncated or damaged: " + what + " is " + N(file.FileBytes()) + " bytes, its header says " +
+         N(file.HeaderBytes() + user_bytes) + " (" + N(file.HeaderBytes()) + " + " + N(user_bytes) + ")";
 }
 
 // Messages written: the sequence number of the record at `latest`, plus 1,
@@ -189,7 +203,7 @@ std::uint64_t MessagesWritten(SegmentFile const& state, std::uint64_t capacity, 
     auto const latest = StateWord<std::uint64_t>(state, offsetof(State, latest));
     if (latest == kNoRecord) return 0;
     std::uint64_t h = 0;
-    if (!data.Word(kPageSize + latest % capacity, h)) return 0;  // a data segment cut short
+    if (!data.Word(data.HeaderBytes() + latest % capacity, h)) return 0;  // a data segment cut short
     bool const intact = latest + capacity >= StateWord<std::uint64_t>(state, offsetof(State, limit));
     if (intact && h != 0 && HeaderLength(h) != 0) return HeaderSequence(h) + 1;
     // A gap record (Writer::Skip): the State's next sequence number, written with it.
@@ -257,23 +271,24 @@ void FillRing(SegmentInfo& info, State const& s, SegmentFile const& state_file) 
   if (data.FileBytes() == 0) return;  // being created (or re-created) right now
   SegmentHeader header{};
   if (!data.Read(0, header) || header.magic != kSegmentMagic) {
-    if (data.FileBytes() < kPageSize) {
+    if (data.FileBytes() < sizeof(SegmentHeader)) {
       info.damage = "truncated or damaged: data segment " + data_name + " is " + N(data.FileBytes()) +
-                    " bytes, less than its " + N(kPageSize) + "-byte header";
+                    " bytes, less than its " + N(sizeof(SegmentHeader)) + "-byte header";
     }
     return;
   }
   info.data_refcount = header.refcount;
-  info.damage = SizeDamage("data segment " + data_name, data.FileBytes(), header.user_bytes);
+  info.damage = SizeDamage("data segment " + data_name, data, header.user_bytes);
   if (!info.corrupt.empty()) return;  // nothing below may trust the State
-  if (info.damage.empty() && header.user_bytes != DataBytes(s.capacity)) {
+  std::uint64_t const page = data.HeaderBytes();  // the end mark's page (see :layout, "End mark")
+  if (info.damage.empty() && header.user_bytes != DataBytes(s.capacity, page)) {
     info.damage = "damaged: data segment " + data_name + " holds " + N(header.user_bytes) +
-                  " bytes, a ring of capacity " + N(s.capacity) + " has " + N(DataBytes(s.capacity)) +
-                  " (records and end mark)";
+                  " bytes, a ring of capacity " + N(s.capacity) + " laid out in " + N(page) + "-byte pages has " +
+                  N(DataBytes(s.capacity, page)) + " (records and end mark)";
   }
-  if (info.damage.empty()) {  // the end mark, as a Reader checks it (see :layout, "End mark")
+  if (info.damage.empty()) {  // the end mark, as a Reader checks it
     std::uint64_t mark = 0;
-    if (!data.Read(kPageSize + EndMarkOffset(s.capacity), mark) || mark != kEndMark) {
+    if (!data.Read(page + EndMarkOffset(s.capacity, page), mark) || mark != kEndMark) {
       info.damage = "truncated or damaged: data segment " + data_name + " has lost its end mark (cut inside its " +
                     "record space)";
     }
@@ -292,7 +307,7 @@ bool FileUnfinished(int fd) {
   if (::fstat(fd, &st) != 0) return false;
   if (st.st_size == 0) return true;
   std::uint64_t magic = 1;
-  return st.st_size >= static_cast<off_t>(kPageSize) &&
+  return st.st_size >= static_cast<off_t>(sizeof(SegmentHeader)) &&
          ::pread(fd, &magic, sizeof magic, offsetof(SegmentHeader, magic)) == static_cast<ssize_t>(sizeof magic) &&
          magic == 0;
 }
@@ -386,9 +401,10 @@ SegmentInfo Inspect(std::string_view name) {
   info.creator_pid = h.creator_pid;
   info.stale = file.Stale();
   if (info.segment_version != kSegmentVersion) return info;
-  info.damage = SizeDamage("the segment", info.file_bytes, info.user_bytes);
+  info.header_bytes = file.HeaderBytes();
+  info.damage = SizeDamage("the segment", file, info.user_bytes);
   State s{};
-  if (!file.Read(kPageSize, s)) return info;
+  if (file.HeaderBytes() == 0 || !file.Read(file.HeaderBytes(), s)) return info;
   info.state_magic = s.magic;
   if (s.magic == kRingMagic) {
     std::string const own_damage = info.damage;
@@ -530,7 +546,8 @@ bool IsDataOf(SegmentInfo const& state, SegmentInfo const& data) {
   if (data.kind != SegmentKind::kSegment) return false;
   // A healthy ring says how large its data segment is; a corrupt State
   // cannot, and its data segment goes with it (a circbuf segment by its header).
-  return state.kind != SegmentKind::kRing || !state.corrupt.empty() || data.user_bytes == DataBytes(state.capacity);
+  return state.kind != SegmentKind::kRing || !state.corrupt.empty() ||
+         data.user_bytes == DataBytes(state.capacity, data.header_bytes);
 }
 
 std::optional<SegmentInfo> InspectIfThere(std::string const& name) {

@@ -86,6 +86,7 @@ struct SegmentInfo {
   std::uint32_t refcount = 0;  // attachments recorded (dead ones until noticed)
   std::uint32_t segment_version = 0;
   std::uint64_t user_bytes = 0;
+  std::uint64_t header_bytes = 0;  // its header region (the page size it was laid out in); 0: not a valid one
   pid_t creator_pid = 0;
   bool stale = false;  // no live process holds it (flock probe)
   // Rings only:

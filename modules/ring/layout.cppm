@@ -142,9 +142,12 @@
 //
 // ---- End mark (segment NAME.data, after the record space) -----------------------
 //
-//   The data segment's user region is DataBytes(capacity) bytes: the record
-//   space (capacity bytes), rounded up to whole pages, then one u64 kEndMark
-//   at EndMarkOffset(capacity), alone in the last page of the file. It is
+//   The data segment's user region is DataBytes(capacity, page) bytes: the
+//   record space (capacity bytes), rounded up to whole pages, then one u64
+//   kEndMark at EndMarkOffset(capacity, page), alone in the last page of the
+//   file. `page` is the data segment's header_bytes (SharedMemory::
+//   HeaderBytes(): the page size of the kernel that created it, which every
+//   kernel that maps it divides; see "Page size" in circbuf.shm). It is
 //   written when the segment is created and never again. A cut of the file
 //   (ftruncate by another process) anywhere inside the record space, also in
 //   the middle of a page, takes the last page with it: the kernel unmaps the
@@ -202,12 +205,16 @@ constexpr std::string_view RingOfDataSegment(std::string_view data) noexcept {
 inline constexpr std::size_t kMaxRingNameLength = kMaxNameLength - kDataSegmentSuffix.size();  // room for ".data"
 
 inline constexpr std::uint64_t kEndMark = 0x444E'4541'5441'4443ULL;  // "CDATAEND" little-endian
-constexpr std::uint64_t EndMarkOffset(std::uint64_t capacity) noexcept {
-  return (capacity + kPageSize - 1) / kPageSize * kPageSize;
+// `page`: the data segment's header_bytes (see "End mark" above).
+constexpr std::uint64_t EndMarkOffset(std::uint64_t capacity, std::uint64_t page) noexcept {
+  return (capacity + page - 1) / page * page;
 }
 // Bytes of the data segment's user region (see "End mark" above).
-constexpr std::uint64_t DataBytes(std::uint64_t capacity) noexcept { return EndMarkOffset(capacity) + 8; }
-static_assert(DataBytes(kMaxCapacity) <= kMaxSegmentSize);
+constexpr std::uint64_t DataBytes(std::uint64_t capacity, std::uint64_t page) noexcept {
+  return EndMarkOffset(capacity, page) + 8;
+}
+static_assert(DataBytes(kMaxCapacity, kMinPageSize) <= kMaxSegmentSize);
+static_assert(DataBytes(kMaxCapacity, kMaxPageSize) <= kMaxSegmentSize);
 
 // The check word of an index entry: a 64-bit mix (splitmix64's finaliser)
 // of its position, sequence number and skipped count. Not a secret: it

@@ -172,8 +172,10 @@ void IWrapper::AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages, Ty
   // the data segment's `initialize`: no reader can attach to the new data
   // and start from the old positions.
   State* const orphan = state_;
-  std::uint64_t const end_mark = EndMarkOffset(spec_.capacity);
-  data_shm_.emplace(DataName(spec_), DataBytes(spec_.capacity),
+  // Laid out in this process's page size, as SharedMemory creates it; an
+  // existing segment laid out otherwise is refused there (size mismatch).
+  std::uint64_t const end_mark = EndMarkOffset(spec_.capacity, PageSize());
+  data_shm_.emplace(DataName(spec_), DataBytes(spec_.capacity, PageSize()),
                     ShmOptions{.mode = mode,
                                .group = group,
                                .huge_pages = huge_pages,
@@ -192,11 +194,21 @@ void IWrapper::AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages, Ty
     Validate();
   }
   data_ = data_shm_->Data();
-  CheckEndMark();
+  CheckEndMark(*data_shm_);
 }
 
-void IWrapper::CheckEndMark() const {
-  if (LoadWord(data_, EndMarkOffset(capacity_)) != kEndMark) {
+void IWrapper::CheckEndMark(SharedMemory const& data) {
+  // The end mark's page is one of the data segment's own pages (its header
+  // says how large), not necessarily one of this kernel's.
+  std::uint64_t const page = data.HeaderBytes();
+  if (data.Size() != DataBytes(capacity_, page)) {
+    throw std::length_error("ring " + Q(spec_.Name()) + ": data segment " + Q(DataName(spec_)) + " holds " +
+                            std::to_string(data.Size()) + " bytes, a ring of capacity " + std::to_string(capacity_) +
+                            " laid out in " + std::to_string(page) + "-byte pages has " +
+                            std::to_string(DataBytes(capacity_, page)));
+  }
+  end_mark_ = EndMarkOffset(capacity_, page);
+  if (LoadWord(data_, end_mark_) != kEndMark) {
     throw std::invalid_argument("ring " + Q(spec_.Name()) + ": data segment " + Q(DataName(spec_)) +
                                 " lacks its end mark (damaged, or made by another version)");
   }
@@ -205,7 +217,7 @@ void IWrapper::CheckEndMark() const {
 bool IWrapper::EndMarkGone() noexcept {
   // The load faults if the page is gone: the truncation guard maps zeros
   // there, so the mark reads 0.
-  if (LoadWord(data_, EndMarkOffset(capacity_)) == kEndMark) return false;
+  if (LoadWord(data_, end_mark_) == kEndMark) return false;
   shrunk_ = true;
   return true;
 }
@@ -234,10 +246,10 @@ void IWrapper::AttachAsReader(std::chrono::milliseconds wait_for_buffer) {
   // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
   BindState(const_cast<State*>(state_shm_->AsStruct<State const>()));
   Validate();
-  data_shm_.emplace(DataName(spec_), DataBytes(capacity_),
-                    ShmOptions{.open = OpenMode::kAttach, .access = Access::kReadOnly});
+  // Any size: CheckEndMark judges it against the segment's own page size.
+  data_shm_.emplace(DataName(spec_), 0, ShmOptions{.open = OpenMode::kAttach, .access = Access::kReadOnly});
   data_ = data_shm_->Data();  // mapped PROT_READ: a Reader never writes through it
-  CheckEndMark();
+  CheckEndMark(*data_shm_);
 }
 
 // Treats the shared header as untrusted: everything the hot paths rely on is
@@ -284,7 +296,6 @@ void IWrapper::Validate() {
   }
   truncations_seen_ = truncations_->load(std::memory_order_relaxed);
   capacity_ = s.capacity;
-  end_mark_ = EndMarkOffset(capacity_);
   chunk_ = s.chunk;
   max_message_ = s.max_message;
   spec_.capacity = s.capacity;
@@ -317,7 +328,7 @@ bool IWrapper::CheckShrunk() noexcept {
     if (!shm->has_value()) continue;
     struct stat st{};
     if (::fstat((*shm)->NativeHandle(), &st) == 0 &&
-        static_cast<std::uint64_t>(st.st_size) < kPageSize + static_cast<std::uint64_t>((*shm)->Size())) {
+        static_cast<std::uint64_t>(st.st_size) < (*shm)->HeaderBytes() + static_cast<std::uint64_t>((*shm)->Size())) {
       shrunk_ = true;
     }
   }

@@ -345,7 +345,7 @@ class IWrapper {
   std::uint32_t* wake_ = nullptr;   // the wake word (see :layout), read-write for all
   std::byte* data_ = nullptr;
   std::uint64_t capacity_ = 0;
-  std::uint64_t end_mark_ = 0;  // EndMarkOffset(capacity_)
+  std::uint64_t end_mark_ = 0;  // EndMarkOffset(capacity_, data segment's HeaderBytes()), by CheckEndMark
   std::uint64_t chunk_ = 0;
   std::size_t max_message_ = 0;
   // TruncationEvents() of circbuf.shm, and the count last seen: when they
@@ -358,7 +358,7 @@ class IWrapper {
   void AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages, TypeTag type);
   void AttachAsReader(std::chrono::milliseconds wait_for_buffer);
   void Validate();
-  void CheckEndMark() const;
+  void CheckEndMark(SharedMemory const& data);  // data: *data_shm_; also sets end_mark_
   void BindState(State* state) noexcept;
 };
 

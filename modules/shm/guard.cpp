@@ -49,7 +49,7 @@ namespace shm_impl {
 
 struct GuardSlot {
   std::atomic<bool> used{false};
-  std::atomic<std::uintptr_t> header{0};  // header page (kPageSize bytes, read-write); 0: none
+  std::atomic<std::uintptr_t> header{0};  // header (sizeof(SegmentHeader) bytes, read-write); 0: none
   std::atomic<std::uintptr_t> begin{0};   // user region [begin, end); 0: none
   std::atomic<std::uintptr_t> end{0};
   std::atomic<int> prot{PROT_READ};
@@ -144,15 +144,18 @@ void OnSigbus(int signal, siginfo_t* info, void* context) {
     std::uintptr_t from = 0;
     std::uintptr_t to = 0;
     int prot = PROT_READ | PROT_WRITE;
-    if (header != 0 && addr >= header && addr < header + kPageSize) {
+    // Kernel pages (KernelPageSize() was read when the guard was installed,
+    // so this is one relaxed load).
+    std::uintptr_t const page = KernelPageSize();
+    if (header != 0 && addr >= header && addr < header + sizeof(SegmentHeader)) {
       from = header;
-      to = header + kPageSize;
+      to = header + sizeof(SegmentHeader);  // mmap rounds a length up to whole pages
     } else if (begin != 0 && addr >= begin && addr < end) {
       // From the faulting page to the end of the mapping: the file ends
       // before this page. Pages before it that are also gone fault later
       // and come here again.
-      from = addr & ~std::uintptr_t{kPageSize - 1};
-      to = (end + kPageSize - 1) & ~std::uintptr_t{kPageSize - 1};
+      from = addr & ~(page - 1);
+      to = (end + page - 1) & ~(page - 1);
       prot = slot.prot.load(std::memory_order_relaxed);
     } else {
       continue;
@@ -223,6 +226,7 @@ bool GuardTruncated(int slot) noexcept {
 void InstallTruncationGuard() {
   using namespace shm_impl;
   std::lock_guard<std::mutex> const lock(g_install_mutex);
+  (void)KernelPageSize();  // read now: the handler only loads it
   struct sigaction current{};
   if (::sigaction(SIGBUS, nullptr, &current) != 0) {
     throw std::system_error(errno, std::generic_category(), "sigaction(SIGBUS)");

@@ -8,6 +8,7 @@ module;
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -39,18 +40,21 @@ namespace shm_impl {
 
 std::string Q(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
+std::atomic<std::size_t> g_kernel_page{0};
+std::atomic<std::size_t> g_simulated_page{0};  // 0: none (SimulatePageSizeForTesting)
+
 // The name again, for the lock's constructor (the member initialiser list
 // has to check it first).
 std::string_view CheckedName(std::string const& name, std::size_t size, ShmOptions const& options) {
   ValidateName(name, "shared memory");
-  // The header page is the mmap offset of the user region, and a ring's end
-  // mark must sit in a kernel page of its own: both assume 4 KiB pages
-  // (docs/toolchain-notes.md). On a 16 or 64 KiB kernel the mapping would
-  // fail with EINVAL; say why instead.
-  if (long const page = ::sysconf(_SC_PAGESIZE); page != static_cast<long>(kPageSize)) {
+  // The header region is one page (the mmap offset of the user region):
+  // pages beyond kMaxPageSize would not fit the layout ("Page size" in
+  // circbuf.shm, docs/toolchain-notes.md).
+  if (std::size_t const page = KernelPageSize(); page < kMinPageSize || page > kMaxPageSize) {
     throw std::system_error(ENOTSUP, std::generic_category(),
                             "shared memory " + Q(name) + ": the kernel's page size is " + std::to_string(page) +
-                                " bytes; circbuf supports " + std::to_string(kPageSize) + "-byte pages only");
+                                " bytes; circbuf supports pages of " + std::to_string(kMinPageSize) + " to " +
+                                std::to_string(kMaxPageSize) + " bytes");
   }
   bool const any_size = options.open == OpenMode::kAttach && size == 0;
   if (!any_size && (size == 0 || size > kMaxSegmentSize)) {
@@ -104,7 +108,7 @@ std::size_t PmdMappedBytes(void const* address) {
 std::size_t HugePmdBytes() {
   std::ifstream file("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
   std::size_t bytes = 0;
-  return file >> bytes && bytes > kPageSize ? bytes : std::size_t{2} * 1024 * 1024;
+  return file >> bytes && bytes > kMaxPageSize ? bytes : std::size_t{2} * 1024 * 1024;
 }
 
 // The huge= option of the tmpfs mounted on /dev/shm ("never" if it has none).
@@ -129,15 +133,15 @@ std::string DevShmHugeOption() {
   return found;
 }
 
-// Allocates the user region (file offsets kPageSize ..) of a new segment
+// Allocates the user region (file offsets header_bytes ..) of a new segment
 // through a mapping that asks for transparent huge pages, before anything
 // else allocates it with 4 KiB pages. Returns the bytes that came as huge
 // pages, and sets `kernel_lacks` when the kernel cannot do it at all.
 // Nothing else is reported here: posix_fallocate afterwards reports a full
 // /dev/shm as ENOSPC (MADV_POPULATE_WRITE fails with EFAULT instead of
 // raising SIGBUS).
-std::size_t AllocateWithHugePages(int fd, std::size_t size, std::string& kernel_lacks) {
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(kPageSize));
+std::size_t AllocateWithHugePages(int fd, std::size_t header_bytes, std::size_t size, std::string& kernel_lacks) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(header_bytes));
   if (p == MAP_FAILED) return 0;
   std::size_t huge = 0;
   if (::madvise(p, size, MADV_HUGEPAGE) != 0) {
@@ -152,10 +156,10 @@ std::size_t AllocateWithHugePages(int fd, std::size_t size, std::string& kernel_
   return huge;
 }
 
-// The segment file is now shorter than the header page and `user_bytes`.
-bool FileShrunk(int fd, std::size_t user_bytes) noexcept {
+// The segment file is now shorter than its header region and `user_bytes`.
+bool FileShrunk(int fd, std::size_t header_bytes, std::size_t user_bytes) noexcept {
   struct stat st{};
-  return ::fstat(fd, &st) == 0 && static_cast<std::size_t>(st.st_size) < kPageSize + user_bytes;
+  return ::fstat(fd, &st) == 0 && static_cast<std::size_t>(st.st_size) < header_bytes + user_bytes;
 }
 
 // Owns the pieces of a half-built attachment; undoes them unless released.
@@ -175,7 +179,7 @@ struct Pending {
   ~Pending() {
     GuardRelease(guard_slot);
     if (user != nullptr) ::munmap(user, user_bytes);
-    if (header != nullptr) ::munmap(header, kPageSize);
+    if (header != nullptr) ::munmap(header, sizeof(SegmentHeader));
     if (fd >= 0) ::close(fd);
     if (unlink) ::shm_unlink(name.c_str());
   }
@@ -205,6 +209,43 @@ struct UnlinkLockIfNoSegment {
 }  // namespace shm_impl
 using namespace shm_impl;
 
+std::size_t KernelPageSize() noexcept {
+  std::size_t page = g_kernel_page.load(std::memory_order_relaxed);
+  if (page == 0) {
+    long const bytes = ::sysconf(_SC_PAGESIZE);
+    page = bytes > 0 ? static_cast<std::size_t>(bytes) : kMinPageSize;
+    g_kernel_page.store(page, std::memory_order_relaxed);
+  }
+  return page;
+}
+
+std::size_t PageSize() noexcept {
+  std::size_t const simulated = g_simulated_page.load(std::memory_order_relaxed);
+  return simulated != 0 ? simulated : KernelPageSize();
+}
+
+std::string HeaderBytesProblem(std::uint64_t header_bytes) {
+  std::size_t const kernel = KernelPageSize();
+  if (header_bytes < kMinPageSize || header_bytes > kMaxPageSize || !std::has_single_bit(header_bytes)) {
+    return "header_bytes " + std::to_string(header_bytes) + ": must be a power of two from " +
+           std::to_string(kMinPageSize) + " to " + std::to_string(kMaxPageSize) + " (a page)";
+  }
+  if (header_bytes % kernel != 0) {
+    return "header_bytes " + std::to_string(header_bytes) + ": laid out for smaller pages than this kernel's " +
+           std::to_string(kernel) + " bytes";
+  }
+  return "";
+}
+
+void SimulatePageSizeForTesting(std::size_t bytes) {
+  if (bytes != 0) {
+    if (std::string const problem = HeaderBytesProblem(bytes); !problem.empty()) {
+      throw std::invalid_argument("SimulatePageSizeForTesting(" + std::to_string(bytes) + "): " + problem);
+    }
+  }
+  g_simulated_page.store(bytes, std::memory_order_relaxed);
+}
+
 SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions options)
     : name_(name),
       lock_(CheckedName(name_, size, options), SemaphoreLock::Options{options.mode, options.group}),
@@ -232,20 +273,27 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
         }
         ::fchmod(p.fd,
                  options.mode);  // exactly the mode asked for, whatever the umask (after fchown: it may clear bits)
-        std::size_t const total = kPageSize + size;
+        header_bytes_ = PageSize();
+        std::size_t const total = header_bytes_ + size;
         if (::ftruncate(p.fd, static_cast<off_t>(total)) != 0) {
           ThrowErrno(errno, "ftruncate(" + Q(name_) + ", " + std::to_string(total) + ")");
         }
         std::size_t huge = 0;
         std::string kernel_lacks;
-        if (options.huge_pages != HugePages::kAsMounted) huge = AllocateWithHugePages(p.fd, size, kernel_lacks);
-        if (int const error = ::posix_fallocate(p.fd, 0, static_cast<off_t>(total)); error != 0) {
+        if (options.huge_pages != HugePages::kAsMounted) {
+          huge = AllocateWithHugePages(p.fd, header_bytes_, size, kernel_lacks);
+        }
+        // The header struct and the user region; the rest of a header region
+        // longer than the struct stays a hole (nothing ever touches it).
+        int error = ::posix_fallocate(p.fd, 0, static_cast<off_t>(sizeof(SegmentHeader)));
+        if (error == 0) error = ::posix_fallocate(p.fd, static_cast<off_t>(header_bytes_), static_cast<off_t>(size));
+        if (error != 0) {
           ThrowErrno(error,
                      "shared memory " + Q(name_) + ": cannot reserve " + std::to_string(total) + " bytes in /dev/shm");
         }
         if (options.huge_pages != HugePages::kAsMounted && huge == 0) {
           std::string const mounted = DevShmHugeOption();
-          std::size_t const smallest = 2 * HugePmdBytes() - kPageSize;
+          std::size_t const smallest = 2 * HugePmdBytes() - header_bytes_;
           std::string const what =
               size < smallest ? "a region of " + std::to_string(size) + " bytes is too small to hold one (it needs " +
                                     std::to_string(smallest) + " bytes or more)"
@@ -257,11 +305,11 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
           }
           detail::Log().info("shared memory {}: no huge pages ({}); using 4 KiB pages", name_, what);
         }
-        p.header = MapOrThrow(kPageSize, PROT_READ | PROT_WRITE, p.fd, 0, name_);
+        p.header = MapOrThrow(sizeof(SegmentHeader), PROT_READ | PROT_WRITE, p.fd, 0, name_);
         GuardCoverHeader(p.guard_slot, p.header);
         auto* h = static_cast<SegmentHeader*>(p.header);
         h->version = kSegmentVersion;
-        h->header_bytes = static_cast<std::uint32_t>(kPageSize);
+        h->header_bytes = static_cast<std::uint32_t>(header_bytes_);
         h->user_bytes = size;
         h->creator_pid = ::getpid();
         RefCountOf(h).store(1, std::memory_order_relaxed);  // published by [S1], after `initialize`
@@ -286,15 +334,15 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
     if (::fstat(p.fd, &st) != 0) ThrowErrno(errno, "fstat(" + Q(name_) + ")");
     auto const file_bytes = static_cast<std::size_t>(st.st_size);
     std::uint64_t magic = 0;
-    if (file_bytes >= kPageSize) {
+    if (file_bytes >= sizeof(SegmentHeader)) {
       // fstat said the page exists; if the file shrinks from here on, the
       // guard turns the fault into zeros (magic 0: refused below).
-      p.header = MapOrThrow(kPageSize, PROT_READ | PROT_WRITE, p.fd, 0, name_);
+      p.header = MapOrThrow(sizeof(SegmentHeader), PROT_READ | PROT_WRITE, p.fd, 0, name_);
       GuardCoverHeader(p.guard_slot, p.header);
       magic = std::atomic_ref<std::uint64_t>(static_cast<SegmentHeader*>(p.header)->magic)
                   .load(std::memory_order_acquire);  // [S2]
     }
-    if (magic == 0 && (file_bytes == 0 || file_bytes >= kPageSize)) {
+    if (magic == 0 && (file_bytes == 0 || file_bytes >= sizeof(SegmentHeader))) {
       // Creation never finished. Under the lock nobody is creating it now; if
       // nobody is attached either, the creator died: remove it and start over.
       if (::flock(p.fd, LOCK_EX | LOCK_NB) == 0) {
@@ -303,7 +351,7 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
                            name_, file_bytes);
         ::shm_unlink(name_.c_str());
         GuardCoverHeader(p.guard_slot, nullptr);
-        if (p.header != nullptr) ::munmap(p.header, kPageSize);
+        if (p.header != nullptr) ::munmap(p.header, sizeof(SegmentHeader));
         p.header = nullptr;
         ::close(p.fd);
         p.fd = -1;
@@ -322,18 +370,23 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
       throw std::invalid_argument("shared memory " + Q(name_) + ": layout version " + std::to_string(h->version) +
                                   ", this library reads version " + std::to_string(kSegmentVersion));
     }
-    if (h->header_bytes != kPageSize || h->user_bytes == 0 || h->user_bytes > kMaxSegmentSize ||
-        file_bytes != kPageSize + h->user_bytes) {
-      throw std::invalid_argument("shared memory " + Q(name_) + ": corrupt header (header " +
-                                  std::to_string(h->header_bytes) + " bytes, user region " +
-                                  std::to_string(h->user_bytes) + " bytes, file " + std::to_string(file_bytes) +
-                                  " bytes)");
+    // Judged and used from one copy (another process may change the page).
+    std::uint32_t const header_bytes = std::atomic_ref<std::uint32_t>(h->header_bytes).load(std::memory_order_relaxed);
+    std::uint64_t const user_bytes = std::atomic_ref<std::uint64_t>(h->user_bytes).load(std::memory_order_relaxed);
+    if (std::string const problem = HeaderBytesProblem(header_bytes); !problem.empty()) {
+      throw std::invalid_argument("shared memory " + Q(name_) + ": corrupt header: " + problem);
     }
-    if (size != 0 && size != h->user_bytes) {
-      throw std::length_error("shared memory " + Q(name_) + ": exists with " + std::to_string(h->user_bytes) +
+    if (user_bytes == 0 || user_bytes > kMaxSegmentSize || file_bytes != header_bytes + user_bytes) {
+      throw std::invalid_argument("shared memory " + Q(name_) + ": corrupt header (header " +
+                                  std::to_string(header_bytes) + " bytes, user region " + std::to_string(user_bytes) +
+                                  " bytes, file " + std::to_string(file_bytes) + " bytes)");
+    }
+    if (size != 0 && size != user_bytes) {
+      throw std::length_error("shared memory " + Q(name_) + ": exists with " + std::to_string(user_bytes) +
                               " bytes, asked for " + std::to_string(size));
     }
-    size_ = h->user_bytes;
+    size_ = user_bytes;
+    header_bytes_ = header_bytes;
     // Stale? If no live process holds a shared flock, every recorded
     // attachment belongs to a dead process.
     if (::flock(p.fd, LOCK_EX | LOCK_NB) == 0) {
@@ -356,7 +409,7 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
     if (created_ && options.initialize) {
       // The creator initialises through a writable mapping, even when it
       // asked for a read-only one, while the lock still keeps attachers out.
-      void* init = MapOrThrow(size_, PROT_READ | PROT_WRITE, p.fd, static_cast<off_t>(kPageSize), name_);
+      void* init = MapOrThrow(size_, PROT_READ | PROT_WRITE, p.fd, static_cast<off_t>(header_bytes_), name_);
       struct Unmap {
         Unmap(void* address, std::size_t bytes) : p(address), n(bytes) {}
         Unmap(Unmap const&) = delete;
@@ -371,7 +424,7 @@ SharedMemory::SharedMemory(std::string_view name, std::size_t size, ShmOptions o
       std::atomic_ref<std::uint64_t>(static_cast<SegmentHeader*>(p.header)->magic)
           .store(kSegmentMagic, std::memory_order_release);  // [S1] pairs with [S2]
     }
-    p.user = MapOrThrow(size_, prot, p.fd, static_cast<off_t>(kPageSize), name_);
+    p.user = MapOrThrow(size_, prot, p.fd, static_cast<off_t>(header_bytes_), name_);
     GuardCoverUser(p.guard_slot, p.user, size_, prot);
     if (::flock(p.fd, LOCK_SH) != 0) ThrowErrno(errno, "flock(" + Q(name_) + ", LOCK_SH)");
   } catch (...) {
@@ -392,6 +445,7 @@ SharedMemory::SharedMemory(SharedMemory&& other) noexcept
     : name_(std::move(other.name_)),
       lock_(std::move(other.lock_)),
       size_(std::exchange(other.size_, 0)),
+      header_bytes_(std::exchange(other.header_bytes_, 0)),
       header_(std::exchange(other.header_, nullptr)),
       user_(std::exchange(other.user_, nullptr)),
       fd_(std::exchange(other.fd_, -1)),
@@ -407,6 +461,7 @@ SharedMemory& SharedMemory::operator=(SharedMemory&& other) noexcept {
     name_ = std::move(other.name_);
     lock_ = std::move(other.lock_);
     size_ = std::exchange(other.size_, 0);
+    header_bytes_ = std::exchange(other.header_bytes_, 0);
     header_ = std::exchange(other.header_, nullptr);
     user_ = std::exchange(other.user_, nullptr);
     fd_ = std::exchange(other.fd_, -1);
@@ -438,7 +493,7 @@ void SharedMemory::Detach() noexcept {
       // to update. Asked with fstat (a slow path) before touching the page:
       // no fault at all, not even one for the guard (a fault inside an
       // atomic read-modify-write deadlocks ThreadSanitizer's runtime).
-      bool const truncated = Truncated() || FileShrunk(fd_, size_);
+      bool const truncated = Truncated() || FileShrunk(fd_, header_bytes_, size_);
       std::uint32_t const left = truncated ? 0 : RefCountOf(header_).fetch_sub(1, std::memory_order_acq_rel) - 1;
       if (truncated) detail::Log().warn("shared memory {}: was truncated by another process while attached", name_);
       // Converting our shared flock to exclusive succeeds only if no other
@@ -468,7 +523,7 @@ void SharedMemory::Detach() noexcept {
   }
   GuardRelease(std::exchange(guard_slot_, -1));
   ::munmap(user_, size_);
-  ::munmap(header_, kPageSize);
+  ::munmap(header_, sizeof(SegmentHeader));
   ::close(fd_);  // drops our flock (in a forked copy, the parent's descriptor keeps it)
   fd_ = -1;
   user_ = nullptr;

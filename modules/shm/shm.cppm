@@ -12,7 +12,9 @@
 //                | attachers[64]: any attacher writes (zero at creation) |  line 2: the user region's
 //   offset 192   +--------------------------------------------------------+  owner defines it (the ring:
 //                | reserved (zero) ................................. 4096 |  its wake word, see :layout)
-//   offset 4096  +========================================================+
+//   offset 4096  +--------------------------------------------------------+
+//                | (only with larger pages) never touched, not allocated  |
+//   header_bytes +========================================================+
 //                | user region: user_bytes bytes, page aligned            |
 //                | (AsStruct / AsSpan view this part only)                |
 //                +--------------------------------------------------------+
@@ -22,6 +24,15 @@
 // (to count itself, and to write the attachers line) and the user region
 // read-only. So what every attacher must be able to write lives in line 2,
 // and the user region can stay out of reach of a read-only attacher's bugs.
+//
+// Page size: header_bytes is one page of the creator's kernel, PageSize():
+// 4096 on x86-64, 16384 or 65536 on some aarch64 kernels (kMinPageSize ..
+// kMaxPageSize). It is the mmap offset of the user region, so it must be a
+// multiple of the page size of every process that maps the segment; an
+// attacher takes it from the header (HeaderBytesProblem judges it) and
+// never assumes it. The header struct itself is the first 4096 bytes; the
+// rest of a larger header region is a hole in the file. Anything else that
+// must be page aligned (a ring's end mark) is aligned to header_bytes.
 //
 // Special values: magic == 0 means "creation did not finish" (the creator died
 // between ftruncate and publishing the header); any other magic than
@@ -76,10 +87,31 @@ export import circbuf.sync;
 export namespace circbuf {
 
 inline constexpr std::size_t kCacheLineSize = 64;
-inline constexpr std::size_t kPageSize = 4096;
+// The page sizes circbuf lays segments out in ("Page size" above): the
+// kernel's, from 4 KiB (x86-64) to 64 KiB (some aarch64 kernels).
+inline constexpr std::size_t kMinPageSize = 4096;
+inline constexpr std::size_t kMaxPageSize = 65536;
 // Largest user region of one segment: the 50 MiB ring data limit, plus the
 // page that holds a ring's end mark (circbuf.ring:layout).
-inline constexpr std::size_t kMaxSegmentSize = std::size_t{50} * 1024 * 1024 + kPageSize;
+inline constexpr std::size_t kMaxSegmentSize = std::size_t{50} * 1024 * 1024 + kMinPageSize;
+
+// The kernel's page size (sysconf(_SC_PAGESIZE), read once).
+[[nodiscard]] std::size_t KernelPageSize() noexcept;
+// The page size this process lays the segments it creates out in: the
+// kernel's, unless SimulatePageSizeForTesting chose another.
+[[nodiscard]] std::size_t PageSize() noexcept;
+// "" if a segment whose header region is `header_bytes` long can be mapped
+// by this process, else what is wrong with it: it must be a power of two
+// from kMinPageSize to kMaxPageSize and a multiple of the kernel's page
+// size (it is the mmap offset of the user region).
+[[nodiscard]] std::string HeaderBytesProblem(std::uint64_t header_bytes);
+
+// Lays out the segments this process creates from now on as a kernel with
+// `bytes`-byte pages would (0: the kernel's page size again), so that the
+// arithmetic of 16 and 64 KiB kernels runs on a 4 KiB one. Attaching is not
+// affected: a segment's own header says how it is laid out. Throws
+// std::invalid_argument unless HeaderBytesProblem(bytes) is "".
+void SimulatePageSizeForTesting(std::size_t bytes);
 
 // ---- What may live in shared memory ------------------------------------------
 //
@@ -111,7 +143,7 @@ concept Storable =
     std::is_standard_layout_v<std::remove_all_extents_t<T>> &&
     (LockFreeAtomic<std::remove_all_extents_t<T>> || (!kIsStdAtomic<std::remove_cv_t<std::remove_all_extents_t<T>>> &&
                                                       std::is_trivially_copyable_v<std::remove_all_extents_t<T>>)) &&
-    alignof(T) <= kPageSize;
+    alignof(T) <= kMinPageSize;
 
 // ---- Segment header ------------------------------------------------------------
 
@@ -132,8 +164,8 @@ struct SegmentHeader {
   // line 2: written by any attacher, read-only or not; zero at creation.
   // Its meaning belongs to the user region's owner (see AttacherLine).
   std::byte attachers[kCacheLineSize];
-  // rest of the page
-  std::byte reserved[kPageSize - 3 * kCacheLineSize];
+  // rest of the first 4 KiB (the header region may be longer: header_bytes)
+  std::byte reserved[kMinPageSize - 3 * kCacheLineSize];
 };
 static_assert(std::is_trivial_v<SegmentHeader> && std::is_standard_layout_v<SegmentHeader>);
 static_assert(offsetof(SegmentHeader, refcount) == 0);
@@ -144,7 +176,7 @@ static_assert(offsetof(SegmentHeader, user_bytes) == 80);
 static_assert(offsetof(SegmentHeader, creator_pid) == 88);
 static_assert(offsetof(SegmentHeader, attachers) == 128);
 static_assert(offsetof(SegmentHeader, reserved) == 192);
-static_assert(sizeof(SegmentHeader) == kPageSize);
+static_assert(sizeof(SegmentHeader) == kMinPageSize);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 
@@ -166,9 +198,9 @@ enum class OpenMode : std::uint8_t {
 // is the mount's choice (its huge= option; huge=never, the default of most
 // systems, gives none: see docs/huge-pages.md). Attachers map whatever the
 // creator got, with no option of their own. A huge page is 2 MiB on x86-64
-// (the PMD size) and aligned in the file, and the user region starts 4096
-// bytes into the file, so a region of S bytes can hold at most
-// floor((S + 4096) / 2 MiB) - 1 of them: none below 4 MiB - 4 KiB.
+// (the PMD size) and aligned in the file, and the user region starts one
+// page (P bytes, PageSize()) into the file, so a region of S bytes can hold
+// at most floor((S + P) / 2 MiB) - 1 of them: none below 4 MiB - P.
 enum class HugePages : std::uint8_t {
   kAsMounted,  // no request: huge pages only if the mount forces them (huge=always, within_size)
   kPrefer,     // ask for them (MADV_HUGEPAGE, enough with huge=advise); 4 KiB pages if none come
@@ -217,6 +249,9 @@ class SharedMemory {
   [[nodiscard]] inline std::string const& Name() const noexcept { return name_; }
   // Bytes of the user region (the header page is not counted).
   [[nodiscard]] inline std::size_t Size() const noexcept { return size_; }
+  // Bytes of the header region (SegmentHeader::header_bytes): the page size
+  // the segment was laid out in, and the file offset of the user region.
+  [[nodiscard]] inline std::size_t HeaderBytes() const noexcept { return header_bytes_; }
   // How the user region is mapped in this process.
   [[nodiscard]] inline Access GetAccess() const noexcept { return access_; }
   // True if this object created the segment (false: it attached).
@@ -284,6 +319,7 @@ class SharedMemory {
   std::string name_;
   SemaphoreLock lock_;
   std::size_t size_ = 0;
+  std::size_t header_bytes_ = 0;
   SegmentHeader* header_ = nullptr;
   std::byte* user_ = nullptr;
   int fd_ = -1;

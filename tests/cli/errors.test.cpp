@@ -57,11 +57,11 @@ struct RawSegment {
 
 // A ring's state segment that is circbuf's but of a newer ring layout (version 3).
 std::vector<std::byte> OtherVersionRing() {
-  std::vector<std::byte> bytes(circbuf::kPageSize + sizeof(cb::State));
+  std::vector<std::byte> bytes(circbuf::kMinPageSize + sizeof(cb::State));
   circbuf::SegmentHeader header{};
   header.magic = circbuf::kSegmentMagic;
   header.version = circbuf::kSegmentVersion;
-  header.header_bytes = circbuf::kPageSize;
+  header.header_bytes = circbuf::kMinPageSize;
   header.user_bytes = sizeof(cb::State);
   header.creator_pid = ::getpid();
   cb::State state{};
@@ -70,7 +70,7 @@ std::vector<std::byte> OtherVersionRing() {
   state.state_bytes = sizeof(cb::State);
   state.capacity = 4096;
   std::memcpy(bytes.data(), &header, sizeof header);
-  std::memcpy(bytes.data() + circbuf::kPageSize, &state, sizeof state);
+  std::memcpy(bytes.data() + circbuf::kMinPageSize, &state, sizeof state);
   return bytes;
 }
 

@@ -70,7 +70,7 @@ std::string StatePath(std::string const& name) { return "/dev/shm/" + name.subst
 void Put(std::string const& name, std::size_t offset, void const* bytes, std::size_t n) {
   int const fd = ::open(StatePath(name).c_str(), O_RDWR | O_CLOEXEC);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(::pwrite(fd, bytes, n, static_cast<off_t>(circbuf::kPageSize + offset)), static_cast<ssize_t>(n));
+  ASSERT_EQ(::pwrite(fd, bytes, n, static_cast<off_t>(circbuf::kMinPageSize + offset)), static_cast<ssize_t>(n));
   ::close(fd);
 }
 
@@ -78,7 +78,7 @@ std::vector<std::byte> Get(std::string const& name, std::size_t offset, std::siz
   std::vector<std::byte> out(n);
   int const fd = ::open(StatePath(name).c_str(), O_RDONLY | O_CLOEXEC);
   EXPECT_GE(fd, 0);
-  EXPECT_EQ(::pread(fd, out.data(), n, static_cast<off_t>(circbuf::kPageSize + offset)), static_cast<ssize_t>(n));
+  EXPECT_EQ(::pread(fd, out.data(), n, static_cast<off_t>(circbuf::kMinPageSize + offset)), static_cast<ssize_t>(n));
   ::close(fd);
   return out;
 }

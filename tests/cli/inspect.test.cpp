@@ -170,7 +170,7 @@ TEST(CliInspect, LsAndStatReportATruncatedDataSegment) {
   ASSERT_EQ(::ftruncate(fd, off_t{8192}), 0);
   ::close(fd);
   std::string const damage = "truncated or damaged: data segment " + name + ".data is 8192 bytes, its header says " +
-                             std::to_string(4096 + cb::DataBytes(std::uint64_t{64} * 1024));
+                             std::to_string(4096 + cb::DataBytes(std::uint64_t{64} * 1024, circbuf::kMinPageSize));
 
   auto const ls = Circbuf({"ls", name});
   ASSERT_EQ(ls.code, 0) << ls.err;

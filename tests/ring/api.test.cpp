@@ -250,7 +250,7 @@ TEST(RingApi, ReaderStatsCountCorruptOutcomes) {
   Child changer([&] {
     int const fd = ::open(("/dev/shm" + cb::DataSegmentName(r.name)).c_str(), O_RDWR | O_CLOEXEC);
     std::uint64_t header = 0;
-    auto const at = static_cast<off_t>(circbuf::kPageSize + 112);
+    auto const at = static_cast<off_t>(circbuf::kMinPageSize + 112);
     if (fd < 0 || ::pread(fd, &header, 8, at) != 8) return 1;
     header = (header & ~std::uint64_t{0xffff}) | (reader.MaxMessageSize() + 2);
     return ::pwrite(fd, &header, 8, at) == 8 ? 0 : 2;

@@ -38,7 +38,7 @@
 import circbuf;
 
 namespace cb = circbuf::CircularBuffer;
-using circbuf::kPageSize;
+using circbuf::kMinPageSize;
 using circbuf::test::Child;
 using circbuf::test::Matches;
 using circbuf::test::Message;
@@ -55,15 +55,15 @@ class RawState {
   explicit RawState(std::string const& name) {
     int const fd = ::shm_open(name.c_str(), O_RDWR, 0);
     if (fd < 0) throw std::runtime_error("shm_open " + name);
-    base_ = ::mmap(nullptr, kPageSize + sizeof(cb::State), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    base_ = ::mmap(nullptr, kMinPageSize + sizeof(cb::State), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     ::close(fd);
     if (base_ == MAP_FAILED) throw std::runtime_error("mmap " + name);
   }
-  ~RawState() { ::munmap(base_, kPageSize + sizeof(cb::State)); }
+  ~RawState() { ::munmap(base_, kMinPageSize + sizeof(cb::State)); }
   RawState(RawState const&) = delete;
   RawState& operator=(RawState const&) = delete;
 
-  cb::State& State() { return *reinterpret_cast<cb::State*>(static_cast<std::byte*>(base_) + kPageSize); }
+  cb::State& State() { return *reinterpret_cast<cb::State*>(static_cast<std::byte*>(base_) + kMinPageSize); }
   static std::atomic_ref<std::uint64_t> Word(std::uint64_t& field) { return std::atomic_ref<std::uint64_t>(field); }
 
  private:

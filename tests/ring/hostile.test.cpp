@@ -27,7 +27,7 @@
 import circbuf;
 
 namespace cb = circbuf::CircularBuffer;
-using circbuf::kPageSize;
+using circbuf::kMinPageSize;
 using circbuf::test::Child;
 using circbuf::test::ErrorOf;
 using circbuf::test::Matches;
@@ -49,8 +49,8 @@ class Raw {
       : state_(static_cast<cb::State*>(Map(name, sizeof(cb::State), state_base_))),
         data_(static_cast<std::byte*>(Map(circbuf::CircularBuffer::DataSegmentName(name), kCapacity, data_base_))) {}
   ~Raw() {
-    ::munmap(state_base_, kPageSize + sizeof(cb::State));
-    ::munmap(data_base_, kPageSize + kCapacity);
+    ::munmap(state_base_, kMinPageSize + sizeof(cb::State));
+    ::munmap(data_base_, kMinPageSize + kCapacity);
   }
   Raw(Raw const&) = delete;
   Raw& operator=(Raw const&) = delete;
@@ -62,10 +62,10 @@ class Raw {
   static void* Map(std::string const& name, std::size_t bytes, void*& base) {
     int const fd = ::shm_open(name.c_str(), O_RDWR, 0);
     if (fd < 0) throw std::runtime_error("shm_open " + name);
-    base = ::mmap(nullptr, kPageSize + bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    base = ::mmap(nullptr, kMinPageSize + bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     ::close(fd);
     if (base == MAP_FAILED) throw std::runtime_error("mmap " + name);
-    return static_cast<std::byte*>(base) + kPageSize;
+    return static_cast<std::byte*>(base) + kMinPageSize;
   }
   void* state_base_ = nullptr;
   void* data_base_ = nullptr;
@@ -222,8 +222,10 @@ TEST(HostileRing, CapacityThatDisagreesWithTheDataSegmentIsRefused) {
   s.max_message = static_cast<std::uint32_t>(cb::MaxMessageFor(s.capacity));
   std::string const error = ErrorOf<std::length_error>([&] { cb::Reader reader(cb::Spec::Make(r.name, 0)); });
   EXPECT_NE(error.find(circbuf::CircularBuffer::DataSegmentName(r.name)), std::string::npos) << error;
-  std::string const sizes = "exists with " + std::to_string(cb::DataBytes(kCapacity)) + " bytes, asked for " +
-                            std::to_string(cb::DataBytes(2 * kCapacity));
+  std::string const sizes = "holds " + std::to_string(cb::DataBytes(kCapacity, circbuf::PageSize())) +
+                            " bytes, a ring of capacity " + std::to_string(2 * kCapacity) + " laid out in " +
+                            std::to_string(circbuf::PageSize()) + "-byte pages has " +
+                            std::to_string(cb::DataBytes(2 * kCapacity, circbuf::PageSize()));
   EXPECT_NE(error.find(sizes), std::string::npos) << error;
 }
 
@@ -256,7 +258,7 @@ TEST(HostileRing, SegmentShrunkUnderAReaderIsReportedNotSigbus) {
       return rd.Truncated() ? 0 : 15;
     });
     ASSERT_EQ(attached.Receive(), '.');
-    Shrink(r.name + which, which.empty() ? 0 : static_cast<off_t>(kPageSize));
+    Shrink(r.name + which, which.empty() ? 0 : static_cast<off_t>(kMinPageSize));
     Fill(w, 5, 300);  // the writer, too, lives through the shrink of its own segments
     shrunk.Send();
     EXPECT_EQ(reader.Wait(), 0) << "segment " << r.name + which << " (135 = SIGBUS, -1 = hung)";
@@ -300,7 +302,7 @@ TEST(HostileRing, CutInsideAPageIsReportedNotDeliveredAsZeros) {
       return rd.Truncated() ? 0 : 15;
     });
     ASSERT_EQ(attached.Receive(), '.');
-    Shrink(circbuf::CircularBuffer::DataSegmentName(r.name), static_cast<off_t>(kPageSize) + c.cut);
+    Shrink(circbuf::CircularBuffer::DataSegmentName(r.name), static_cast<off_t>(kMinPageSize) + c.cut);
     shrunk.Send();
     EXPECT_EQ(reader.Wait(), 0) << "cut at " << c.cut << " (12: a message delivered, 13: kEmpty, 15: not Truncated)";
   }
@@ -314,7 +316,7 @@ TEST(HostileRing, WriterStopsPublishingIntoATruncatedRing) {
     RingName r;
     cb::Writer w(cb::Spec::Make(r.name, 16 * kCapacity));
     Fill(w, 20, 100);
-    Shrink(circbuf::CircularBuffer::DataSegmentName(r.name), static_cast<off_t>(kPageSize) + cut);
+    Shrink(circbuf::CircularBuffer::DataSegmentName(r.name), static_cast<off_t>(kMinPageSize) + cut);
     int written = 0;
     std::error_code error;
     try {

@@ -44,11 +44,11 @@ constexpr std::uint64_t kCapacity = 65536;
 void PatchState(std::string const& name, std::function<void(cb::State&)> const& patch) {
   int const fd = ::shm_open(name.c_str(), O_RDWR, 0);
   ASSERT_GE(fd, 0) << name;
-  void* base = ::mmap(nullptr, circbuf::kPageSize + sizeof(cb::State), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* base = ::mmap(nullptr, circbuf::kMinPageSize + sizeof(cb::State), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);
   ASSERT_NE(base, MAP_FAILED);
-  patch(*reinterpret_cast<cb::State*>(static_cast<std::byte*>(base) + circbuf::kPageSize));
-  ::munmap(base, circbuf::kPageSize + sizeof(cb::State));
+  patch(*reinterpret_cast<cb::State*>(static_cast<std::byte*>(base) + circbuf::kMinPageSize));
+  ::munmap(base, circbuf::kMinPageSize + sizeof(cb::State));
 }
 
 void Truncate(std::string const& segment, off_t bytes) {
@@ -338,7 +338,8 @@ TEST(RingInspect, LostEndMarkIsDamage) {
   int const fd = ::shm_open(data.c_str(), O_RDWR, 0);
   ASSERT_GE(fd, 0);
   std::uint64_t const zero = 0;
-  ASSERT_EQ(::pwrite(fd, &zero, sizeof zero, static_cast<off_t>(circbuf::kPageSize + cb::EndMarkOffset(kCapacity))),
+  ASSERT_EQ(::pwrite(fd, &zero, sizeof zero,
+                     static_cast<off_t>(circbuf::kMinPageSize + cb::EndMarkOffset(kCapacity, circbuf::kMinPageSize))),
             static_cast<ssize_t>(sizeof zero));
   ::close(fd);
   cb::SegmentInfo const info = cb::Inspect(r.name);

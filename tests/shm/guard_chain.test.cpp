@@ -21,7 +21,7 @@
 import circbuf.shm;
 
 using circbuf::Access;
-using circbuf::kPageSize;
+using circbuf::kMinPageSize;
 using circbuf::OpenMode;
 using circbuf::SharedMemory;
 using circbuf::test::Child;
@@ -119,7 +119,7 @@ TEST(TruncationGuardChain, CircbufFaultIsStillTheGuards) {
   ASSERT_EQ(ready.Receive(), '.');
   int const fd = ::shm_open(n.name.c_str(), O_RDWR, 0);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(::ftruncate(fd, off_t{kPageSize}), 0);
+  ASSERT_EQ(::ftruncate(fd, off_t{kMinPageSize}), 0);
   ::close(fd);
   shrunk.Send();
   EXPECT_EQ(child.Wait(std::chrono::seconds(20)), 0) << "135 SIGBUS, 139 SIGSEGV (recursion), -1 hang";

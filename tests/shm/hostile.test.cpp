@@ -30,7 +30,7 @@
 import circbuf.shm;
 
 using circbuf::Access;
-using circbuf::kPageSize;
+using circbuf::kMinPageSize;
 using circbuf::OpenMode;
 using circbuf::SharedMemory;
 using circbuf::test::Child;
@@ -76,7 +76,7 @@ TEST(HostileSegment, FileSizeThatDisagreesWithTheHeaderIsRefused) {
     keep.KeepOnDetach();
     ASSERT_EQ(keep.RefCount(), 1U);
   }
-  for (off_t const bytes : {off_t{kPageSize + 4096}, off_t{kPageSize + (std::size_t{3} * 8192)}}) {
+  for (off_t const bytes : {off_t{kMinPageSize + 4096}, off_t{kMinPageSize + (std::size_t{3} * 8192)}}) {
     Shrink(c.name, bytes);
     std::string const error =
         ErrorOf<std::invalid_argument>([&] { SharedMemory s(c.name, 0, {.open = OpenMode::kAttach}); });
@@ -96,7 +96,7 @@ TEST(HostileSegment, FileSizeThatDisagreesWithTheHeaderIsRefused) {
 // Without the guard the child dies of SIGBUS (checked by hand: with the
 // registration in SharedMemory removed, the child exits 135).
 TEST(HostileSegment, SegmentShrunkAfterMappingReadsZerosInsteadOfSigbus) {
-  for (off_t const keep_bytes : {off_t{kPageSize + 4096}, off_t{0}}) {
+  for (off_t const keep_bytes : {off_t{kMinPageSize + 4096}, off_t{0}}) {
     Cleanup c;
     SharedMemory owner(c.name, std::size_t{64} * 1024);
     std::fill_n(owner.Data(), owner.Size(), std::byte{0x5a});
@@ -140,7 +140,7 @@ TEST(HostileSegment, WritableAttachmentKeepsWorkingAfterTheShrink) {
     return shm.Truncated() && shm.Data()[shm.Size() - 1] == std::byte{1} ? 0 : 12;
   });
   ASSERT_EQ(attached.Receive(), '.');
-  Shrink(c.name, kPageSize);
+  Shrink(c.name, kMinPageSize);
   shrunk.Send();
   EXPECT_EQ(writer.Wait(), 0);
 }

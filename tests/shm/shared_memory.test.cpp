@@ -22,7 +22,7 @@
 import circbuf.shm;
 
 using circbuf::Access;
-using circbuf::kPageSize;
+using circbuf::kMinPageSize;
 using circbuf::OpenMode;
 using circbuf::SharedMemory;
 using circbuf::test::Child;
@@ -61,9 +61,9 @@ TEST(SharedMemory, CreatesSegmentWithHeaderPageModeAndRefCountOne) {
   EXPECT_EQ(shm.RefCount(), 1U);
   struct stat st{};
   ASSERT_EQ(::fstat(shm.NativeHandle(), &st), 0);
-  EXPECT_EQ(static_cast<std::size_t>(st.st_size), kPageSize + 1000);
+  EXPECT_EQ(static_cast<std::size_t>(st.st_size), kMinPageSize + 1000);
   EXPECT_EQ(st.st_mode & 0777, 0600U);
-  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(shm.Data()) % kPageSize, 0U);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(shm.Data()) % kMinPageSize, 0U);
 }
 
 TEST(SharedMemory, ModeCanBeChosen) {
@@ -110,7 +110,7 @@ TEST(SharedMemory, RefusesSizeMismatchOnAttachAndChangesNothing) {
   EXPECT_EQ(shm.AsStruct<Record>()->sequence, 7U);
   struct stat st{};
   ASSERT_EQ(::fstat(shm.NativeHandle(), &st), 0);
-  EXPECT_EQ(static_cast<std::size_t>(st.st_size), kPageSize + 4096);
+  EXPECT_EQ(static_cast<std::size_t>(st.st_size), kMinPageSize + 4096);
 }
 
 TEST(SharedMemory, AttachToMissingSegmentFailsWithEnoentAndLeavesNothing) {
@@ -255,13 +255,13 @@ TEST(SharedMemory, OtherLayoutVersionIsRefused) {
   {
     SharedMemory shm(c.name, 64);
     // Forge the version field of the header page (white-box: offset 72).
-    void* header = ::mmap(nullptr, kPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, shm.NativeHandle(), 0);
+    void* header = ::mmap(nullptr, kMinPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, shm.NativeHandle(), 0);
     ASSERT_NE(header, MAP_FAILED);
     std::uint32_t const version = 2;
     std::memcpy(static_cast<char*>(header) + 72, &version, sizeof version);
     std::string const what = ErrorOf<std::invalid_argument>([&] { SharedMemory s(c.name, 64); });
     EXPECT_NE(what.find("layout version 2, this library reads version 1"), std::string::npos) << what;
-    ::munmap(header, kPageSize);
+    ::munmap(header, kMinPageSize);
     EXPECT_EQ(shm.RefCount(), 1U);
   }
 }
