@@ -240,6 +240,22 @@ class NatsClient {
     return false;
   }
 
+  // Creates stream `stream` on `subject` (file storage, one replica), with
+  // direct get allowed or not.
+  bool AddStream(std::string const& stream, std::string const& subject, bool allow_direct) {
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    char const* subjects[] = {subject.c_str()};
+    cfg.Name = stream.c_str();
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.AllowDirect = allow_direct;
+    jsStreamInfo* si = nullptr;
+    natsStatus const s = js_AddStream(&si, js_, &cfg, nullptr, nullptr);
+    jsStreamInfo_Destroy(si);
+    return s == NATS_OK;
+  }
+
   // The stream's last sequence (0 if none or not asked).
   std::uint64_t LastSequence(std::string const& stream) {
     jsStreamInfo* si = nullptr;
