@@ -6,9 +6,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <fstream>
 #include <optional>
 #include <regex>
 #include <span>
@@ -406,6 +408,56 @@ void RecoveredByTheGapFill(bool allow_direct) {
 
 TEST(Bridge, DeliveriesLostOnTheWayAreRecoveredFromTheStreamByTheGapFill) { RecoveredByTheGapFill(true); }
 TEST(Bridge, DeliveriesLostOnTheWayAreRecoveredFromAStreamWithoutDirectGet) { RecoveredByTheGapFill(false); }
+
+// A message larger than the server's max_payload (4096 bytes here) cannot
+// be published: bridge out sends a gap for it instead, counts it in its
+// summary, and the downstream reader loses exactly those, in place, and
+// gets every other message byte for byte.
+TEST(Bridge, MessagesAboveTheServersMaxPayloadArriveAsExactLosses) {
+  TempDir dir;
+  std::string const config = dir.path + "/max_payload.conf";
+  std::ofstream(config) << "max_payload: 4096\n";
+  NatsServer server("single", dir.path, std::nullopt, {"-c", config});
+  NatsClient client(server.Url());
+  ASSERT_TRUE(client.WaitForJetStream()) << server.Log();
+  Rings rings;
+  std::string const up = rings.Add("br-bigup");
+  std::string const down = rings.Add("br-bigdown");
+  constexpr std::uint64_t kN = 50;
+  auto const size = [](std::uint64_t seq) { return seq % 10 == 5 ? std::size_t{5000} : std::size_t{100}; };
+  auto const nats = NatsArgs(server.Url(), "BIG", "big.one");
+  Tool in(Cat({"bridge", "in", down, "--from", "oldest"}, nats));
+  cb::Reader reader(cb::Spec::Make(down, 0), {.start = cb::StartAt::kOldest, .wait_for_buffer = 15s});
+  cb::Writer writer(cb::Spec::Make(up, 1 << 20));
+  Tool out(Cat({"bridge", "out", up, "--from", "oldest"}, nats));
+  for (std::uint64_t i = 0; i < kN; ++i) writer.Write(Payload(i, size(i)));
+  std::vector<std::byte> buffer(reader.MaxMessageSize());
+  std::uint64_t delivered = 0;
+  std::uint64_t wrong = 0;
+  std::vector<std::uint64_t> lost_at;
+  auto const deadline = std::chrono::steady_clock::now() + 20s;
+  while (delivered + lost_at.size() < kN && std::chrono::steady_clock::now() < deadline) {
+    int const n = reader.Read(buffer);
+    if (n > 0) {
+      std::uint64_t const seq = reader.NextSequence() - 1;
+      auto const want = Payload(seq, size(seq));
+      if (static_cast<std::size_t>(n) != want.size() || !std::equal(want.begin(), want.end(), buffer.begin())) ++wrong;
+      ++delivered;
+    } else if (n == cb::kLapped) {
+      for (std::uint64_t k = reader.LastLoss(); k > 0; --k) lost_at.push_back(reader.NextSequence() - k);
+    } else if (n == cb::kEmpty) {
+      (void)reader.Wait(50ms);
+    } else {
+      FAIL() << "downstream Read returned " << n;
+    }
+  }
+  EXPECT_EQ(delivered, kN - 5) << out.Err() << in.Err();
+  EXPECT_EQ(wrong, 0u);
+  EXPECT_EQ(lost_at, (std::vector<std::uint64_t>{5, 15, 25, 35, 45}));
+  ASSERT_EQ(Stop(out), 0) << out.Err();
+  ASSERT_EQ(Stop(in), 0) << in.Err();
+  EXPECT_EQ(SummaryNumber(out.Err(), ", (\\d+) too large for the server's max_payload"), 5u) << out.Err();
+}
 
 TEST(Bridge, ServerKilledAndRestartedBothBridgesReconnectAndCountExactly) {
   TempDir dir;

@@ -91,10 +91,13 @@ class NatsServer {
     int port = 0;                 // this node's route port
     std::vector<int> route_ports;  // every node's (this one's too)
   };
-  NatsServer(std::string name, std::string const& dir, std::optional<Cluster> cluster = std::nullopt)
+  // `extra`: more command-line arguments (e.g. {"-c", CONFIG_FILE}).
+  NatsServer(std::string name, std::string const& dir, std::optional<Cluster> cluster = std::nullopt,
+             std::vector<std::string> const& extra = {})
       : name_(std::move(name)), port_(FreePort()), store_(dir + "/" + name_), log_(dir + "/" + name_ + ".log") {
     std::filesystem::create_directories(store_);
     args_ = {CIRCBUF_NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", std::to_string(port_), "-sd", store_, "-n", name_};
+    args_.insert(args_.end(), extra.begin(), extra.end());
     if (cluster) {
       std::string routes;
       for (int p : cluster->route_ports)

@@ -421,11 +421,12 @@ int RunOut(OutOptions const& options) {
   std::fflush(stdout);
   std::fprintf(stderr,
                "circbuf bridge out: published %s messages (%s bytes), %s gaps (%s messages lost on the source ring), "
+               "%s too large for the server's max_payload (sent as gaps), "
                "%s acknowledged (%s duplicates), %s sent again, %s refused, %s unacknowledged, %s already in the "
                "stream; next ring sequence %s; %s\n",
-               U(c.published).c_str(), U(c.bytes).c_str(), U(c.gaps).c_str(), U(c.lost).c_str(), U(acked).c_str(),
-               U(duplicates).c_str(), U(c.resent).c_str(), U(refused).c_str(), U(unacked).c_str(), U(c.skipped).c_str(),
-               publisher.Next() ? U(publisher.Next().value_or(0)).c_str() : "-", why.c_str());
+               U(c.published).c_str(), U(c.bytes).c_str(), U(c.gaps).c_str(), U(c.lost).c_str(), U(c.too_large).c_str(),
+               U(acked).c_str(), U(duplicates).c_str(), U(c.resent).c_str(), U(refused).c_str(), U(unacked).c_str(),
+               U(c.skipped).c_str(), publisher.Next() ? U(publisher.Next().value_or(0)).c_str() : "-", why.c_str());
   return kOk;
 }
 
