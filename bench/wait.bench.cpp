@@ -437,7 +437,11 @@ void WriterRate(benchmark::State& state, Load load) {
         procs.push_back(std::make_unique<cbb::Process>(
             cbb::g_cpus.echo, [&] { return RateReader(name, load != Load::kPolling, *shared); }));
       }
-      while (shared->attached.load() < readers) std::this_thread::yield();
+      if (!cbb::WaitUntilAttached(shared->attached, readers, procs)) {
+        shared->stop.store(1);
+        state.SkipWithError("a reader ended before it attached (its error is above), or attaching took over 120 s");
+        break;
+      }
       if (load == Load::kAfterKills) {
         std::vector<std::byte> const msg(64, std::byte{2});
         KillSleepers(name, [&] { writer.Write(msg); }, 32);

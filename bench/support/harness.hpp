@@ -187,10 +187,21 @@ class Process {
   Process(Process const&) = delete;
   Process& operator=(Process const&) = delete;
   int Wait() {
+    if (pid_ < 0) return status_;
     int status = 0;
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return status_;
+  }
+  // True once the child has ended (reaped here; Wait then returns its code).
+  bool Exited() {
+    if (pid_ < 0) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) != pid_) return false;
+    pid_ = -1;
+    status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return true;
   }
 
  private:
@@ -216,7 +227,25 @@ class Process {
 
   pid_t parent_;  // the process that made this one (before pid_: initialised first)
   pid_t pid_;
+  int status_ = 0;  // the exit code, once reaped
 };
+
+// Waits until `count` reaches `want` while every process of `procs` runs;
+// false if one of them ended first (a reader that could not attach: its
+// error is on stderr) or nothing happened for `limit`.
+template <class Count>
+bool WaitUntilAttached(Count const& count, int want, std::vector<std::unique_ptr<Process>>& procs,
+                       std::chrono::seconds limit = std::chrono::seconds(120)) {
+  auto const deadline = std::chrono::steady_clock::now() + limit;
+  while (count.load() < want) {
+    for (auto& p : procs) {
+      if (p->Exited()) return false;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
 
 // ---- Hot-path audit (target: no system call, no page fault) -------------------------
 // Shared with the tests: tests/support/syscall_audit.hpp.
