@@ -19,6 +19,9 @@
 //
 // CIRCBUF_FUZZ_WRITE_SEEDS=DIR: write the seed corpus into DIR (real rings
 // made by a Writer, a plain segment, garbage) and exit.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -70,6 +73,16 @@ Input Parse(std::uint8_t const* bytes, std::size_t size) {
   in.state = {bytes + header, state_content};
   in.data = {bytes + header + state_content, rest - state_content};
   return in;
+}
+
+// The header_bytes field of segment `segment`'s file (0 if unreadable).
+std::uint32_t HeaderBytesInFile(std::string const& segment) {
+  std::uint32_t value = 0;
+  int const fd = ::open(("/dev/shm/" + segment.substr(1)).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  if (::pread(fd, &value, sizeof value, offsetof(circbuf::SegmentHeader, header_bytes)) != sizeof value) value = 0;
+  ::close(fd);
+  return value;
 }
 
 // Only the documented exceptions may come out of an attach.
@@ -178,7 +191,7 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* bytes, std::size_t siz
                                 {.open = circbuf::OpenMode::kAttach,
                                  .access = circbuf::Access::kReadOnly,
                                  .lock_timeout = std::chrono::milliseconds(1000)});
-      if (shm.Size() + circbuf::kMinPageSize != in.state_file) Fail("attached to a segment whose size disagrees");
+      if (shm.Size() + shm.HeaderBytes() != in.state_file) Fail("attached to a segment whose size disagrees");
       std::byte const* p = std::as_const(shm).Data();
       unsigned sum = 0;
       for (std::size_t i = 0; i < shm.Size(); i += 64) sum += static_cast<unsigned>(p[i]);
@@ -188,7 +201,9 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* bytes, std::size_t siz
   if (write_both()) {
     Refusable([&] {
       cb::Reader reader(cb::Spec::Make(name, 0), {.start = in.start});
-      if (circbuf::kMinPageSize + cb::DataBytes(reader.Capacity(), circbuf::kMinPageSize) != in.data_file) {
+      // Laid out in the pages its header names (any valid header_bytes, not only 4096).
+      std::uint64_t const page = HeaderBytesInFile(data_name);
+      if (page == 0 || page + cb::DataBytes(reader.Capacity(), page) != in.data_file) {
         Fail("attached to a ring whose data size disagrees");
       }
       CheckRead(reader, buffer);

@@ -545,8 +545,10 @@ bool IsDataOf(SegmentInfo const& state, SegmentInfo const& data) {
   if (data.kind == SegmentKind::kUnfinished) return true;
   if (data.kind != SegmentKind::kSegment) return false;
   // A healthy ring says how large its data segment is; a corrupt State
-  // cannot, and its data segment goes with it (a circbuf segment by its header).
-  return state.kind != SegmentKind::kRing || !state.corrupt.empty() ||
+  // cannot, and its data segment goes with it (a circbuf segment by its
+  // header), as does one whose own header_bytes is damaged (0 here: nothing
+  // to compute its size with).
+  return state.kind != SegmentKind::kRing || !state.corrupt.empty() || data.header_bytes == 0 ||
          data.user_bytes == DataBytes(state.capacity, data.header_bytes);
 }
 

@@ -205,9 +205,11 @@ constexpr std::string_view RingOfDataSegment(std::string_view data) noexcept {
 inline constexpr std::size_t kMaxRingNameLength = kMaxNameLength - kDataSegmentSuffix.size();  // room for ".data"
 
 inline constexpr std::uint64_t kEndMark = 0x444E'4541'5441'4443ULL;  // "CDATAEND" little-endian
-// `page`: the data segment's header_bytes (see "End mark" above).
+// `page`: the data segment's header_bytes (see "End mark" above), a power
+// of two that HeaderBytesProblem accepted; 0 (none) gives `capacity` rather
+// than a division by zero.
 constexpr std::uint64_t EndMarkOffset(std::uint64_t capacity, std::uint64_t page) noexcept {
-  return (capacity + page - 1) / page * page;
+  return page == 0 ? capacity : (capacity + page - 1) / page * page;
 }
 // Bytes of the data segment's user region (see "End mark" above).
 constexpr std::uint64_t DataBytes(std::uint64_t capacity, std::uint64_t page) noexcept {

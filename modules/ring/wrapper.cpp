@@ -172,8 +172,10 @@ void IWrapper::AttachAsWriter(mode_t mode, gid_t group, HugePages huge_pages, Ty
   // the data segment's `initialize`: no reader can attach to the new data
   // and start from the old positions.
   State* const orphan = state_;
-  // Laid out in this process's page size, as SharedMemory creates it; an
-  // existing segment laid out otherwise is refused there (size mismatch).
+  // Laid out in this process's page size, as SharedMemory creates it. An
+  // existing segment laid out in other pages is refused there if its size
+  // differs; if not (a capacity that is a multiple of both), CheckEndMark
+  // uses the segment's own header_bytes, so either way is consistent.
   std::uint64_t const end_mark = EndMarkOffset(spec_.capacity, PageSize());
   data_shm_.emplace(DataName(spec_), DataBytes(spec_.capacity, PageSize()),
                     ShmOptions{.mode = mode,

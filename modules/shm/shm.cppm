@@ -31,8 +31,10 @@
 // multiple of the page size of every process that maps the segment; an
 // attacher takes it from the header (HeaderBytesProblem judges it) and
 // never assumes it. The header struct itself is the first 4096 bytes; the
-// rest of a larger header region is a hole in the file. Anything else that
-// must be page aligned (a ring's end mark) is aligned to header_bytes.
+// rest of a larger header region is never touched (a hole in the file where
+// the kernel's pages are smaller; where they are that large, the page is
+// allocated whole). Anything else that must be page aligned (a ring's end
+// mark) is aligned to header_bytes.
 //
 // Special values: magic == 0 means "creation did not finish" (the creator died
 // between ftruncate and publishing the header); any other magic than

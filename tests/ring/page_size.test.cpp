@@ -101,6 +101,7 @@ TEST(PageSize, OnlyPageSizesASegmentCanBeMappedWithAreSimulated) {
 // The user region starts one page of the creator into the file, the header
 // says so, and the rest of a long header region is a hole: no memory spent.
 TEST(PageSize, ASegmentLaidOutInLargePagesIsMappedAtItsOwnOffsetByEveryProcess) {
+  if (circbuf::KernelPageSize() != 4096) GTEST_SKIP() << "simulates larger pages on a 4 KiB kernel";
   for (std::size_t const page : {std::size_t{16384}, std::size_t{65536}}) {
     std::string const name = circbuf::test::UniqueName("page");
     std::optional<circbuf::SharedMemory> shm;
@@ -153,6 +154,7 @@ TEST(PageSize, AHeaderRegionOfAnImpossibleSizeIsRefusedAndNamed) {
 // pages of its own) finds it there and reads every message byte for byte
 // across laps, and Inspect judges the ring healthy.
 TEST(PageSize, ARingLaidOutIn64KiBPagesCarriesMessagesToAReaderWithItsOwnPageSize) {
+  if (circbuf::KernelPageSize() != 4096) GTEST_SKIP() << "simulates larger pages on a 4 KiB kernel";
   constexpr std::uint64_t kCapacity = 16384;
   constexpr std::size_t kPage = 65536;
   RingName r;
@@ -207,8 +209,12 @@ TEST(PageSize, ARingLaidOutIn64KiBPagesCarriesMessagesToAReaderWithItsOwnPageSiz
 // A cut of the data segment inside its last 64 KiB page of records (not on
 // a page boundary of the layout's) is seen, as on a 4 KiB ring: the end
 // mark is gone, so the reader returns kCorrupt and Truncated(), never the
-// zeros the cut left, and the writer stops with EIO.
+// zeros the cut left, and the writer stops with EIO. What this cannot show
+// on a 4 KiB kernel: that the end mark has a 64 KiB page of its own on a
+// 64 KiB kernel (here any cut below it removes its 4 KiB page); that is the
+// arithmetic the test above checks (EndMarkOffset, the file's size).
 TEST(PageSize, ACutInsideALargePageOfARingIsSeenByReaderAndWriter) {
+  if (circbuf::KernelPageSize() != 4096) GTEST_SKIP() << "simulates larger pages on a 4 KiB kernel";
   constexpr std::uint64_t kCapacity = 65536;
   constexpr std::size_t kPage = 65536;
   RingName r;
@@ -252,6 +258,7 @@ TEST(PageSize, ACutInsideALargePageOfARingIsSeenByReaderAndWriter) {
 // refused with both sizes named (its data segment would not fit), and the
 // ring is unchanged.
 TEST(PageSize, AWriterOfOtherPagesIsRefusedAndTheRingStaysAsItWas) {
+  if (circbuf::KernelPageSize() != 4096) GTEST_SKIP() << "simulates larger pages on a 4 KiB kernel";
   RingName r;
   std::optional<cb::Writer> first;
   {
@@ -269,4 +276,26 @@ TEST(PageSize, AWriterOfOtherPagesIsRefusedAndTheRingStaysAsItWas) {
   cb::SegmentInfo const info = cb::Inspect(r.name);
   EXPECT_EQ(info.damage, "");
   EXPECT_EQ(info.messages, 1U);
+}
+
+// A ring whose data segment's header_bytes was changed (to no page size at
+// all, or one this kernel cannot map) is still removed whole by Remove
+// (`circbuf rm`, circbuf_remove, Python's remove): the damaged data segment
+// goes with its ring. It used to divide by the field (SIGFPE).
+TEST(PageSize, ARingWhoseDataSegmentHasADamagedHeaderBytesIsRemovedWhole) {
+  for (std::uint32_t const bad : {0U, 12288U, 2048U}) {
+    RingName r;
+    std::string const data = cb::DataSegmentName(r.name);
+    {
+      cb::Writer w(cb::Spec::Make(r.name, 8192));
+      w.Write(Message(0, 100));
+      WriteAt(data, 76, bad);
+      cb::SegmentInfo const info = cb::Inspect(data);
+      EXPECT_EQ(info.header_bytes, 0U);
+      cb::RemoveResult const removed = cb::Remove(r.name, /*force=*/true);
+      EXPECT_EQ(removed.removed, (std::vector<std::string>{r.name, data})) << "header_bytes " << bad;
+      EXPECT_FALSE(circbuf::test::ShmFileExists(r.name));
+      EXPECT_FALSE(circbuf::test::ShmFileExists(data));
+    }
+  }
 }
