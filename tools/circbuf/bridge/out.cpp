@@ -320,9 +320,14 @@ int RunOut(OutOptions const& options) {
   js_options.PublishAsync.StallWait = 100;
   js_options.Wait = Millis(options.connect.connect_timeout);
   Connection connection(options.connect, "circbuf bridge out " + name, &js_options);
-  (void)EnsureStream(connection, options.stream, options.connect.connect_timeout * 2);
+  StreamState const stream = EnsureStream(connection, options.stream, options.connect.connect_timeout * 2);
   Publisher publisher(connection, options, acks);
-  std::optional<std::uint64_t> const resume = publisher.ResumePoint();
+  // An empty stream has no last message to resume after, so it is not asked:
+  // asking nats-server 2.9.10 for it right after the stream was created can
+  // crash the server (nil pointer in jsMsgGetRequest; seen once in about
+  // fifteen runs of the bridge tests under ThreadSanitizer, the test then
+  // timing out with an empty stream).
+  std::optional<std::uint64_t> const resume = stream.last_sequence == 0 ? std::nullopt : publisher.ResumePoint();
   cb::StartAt start = options.from == "latest" ? cb::StartAt::kLatest
                       : options.from == "next" ? cb::StartAt::kNext
                                                : cb::StartAt::kOldest;
