@@ -376,7 +376,9 @@ void RecoveredByTheGapFill(bool allow_direct) {
   NatsClient client(server.Url());
   ASSERT_TRUE(client.WaitForJetStream()) << server.Log();
   std::string const stream = allow_direct ? "FILL" : "FILLNODIRECT";
-  if (!allow_direct) ASSERT_TRUE(client.AddStream(stream, "fill.one", false));
+  if (!allow_direct) {
+    ASSERT_TRUE(client.AddStream(stream, "fill.one", false));
+  }
   Rings rings;
   std::string const up = rings.Add("br-fillup");
   std::string const down = rings.Add("br-filldown");
