@@ -63,8 +63,8 @@ std::optional<std::uint64_t> SummaryNumber(std::string const& text, std::string 
 TEST(BridgeCluster, NodeSigkilledMidStreamLosesNothingUncounted) {
   NatsCluster cluster;
   NatsClient client(cluster.Urls());
-  ASSERT_TRUE(client.Ok()) << cluster.nodes[0]->Log();
-  ASSERT_TRUE(client.WaitForJetStream(30s)) << cluster.nodes[0]->Log();
+  ASSERT_TRUE(client.Ok()) << cluster.Logs();
+  ASSERT_TRUE(client.WaitForJetStream(30s)) << cluster.Logs();
   Rings rings;
   std::string const up = rings.Add("brc-up");
   std::string const down = rings.Add("brc-down");
@@ -84,7 +84,7 @@ TEST(BridgeCluster, NodeSigkilledMidStreamLosesNothingUncounted) {
     writer.Write(std::as_bytes(std::span(m.data(), m.size())));
   };
   put();
-  ASSERT_TRUE(client.WaitCovered("R3", "r3.one", 1, 30s)) << out.Err();
+  ASSERT_TRUE(client.WaitCovered("R3", "r3.one", 1, 30s)) << out.Err() << cluster.Logs();
   Tool in(in_args);
   cb::Reader reader(cb::Spec::Make(down, 0), {.start = cb::StartAt::kOldest, .wait_for_buffer = 30s});
   std::vector<std::byte> buffer(reader.MaxMessageSize());
