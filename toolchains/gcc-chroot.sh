@@ -36,9 +36,10 @@ set -euo pipefail
 
 # Packages installed in the chroot. Add to this list (e.g. libcli11-dev
 # libboost-dev); the next run installs whatever is missing. libnats-dev and
-# nats-server: `circbuf bridge` and its tests (Debian 13 has 3.10 and 2.10).
+# nats-server: `circbuf bridge` and its tests (Debian 13 has 3.10 and 2.10);
+# python3-cryptography: the bridge's --creds test (tests/bridge/make_creds.py).
 packages=(g++-14 cmake ninja-build libgtest-dev libbenchmark-dev libspdlog-dev libcli11-dev libboost-dev
-          libnats-dev nats-server)
+          libnats-dev nats-server python3-cryptography)
 
 suite=trixie
 chroot_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -17,7 +17,9 @@
 #     /usr/bin/python3; the C tests build with clang-19, which compiles C as well);
 #     python3-dev: the package's _circbuf_speedups extension (docs/python.md)
 #   libnats-dev, nats-server: `circbuf bridge` (NATS JetStream) and its tests, which
-#     start their own nats-server processes (the package's systemd unit is not used)
+#     start their own nats-server processes (the package's systemd unit is not used);
+#     python3-cryptography: Ed25519 for the nkeys and JWTs of the --creds test
+#     (tests/bridge/make_creds.py)
 set -euo pipefail
 
 packages=(clang-19 clang-tools-19 libclang-rt-19-dev libfuzzer-19-dev ninja-build
@@ -26,7 +28,7 @@ packages=(clang-19 clang-tools-19 libclang-rt-19-dev libfuzzer-19-dev ninja-buil
           dpkg-dev debootstrap
           clang-format-19 clang-tidy-19
           python3 python3-pytest python3-dev
-          libnats-dev nats-server)
+          libnats-dev nats-server python3-cryptography)
 
 cmake_ok() {
   command -v cmake >/dev/null 2>&1 || return 1

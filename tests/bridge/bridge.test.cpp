@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <regex>
@@ -524,6 +525,57 @@ TEST(Bridge, ProgressPrintsRateLagGapsAndLost) {
       << out.Err();
   EXPECT_TRUE(std::regex_search(in.Err(), std::regex("msg/s, written \\d+, lag \\d+, gaps filled \\d+, lost \\d+")))
       << in.Err();
+}
+
+// --creds against a server in operator (JWT) mode: tests/bridge/make_creds.py
+// makes an operator, an account with JetStream and a user of it (nkeys and
+// JWTs signed with Ed25519), and a user whose account the operator never
+// issued. With the user's creds both bridges carry every message; without
+// creds, or with the stranger's, the server refuses the connection (exit 4,
+// permission denied); a creds file that cannot be read is exit 3.
+TEST(Bridge, CredsFileAuthenticatesAgainstAServerInOperatorMode) {
+  TempDir dir;
+  std::string const keys = dir.path + "/keys";
+  std::string const make = std::string("/usr/bin/python3 ") + CIRCBUF_MAKE_CREDS + " " + keys;
+  ASSERT_EQ(std::system(make.c_str()), 0)
+      << make << " failed (it needs python3-cryptography: toolchains/setup-debian12.sh installs it)";
+  NatsServer server("creds", dir.path, std::nullopt, {"-c", keys + "/server.conf"});
+  std::string const creds = keys + "/user.creds";
+  NatsClient client(server.Url(), creds);
+  ASSERT_TRUE(client.WaitForJetStream()) << server.Log();
+  Rings rings;
+  std::string const up = rings.Add("br-credsup");
+  std::string const down = rings.Add("br-credsdown");
+  constexpr std::uint64_t kN = 200;
+  constexpr std::size_t kMax = 1000;
+  cb::Writer writer(cb::Spec::Make(up, 1 << 20));
+  std::uint64_t written = 0;
+  for (; written < kN / 2; ++written) Put(writer, written, kMax);
+  auto const nats = Cat(NatsArgs(server.Url(), "CREDS", "creds.one"), {"--creds", creds});
+  Tool out(Cat({"bridge", "out", up, "--from", "oldest"}, nats));
+  Tool in(Cat({"bridge", "in", down, "--from", "oldest"}, nats));
+  cb::Reader reader(cb::Spec::Make(down, 0), {.start = cb::StartAt::kOldest, .wait_for_buffer = 15s});
+  for (; written < kN; ++written) Put(writer, written, kMax);
+  Seen const seen = ReadUntil(reader, kN, kMax, 30s);
+  EXPECT_EQ(seen.delivered, kN) << out.Err() << in.Err() << server.Log();
+  EXPECT_EQ(seen.lost, 0u);
+  EXPECT_EQ(seen.wrong, 0u);
+  EXPECT_EQ(Stop(out), 0) << out.Err();
+  EXPECT_EQ(Stop(in), 0) << in.Err();
+  for (std::string const& who : {std::string(), keys + "/other.creds"}) {
+    std::vector<std::string> args =
+        Cat({"bridge", "out", up, "--connect-timeout", "2"}, NatsArgs(server.Url(), "CREDS", "creds.one"));
+    if (!who.empty()) args.insert(args.end(), {"--creds", who});
+    auto const r = Circbuf(args);
+    EXPECT_EQ(r.code, 4) << (who.empty() ? "no creds" : who) << ": " << r.err;
+    EXPECT_NE(r.err.find("refused the connection: Authentication Violation"), std::string::npos) << r.err;
+  }
+  auto const missing = Circbuf(
+      Cat({"bridge", "out", up, "--creds", dir.path + "/none.creds"}, NatsArgs(server.Url(), "CREDS", "creds.one")));
+  EXPECT_EQ(missing.code, 3) << missing.err;
+  EXPECT_NE(missing.err.find("--creds \"" + dir.path + "/none.creds\": cannot read it: No such file"),
+            std::string::npos)
+      << missing.err;
 }
 
 TEST(Bridge, BadInputGetsOneClearLineAndItsExitCode) {

@@ -205,9 +205,11 @@ inline std::optional<std::uint64_t> Header(natsMsg* m, char const* key) {
 // for JetStream to be ready).
 class NatsClient {
  public:
-  explicit NatsClient(std::string const& urls) {
+  // `creds`: a .creds file to authenticate with ("" for none).
+  explicit NatsClient(std::string const& urls, std::string const& creds = "") {
     natsOptions* o = nullptr;
     natsOptions_Create(&o);
+    if (!creds.empty()) natsOptions_SetUserCredentialsFromFiles(o, creds.c_str(), nullptr);
     std::vector<std::string> list;
     std::stringstream in(urls);
     for (std::string url; std::getline(in, url, ',');) list.push_back(url);

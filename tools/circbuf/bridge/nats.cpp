@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
@@ -185,6 +187,16 @@ Connection::Connection(ConnectFlags const& flags, std::string const& name, jsOpt
   (void)natsOptions_SetReconnectedCB(options_, OnReconnected, nullptr);
   (void)natsOptions_SetErrorHandler(options_, OnError, nullptr);
   if (!flags.creds.empty()) {
+    // libnats reads the file only when it connects, and then reports a
+    // missing one as a failed connection: look at it first.
+    if (std::FILE* f = std::fopen(flags.creds.c_str(), "r"); f != nullptr) {
+      (void)std::fclose(f);
+    } else {
+      int const error = errno;
+      natsOptions_Destroy(options_);
+      options_ = nullptr;
+      throw Error(kInvalid, "--creds \"" + flags.creds + "\": cannot read it: " + ErrnoText(error));
+    }
     s = natsOptions_SetUserCredentialsFromFiles(options_, flags.creds.c_str(), nullptr);
     if (s != NATS_OK) {
       natsOptions_Destroy(options_);
@@ -196,8 +208,10 @@ Connection::Connection(ConnectFlags const& flags, std::string const& name, jsOpt
     std::string const why = NatsError(s);
     natsOptions_Destroy(options_);
     options_ = nullptr;
-    throw Error(s == NATS_NOT_PERMITTED ? kPermission : kUnreachable,
-                "cannot connect to the NATS server at " + servers_text_ + ": " + why);
+    if (s == NATS_NOT_PERMITTED || s == NATS_CONNECTION_AUTH_FAILED) {
+      throw Error(kPermission, "the NATS server at " + servers_text_ + " refused the connection: " + why);
+    }
+    throw Error(kUnreachable, "cannot connect to the NATS server at " + servers_text_ + ": " + why);
   }
   s = natsConnection_JetStream(&js_, nc_, js_options);
   if (s != NATS_OK) {
