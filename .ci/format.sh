@@ -2,6 +2,9 @@
 # Checks that every tracked C++ file (*.cpp, *.cppm, *.hpp) is formatted as
 # .clang-format says, with clang-format-19; lists the offending files and
 # exits 1 if any is not. `--fix` reformats them in place instead.
+# It also checks that every C and C++ source is plain ASCII: that is what
+# lets .clang-tidy leave out misc-confusable-identifiers and the
+# misc-misleading-* checks (homoglyphs and bidirectional text need non-ASCII).
 #   .ci/format.sh          check (CI)
 #   .ci/format.sh --fix    reformat
 #   CLANG_FORMAT=...       another binary (the version must be 19: others format differently)
@@ -48,4 +51,15 @@ if [[ ${#bad[@]} -gt 0 ]]; then
   printf '  %s\n' "${bad[@]}" >&2
   exit 1
 fi
-echo "format.sh: ${#files[@]} files formatted"
+mapfile -d '' sources < <(git ls-files -z -- '*.cpp' '*.cppm' '*.hpp' '*.c' '*.h')
+nonascii=()
+for f in "${sources[@]}"; do
+  [[ -f $f ]] || continue
+  if LC_ALL=C grep -q -P '[^\x00-\x7F]' "$f"; then nonascii+=("$f"); fi
+done
+if [[ ${#nonascii[@]} -gt 0 ]]; then
+  echo "format.sh: ${#nonascii[@]} source file(s) contain non-ASCII bytes (sources are plain ASCII; see .clang-tidy):" >&2
+  for f in "${nonascii[@]}"; do LC_ALL=C grep -n -P '[^\x00-\x7F]' "$f" | head -3 | sed "s|^|  $f:|" >&2; done
+  exit 1
+fi
+echo "format.sh: ${#files[@]} files formatted; ${#sources[@]} C/C++ sources are ASCII"
